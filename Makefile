@@ -1,0 +1,157 @@
+# ftpssh: one GNU Makefile. `make V=1` shows the commands.
+#
+# Targets: all check check-valgrind fuzz fuzz-regress bench demo install
+#          uninstall clean
+# Builds: build/       release (-O2 -g)
+#         build/asan/  the same sources under ASan+UBSan, used by `make check`
+
+VERSION := 0.1.0
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+DESTDIR ?=
+
+CC      ?= cc
+PKG_CONFIG ?= pkg-config
+# Run Debian's own python for tests: it is the one python3-pytest and
+# python3-pyftpdlib install into, whatever python3 is first on PATH.
+PYTHON  ?= /usr/bin/python3
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
+STD     := -std=c11 -D_GNU_SOURCE
+OPT     ?= -O2 -g
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+# ftpparse is compiled WITHOUT the libuv/libssh2 include paths: the build
+# proves it stays pure.
+PURE_CFLAGS := $(STD) $(WARN) -DFTPSSH_VERSION='"$(VERSION)"'
+DEP_CFLAGS   = $(shell $(PKG_CONFIG) --cflags libssh2 libuv)
+DEP_LIBS     = $(shell $(PKG_CONFIG) --libs libssh2 libuv)
+
+FP_SRC  := $(wildcard ftpparse/*.c)
+MUX_SRC := $(wildcard mux/*.c)
+PX_SRC  := $(wildcard proxy/*.c)
+
+define objs
+$(patsubst %.c,$(1)/%.o,$(2))
+endef
+
+REL := build
+ASN := build/asan
+
+.PHONY: all asan check check-valgrind unit fuzz fuzz-regress bench demo \
+	install uninstall clean deps deps-test
+
+all: $(REL)/ftpssh
+
+asan: $(ASN)/ftpssh
+
+# --- object rules -------------------------------------------------------
+$(REL)/ftpparse/%.o: ftpparse/%.c ftpparse/ftpparse.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(PURE_CFLAGS) $(OPT) $(CFLAGS) -c $< -o $@
+
+$(ASN)/ftpparse/%.o: ftpparse/%.c ftpparse/ftpparse.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(PURE_CFLAGS) -O1 -g $(SAN) $(CFLAGS) -c $< -o $@
+
+$(REL)/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(PURE_CFLAGS) $(DEP_CFLAGS) -I. $(OPT) $(CFLAGS) -c $< -o $@
+
+$(ASN)/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(PURE_CFLAGS) $(DEP_CFLAGS) -I. -O1 -g $(SAN) -DFTPSSH_DEBUG_LOOP_CLOSE $(CFLAGS) -c $< -o $@
+
+# --- binaries -----------------------------------------------------------
+$(REL)/ftpssh: $(call objs,$(REL),$(FP_SRC) $(MUX_SRC) $(PX_SRC))
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(OPT) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+$(ASN)/ftpssh: $(call objs,$(ASN),$(FP_SRC) $(MUX_SRC) $(PX_SRC))
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+# Unit tests: cmocka, pure modules only.
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_REL := $(patsubst tests/unit/%.c,$(REL)/tests/%,$(UNIT_SRC))
+UNIT_ASN := $(patsubst tests/unit/%.c,$(ASN)/tests/%,$(UNIT_SRC))
+
+$(REL)/tests/test_%: tests/unit/test_%.c $(call objs,$(REL),$(FP_SRC))
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(PURE_CFLAGS) -I. $(OPT) $(CFLAGS) -o $@ $^ -lcmocka
+
+$(ASN)/tests/test_%: tests/unit/test_%.c $(call objs,$(ASN),$(FP_SRC))
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(PURE_CFLAGS) -I. -O1 -g $(SAN) $(CFLAGS) -o $@ $^ -lcmocka
+
+unit: $(UNIT_REL) $(UNIT_ASN)
+	$(Q)for t in $^; do echo "== $$t"; $$t || exit 1; done
+
+# --- fuzzing (clang + libFuzzer) ----------------------------------------
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FP_SRC) ftpparse/ftpparse.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ-LD $@")
+	$(Q)$(FUZZ_CC) $(STD) -g -O1 -I. -fsanitize=fuzzer,address,undefined -o $@ $< $(FP_SRC)
+
+fuzz: deps-fuzz $(FUZZ_TARGETS)
+	$(Q)for t in $(FUZZ_TARGETS); do n=$$(basename $$t); mkdir -p build/fuzz/corpus-$$n; \
+	  echo "== $$n for $(FUZZ_SECONDS)s"; \
+	  $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$n tests/corpus/$$n || exit 1; done
+
+# Regression: run the stored corpus through each target once.
+fuzz-regress: $(FUZZ_TARGETS)
+	$(Q)for t in $(FUZZ_TARGETS); do n=$$(basename $$t); echo "== $$n corpus"; \
+	  $$t -runs=0 tests/corpus/$$n || exit 1; done
+
+# --- tests ---------------------------------------------------------------
+deps:
+	$(Q)scripts/install-deps build
+
+deps-test:
+	$(Q)scripts/install-deps test
+
+deps-fuzz:
+	$(Q)scripts/install-deps fuzz
+
+check: deps-test
+	$(Q)$(MAKE) --no-print-directory all asan $(UNIT_REL) $(UNIT_ASN) $(FUZZ_TARGETS)
+	$(Q)PYTHON=$(PYTHON) tests/run-all
+
+check-valgrind: deps-test all
+	$(Q)PYTHON=$(PYTHON) FTPSSH_WRAP="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q" \
+	  FTPSSH_BIN=$(REL)/ftpssh tests/run-all
+
+bench: deps-test all
+	$(Q)PYTHON=$(PYTHON) bench/run
+
+demo: deps-test all
+	$(Q)PYTHON=$(PYTHON) scripts/demo
+
+# --- install -------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 755 $(REL)/ftpssh $(DESTDIR)$(BINDIR)/ftpssh
+	install -m 644 docs/ftpssh.1 $(DESTDIR)$(MANDIR)/man1/ftpssh.1
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/ftpssh $(DESTDIR)$(MANDIR)/man1/ftpssh.1
+
+clean:
+	rm -rf build
