@@ -63,7 +63,9 @@ typedef struct fp_line {
 
 void fp_framer_init(fp_framer *f);
 /* Free space at the tail (compacting first if needed); *avail may be 0 when
- * the buffer holds complete lines not yet taken: take them first. */
+ * the buffer holds complete lines not yet taken, or one line that filled it
+ * without an LF: call fp_framer_next() first (it returns FP_E_TOOLONG for
+ * the latter). */
 char *fp_framer_space(fp_framer *f, size_t *avail);
 void fp_framer_commit(fp_framer *f, size_t n);
 /* Copy bytes in; returns how many were taken (less than n when full). */
@@ -149,7 +151,8 @@ int fp_parse_eprt(const char *arg, size_t len, int *family, char *addr,
 int fp_format_227(char *buf, size_t cap, const uint8_t ip[4], uint16_t port);
 int fp_format_229(char *buf, size_t cap, uint16_t port);
 /* "NNN text\r\n" for proxy-generated replies; text is used as given up to
- * its first CR/LF so a caller cannot inject a second line. */
+ * its first CR/LF so a caller cannot inject a second line. FP_E_RANGE when
+ * code is not 100..599; a NULL text counts as "". */
 int fp_format_reply(char *buf, size_t cap, int code, const char *text);
 
 /* Copy text into dst (cap bytes, NUL-terminated) with every byte outside
