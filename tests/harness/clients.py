@@ -1,0 +1,304 @@
+"""Real FTP clients driven the same way: curl, lftp, wget, Python ftplib.
+
+    c = client("curl", bed, target)
+    r = c.retr("data-1M", local_path, mode="pasv")   # mode: None | "pasv" | "epsv"
+    r = c.stor(local_path, "remote-name")
+    r = c.listing()                                  # r.output: the LIST text
+    r.sent, r.received                               # control lines seen
+
+mode None is the client's own default (curl: EPSV, then PASV; lftp, wget,
+ftplib: PASV on IPv4). "pasv" and "epsv" force one of them; for ftplib
+"pasv" also trusts the address in the 227 (like lftp always does), so a
+wrongly rewritten 227 fails the transfer instead of going unnoticed.
+
+Every client run has a timeout; a client failure raises ClientError
+carrying the command, its exit status and its protocol transcript.
+"""
+
+import ftplib
+import itertools
+import os
+import subprocess
+
+from . import procs
+from .testbed import FTP_PASSWORD, FTP_USER
+
+CLIENTS = ("curl", "lftp", "wget", "ftplib")
+UPLOAD_CLIENTS = ("curl", "lftp", "ftplib")  # wget only downloads
+MODE_CLIENTS = ("curl", "lftp", "ftplib")    # clients that can be told PASV or EPSV
+CMD_TIMEOUT = 60.0
+
+_seq = itertools.count(1)
+
+
+class ClientError(AssertionError):
+    pass
+
+
+class Result:
+    def __init__(self, transcript="", output="", sent=(), received=()):
+        self.transcript = transcript
+        self.output = output
+        self.sent = list(sent)
+        self.received = list(received)
+
+    def commands(self):
+        """Upper-case command verbs sent on the control connection."""
+        return [s.split(" ", 1)[0].upper() for s in self.sent if s]
+
+    def codes(self):
+        return [r[:3] for r in self.received if len(r) >= 3 and r[:3].isdigit()]
+
+
+def timeout():
+    return CMD_TIMEOUT * procs.time_scale()
+
+
+class _Client:
+    name = "?"
+
+    def __init__(self, bed, target, user=FTP_USER, password=FTP_PASSWORD):
+        self.bed = bed
+        self.target = target
+        self.user = user
+        self.password = password
+
+    def url(self, path=""):
+        return "ftp://%s:%d/%s" % (self.target.host, self.target.port, path)
+
+    def env(self):
+        return dict(os.environ, HOME=self.bed.home, LC_ALL="C")
+
+    def run(self, argv, what):
+        argv = [str(a) for a in argv]
+        try:
+            r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=timeout(), env=self.env(),
+                               cwd=self.bed.clientdir)
+        except subprocess.TimeoutExpired as e:
+            raise ClientError("%s %s: no result within %.0fs\n$ %s\n%s" % (
+                self.name, what, timeout(), " ".join(argv),
+                (e.stderr or b"").decode("utf-8", "replace")[-4000:]))
+        out = r.stdout.decode("utf-8", "replace")
+        err = r.stderr.decode("utf-8", "replace")
+        if r.returncode != 0:
+            raise ClientError("%s %s against %r failed with exit status %d\n$ %s\n--- stdout\n%s\n--- stderr\n%s"
+                              % (self.name, what, self.target, r.returncode, " ".join(argv),
+                                 out[-3000:], err[-6000:]))
+        return out, err
+
+    def tempdir(self):
+        d = os.path.join(self.bed.clientdir, "%s-%d" % (self.name, next(_seq)))
+        os.makedirs(d)
+        return d
+
+
+class Curl(_Client):
+    name = "curl"
+
+    def base(self, mode):
+        argv = ["curl", "-sS", "-v", "--max-time", int(timeout()), "--connect-timeout", "10",
+                "-u", "%s:%s" % (self.user, self.password), "--ftp-pasv"]
+        if mode == "pasv":
+            argv.append("--disable-epsv")
+        return argv
+
+    @staticmethod
+    def parse(err):
+        sent = [l[2:].rstrip("\r") for l in err.splitlines() if l.startswith("> ")]
+        received = [l[2:].rstrip("\r") for l in err.splitlines() if l.startswith("< ")]
+        return sent, received
+
+    def _result(self, out, err):
+        sent, received = self.parse(err)
+        return Result(err, out, sent, received)
+
+    def retr(self, remote, local, mode=None):
+        return self._result(*self.run(self.base(mode) + ["-o", local, self.url(remote)], "RETR " + remote))
+
+    def stor(self, local, remote, mode=None):
+        return self._result(*self.run(self.base(mode) + ["-T", local, self.url(remote)], "STOR " + remote))
+
+    def listing(self, mode=None):
+        return self._result(*self.run(self.base(mode) + [self.url("")], "LIST"))
+
+
+class Lftp(_Client):
+    name = "lftp"
+
+    def script(self, mode, body, log):
+        t = int(timeout())
+        lines = [
+            "set cmd:fail-exit yes",
+            "set cmd:interactive no",
+            "set net:max-retries 1",
+            "set net:persist-retries 0",
+            "set net:reconnect-interval-base 1",
+            "set net:timeout %d" % t,
+            "set ftp:ssl-allow no",
+            "set ftp:passive-mode on",
+            # Use the address in the 227 exactly as sent: this is the
+            # client that proves the rewritten 227.
+            "set ftp:ignore-pasv-address no",
+            "set ftp:fix-pasv-address no",
+            "set ftp:prefer-epsv %s" % ("yes" if mode == "epsv" else "no"),
+            "set xfer:clobber on",
+            "debug -o %s 5" % log,
+            "open -u %s,%s -p %d %s" % (self.user, self.password, self.target.port, self.target.host),
+        ] + body + ["quit"]
+        return "; ".join(lines)
+
+    def _go(self, mode, body, what):
+        log = os.path.join(self.tempdir(), "lftp-debug.log")
+        try:
+            out, _ = self.run(["lftp", "-c", self.script(mode, body, log)], what)
+        except ClientError as e:
+            raise ClientError("%s\n--- lftp debug log\n%s" % (e, procs.tail(log, 6000)))
+        with open(log, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        sent, received = [], []
+        for l in text.splitlines():
+            if l.startswith("---> "):
+                sent.append(l[5:])
+            elif l.startswith("<--- "):
+                received.append(l[5:])
+        return Result(text, out, sent, received)
+
+    def retr(self, remote, local, mode=None):
+        return self._go(mode, ["get %s -o %s" % (remote, local)], "RETR " + remote)
+
+    def stor(self, local, remote, mode=None):
+        return self._go(mode, ["put %s -o %s" % (local, remote)], "STOR " + remote)
+
+    def listing(self, mode=None):
+        return self._go(mode, ["ls"], "LIST")
+
+
+class Wget(_Client):
+    name = "wget"
+
+    def base(self):
+        return ["wget", "-d", "--tries=1", "--timeout=%d" % int(timeout()), "--passive-ftp",
+                "--no-hsts", "--ftp-user=%s" % self.user, "--ftp-password=%s" % self.password]
+
+    @staticmethod
+    def parse(err):
+        sent = [l[4:].strip() for l in err.splitlines() if l.startswith("--> ")]
+        received = []
+        for l in err.splitlines():
+            if len(l) >= 4 and l[:3].isdigit() and l[3] in " -":
+                received.append(l)
+        return sent, received
+
+    def retr(self, remote, local, mode=None):
+        if mode == "epsv":
+            raise ClientError("wget uses PASV on IPv4; no EPSV switch")
+        out, err = self.run(self.base() + ["-O", local, self.url(remote)], "RETR " + remote)
+        sent, received = self.parse(err)
+        return Result(err, out, sent, received)
+
+    def stor(self, local, remote, mode=None):
+        raise ClientError("wget cannot upload")
+
+    def listing(self, mode=None):
+        d = self.tempdir()
+        out, err = self.run(self.base() + ["--no-remove-listing", "-nH", "-P", d, self.url("")], "LIST")
+        with open(os.path.join(d, ".listing"), encoding="utf-8", errors="replace") as f:
+            listing = f.read()
+        sent, received = self.parse(err)
+        return Result(err, listing, sent, received)
+
+
+class TracingFTP(ftplib.FTP):
+    """ftplib.FTP that records its control dialogue and can do EPSV on
+    IPv4 (ftplib only uses EPSV for IPv6)."""
+
+    def __init__(self, *a, epsv=False, **kw):
+        self.trace_sent = []
+        self.trace_received = []
+        self.use_epsv = epsv
+        self.last_passive = None
+        super().__init__(*a, **kw)
+
+    def putline(self, line):
+        self.trace_sent.append("PASS ****" if line.upper().startswith("PASS ") else line)
+        super().putline(line)
+
+    def getline(self):
+        line = super().getline()
+        self.trace_received.append(line)
+        return line
+
+    def makepasv(self):
+        if self.use_epsv:
+            host, port = ftplib.parse229(self.sendcmd("EPSV"), self.sock.getpeername())
+        else:
+            host, port = super().makepasv()
+        self.last_passive = (host, port)
+        return host, port
+
+    def transcript(self):
+        return "\n".join(["> " + s for s in self.trace_sent] + ["< " + r for r in self.trace_received])
+
+
+def open_ftplib(target, user=FTP_USER, password=FTP_PASSWORD, mode=None, login=True):
+    """A logged-in TracingFTP (mode as for client()); login=False leaves
+    the login to the caller."""
+    ftp = TracingFTP(timeout=timeout(), epsv=(mode == "epsv"))
+    if mode == "pasv":
+        ftp.trust_server_pasv_ipv4_address = True
+    ftp.connect(target.host, target.port)
+    if login:
+        ftp.login(user, password)
+    return ftp
+
+
+class FtpLib(_Client):
+    name = "ftplib"
+
+    def _go(self, mode, what, fn):
+        ftp = None
+        try:
+            ftp = open_ftplib(self.target, self.user, self.password, mode)
+            out = fn(ftp)
+            ftp.quit()
+        except (OSError, EOFError, ftplib.Error) as e:
+            tr = ftp.transcript() if ftp else ""
+            if ftp:
+                ftp.close()
+            raise ClientError("ftplib %s against %r failed: %r\n%s" % (what, self.target, e, tr))
+        return Result(ftp.transcript(), out or "", ftp.trace_sent, ftp.trace_received)
+
+    def retr(self, remote, local, mode=None):
+        def fn(ftp):
+            with open(local, "wb") as f:
+                ftp.retrbinary("RETR " + remote, f.write, blocksize=1 << 16)
+        return self._go(mode, "RETR " + remote, fn)
+
+    def stor(self, local, remote, mode=None):
+        def fn(ftp):
+            with open(local, "rb") as f:
+                ftp.storbinary("STOR " + remote, f, blocksize=1 << 16)
+        return self._go(mode, "STOR " + remote, fn)
+
+    def listing(self, mode=None):
+        def fn(ftp):
+            lines = []
+            ftp.retrlines("LIST", lines.append)
+            return "\n".join(lines)
+        return self._go(mode, "LIST", fn)
+
+
+_KINDS = {"curl": Curl, "lftp": Lftp, "wget": Wget, "ftplib": FtpLib}
+
+
+def client(name, bed, target, **kw):
+    return _KINDS[name](bed, target, **kw)
+
+
+def download_path(bed, tag):
+    return os.path.join(bed.clientdir, "dl-%d-%s" % (next(_seq), tag))
+
+
+def upload_name(tag):
+    return "up-%d-%s-%d" % (os.getpid(), tag, next(_seq))

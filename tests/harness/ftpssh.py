@@ -1,0 +1,323 @@
+"""The process under test: ftpssh, started with -L forwards to test-bed
+FTP servers through the test-bed sshd.
+
+    proxy = Ftpssh(bed, [server_a, server_b])   # waits for the announcements
+    proxy.targets      -> [Target(127.0.0.1, port_a), Target(127.0.0.1, port_b)]
+    proxy.assert_alive()
+    proxy.stop()       # SIGTERM; raises if it misbehaved (sanitizer report,
+                       # unexpected exit status, no exit)
+
+Environment:
+    FTPSSH_BIN      binary to test (default build/asan/ftpssh)
+    FTPSSH_WRAP     command prefix, e.g. "valgrind -q --error-exitcode=99"
+    FTPSSH_TEST_VERBOSE=1   pass -v to ftpssh
+    FTPSSH_TEST_MODE        ftpssh (default) | ssh | direct
+        ssh:    `ssh -N -L` through the test-bed sshd stands in for ftpssh
+                (control connection tunnelled, data connections direct):
+                proves the test bed and the clients, not ftpssh;
+        direct: clients talk to the FTP servers themselves.
+    Tests that only make sense for ftpssh are skipped in the other modes.
+"""
+
+import os
+import re
+import shlex
+import signal
+import time
+
+from . import procs
+from .testbed import REPO
+
+ANNOUNCE = re.compile(r"point your FTP client at ftp://127\.0\.0\.1:(\d+)/ \(passive mode\)")
+SANITIZER = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
+                       r"UndefinedBehaviorSanitizer|Invalid (read|write)|definitely lost: [1-9]")
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+# Exit statuses accepted after SIGTERM: a clean exit, or death by the
+# signal itself.
+CLEAN_EXIT = (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+
+_counter = [0]
+
+
+def mode():
+    m = os.environ.get("FTPSSH_TEST_MODE", "ftpssh")
+    if m not in ("ftpssh", "ssh", "direct"):
+        raise RuntimeError("FTPSSH_TEST_MODE must be ftpssh, ssh or direct, not %r" % m)
+    return m
+
+
+def binary():
+    b = os.environ.get("FTPSSH_BIN", "build/asan/ftpssh")
+    return b if os.path.isabs(b) else os.path.join(REPO, b)
+
+
+def wrap():
+    return shlex.split(os.environ.get("FTPSSH_WRAP", ""))
+
+
+def _next_name(prefix):
+    _counter[0] += 1
+    return "%s-%d" % (prefix, _counter[0])
+
+
+class Target:
+    """Where an FTP client connects: through the proxy, or direct."""
+
+    def __init__(self, host, port, server):
+        self.host = host
+        self.port = port
+        self.server = server
+
+    def __repr__(self):
+        return "ftp://%s:%d/ (%s)" % (self.host, self.port, self.server.kind)
+
+
+class ProxyError(AssertionError):
+    pass
+
+
+class Ftpssh:
+    """One ftpssh process. With wait=False the constructor returns as soon
+    as the process is started (for tests that expect it to fail)."""
+
+    def __init__(self, bed, servers, known_hosts=None, strict="yes", identity=None,
+                 use_l_option=False, extra=(), wait=True, ssh_port=None):
+        self.bed = bed
+        self.servers = list(servers)
+        ssh = bed.sshd()
+        self.ssh_port = ssh.port if ssh_port is None else ssh_port
+        self.known_hosts = ssh.known_hosts if known_hosts is None else known_hosts
+        self.name = _next_name("ftpssh")
+        b = binary()
+        if not os.access(b, os.X_OK):
+            raise ProxyError("ftpssh binary %s not found or not executable "
+                             "(build it: make asan / make; or set FTPSSH_BIN)" % b)
+        argv = wrap() + [b]
+        if os.environ.get("FTPSSH_TEST_VERBOSE") == "1":
+            argv.append("-v")
+        for srv in self.servers:
+            argv += ["-L", "127.0.0.1:0:%s:%d" % (srv.host, srv.port)]
+        argv += ["-p", str(self.ssh_port),
+                 "-i", ssh.user_key if identity is None else identity,
+                 "-o", "UserKnownHostsFile=%s" % self.known_hosts,
+                 "-o", "StrictHostKeyChecking=%s" % strict]
+        argv += list(extra)
+        if use_l_option:
+            argv += ["-l", ssh.login, "127.0.0.1"]
+        else:
+            argv += ["%s@127.0.0.1" % ssh.login]
+        env = dict(os.environ)
+        env["HOME"] = bed.home
+        env.pop("SSH_AUTH_SOCK", None)  # key file only: no agent surprises
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        self.argv = argv
+        self.daemon = procs.Daemon(self.name, argv, bed.logdir, env=env, cwd=bed.home)
+        self.pid = self.daemon.pid
+        self.ports = []
+        self.targets = []
+        self.stopped = False
+        if wait:
+            self.wait_ready()
+
+    # --- start up --------------------------------------------------------
+    def announcements(self):
+        return [int(p) for p in ANNOUNCE.findall(self.daemon.stderr_text())]
+
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        """Wait for one announcement line per -L, bounded."""
+        want = len(self.servers)
+        deadline = time.monotonic() + timeout * procs.time_scale()
+        while True:
+            ports = self.announcements()
+            if len(ports) >= want:
+                break
+            if not self.daemon.alive():
+                raise ProxyError("ftpssh exited before announcing its listeners:\n"
+                                 + self.daemon.describe())
+            if time.monotonic() > deadline:
+                raise ProxyError("ftpssh announced %d of %d listeners within %.0fs:\n%s"
+                                 % (len(ports), want, timeout, self.daemon.describe()))
+            time.sleep(0.05)
+        if len(ports) != want:
+            raise ProxyError("ftpssh announced %d listeners for %d -L:\n%s"
+                             % (len(ports), want, self.daemon.describe()))
+        for p in ports:
+            if p == 21 or not (1 <= p <= 65535):
+                raise ProxyError("ftpssh announced port %d" % p)
+        # Announcement order is taken to be the order of the -L options;
+        # test_multi checks it with the servers' banners.
+        self.ports = ports
+        self.targets = [Target("127.0.0.1", p, s) for p, s in zip(ports, self.servers)]
+
+    @property
+    def target(self):
+        return self.targets[0]
+
+    # --- health ----------------------------------------------------------
+    def alive(self):
+        return self.daemon.alive()
+
+    def stderr(self):
+        return self.daemon.stderr_text()
+
+    def describe(self):
+        return self.daemon.describe()
+
+    def assert_alive(self):
+        if not self.alive():
+            raise ProxyError("ftpssh is no longer running:\n" + self.describe())
+        self.assert_clean()
+
+    def assert_clean(self):
+        text = self.stderr()
+        m = SANITIZER.search(text)
+        if m:
+            raise ProxyError("ftpssh reported a memory/UB error (%r):\n%s" % (m.group(0), text[-8000:]))
+
+    def wait_exit(self, timeout=READY_TIMEOUT):
+        """For runs expected to fail: the exit status, or None if still
+        running after TIMEOUT seconds (then it is stopped)."""
+        deadline = time.monotonic() + timeout * procs.time_scale()
+        while time.monotonic() < deadline:
+            rc = self.daemon.proc.poll()
+            if rc is not None:
+                self.stopped = True
+                self.daemon.stop()
+                return rc
+            time.sleep(0.05)
+        self.stop(check=False)
+        return None
+
+    def ssh_connections(self):
+        """Number of TCP connections this process holds to the sshd port."""
+        return len(tcp_connections(self.pid, remote_port=self.ssh_port))
+
+    # --- shut down -------------------------------------------------------
+    def stop(self, check=True):
+        """SIGTERM, bounded wait. With check, raise ProxyError unless it
+        exited cleanly and its stderr has no sanitizer report."""
+        if self.stopped:
+            return self.daemon.returncode
+        self.stopped = True
+        was_alive = self.alive()
+        rc = self.daemon.stop(signal.SIGTERM, timeout=STOP_TIMEOUT)
+        if not check:
+            return rc
+        if not was_alive:
+            raise ProxyError("ftpssh had already exited (status %s) before SIGTERM:\n%s"
+                             % (rc, self.describe()))
+        self.assert_clean()
+        if rc is None or rc == -signal.SIGKILL:
+            raise ProxyError("ftpssh did not exit within %.0fs of SIGTERM:\n%s"
+                             % (STOP_TIMEOUT, self.describe()))
+        if rc not in CLEAN_EXIT:
+            raise ProxyError("ftpssh exited with status %s after SIGTERM:\n%s" % (rc, self.describe()))
+        return rc
+
+
+class SshForward:
+    """`ssh -N -L` in place of ftpssh (FTPSSH_TEST_MODE=ssh)."""
+
+    def __init__(self, bed, servers):
+        ssh = bed.sshd()
+        self.servers = list(servers)
+        self.ports = [procs.free_port() for _ in self.servers]
+        argv = ["ssh", "-F", "/dev/null", "-N", "-o", "BatchMode=yes",
+                "-o", "ExitOnForwardFailure=yes",
+                "-o", "UserKnownHostsFile=%s" % ssh.known_hosts,
+                "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "StrictHostKeyChecking=yes",
+                "-i", ssh.user_key, "-p", str(ssh.port)]
+        for p, srv in zip(self.ports, self.servers):
+            argv += ["-L", "127.0.0.1:%d:%s:%d" % (p, srv.host, srv.port)]
+        argv.append("%s@127.0.0.1" % ssh.login)
+        env = dict(os.environ, HOME=bed.home)
+        env.pop("SSH_AUTH_SOCK", None)
+        self.daemon = procs.Daemon(_next_name("ssh-L"), argv, bed.logdir, env=env)
+        self.pid = self.daemon.pid
+        for p in self.ports:
+            self.daemon.wait_port(p, timeout=READY_TIMEOUT)
+        self.targets = [Target("127.0.0.1", p, s) for p, s in zip(self.ports, self.servers)]
+
+    @property
+    def target(self):
+        return self.targets[0]
+
+    def alive(self):
+        return self.daemon.alive()
+
+    def describe(self):
+        return self.daemon.describe()
+
+    def assert_alive(self):
+        if not self.alive():
+            raise ProxyError("ssh -L exited:\n" + self.describe())
+
+    def stop(self, check=True):
+        self.daemon.stop()
+
+
+class Direct:
+    """No forwarder at all (FTPSSH_TEST_MODE=direct)."""
+
+    def __init__(self, bed, servers):
+        self.servers = list(servers)
+        self.targets = [Target(s.host, s.port, s) for s in self.servers]
+
+    @property
+    def target(self):
+        return self.targets[0]
+
+    def alive(self):
+        return True
+
+    def describe(self):
+        return "direct connection"
+
+    def assert_alive(self):
+        pass
+
+    def stop(self, check=True):
+        pass
+
+
+def start_gateway(bed, servers):
+    """The forwarder for the current FTPSSH_TEST_MODE."""
+    m = mode()
+    if m == "ssh":
+        return SshForward(bed, servers)
+    if m == "direct":
+        return Direct(bed, servers)
+    return Ftpssh(bed, servers)
+
+
+def tcp_connections(pid, remote_port):
+    """(local, remote) TCP endpoints that process PID holds towards
+    REMOTE_PORT, read from /proc (no ss/netstat needed)."""
+    inodes = set()
+    fddir = "/proc/%d/fd" % pid
+    try:
+        for fd in os.listdir(fddir):
+            try:
+                link = os.readlink(os.path.join(fddir, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return []
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+                    if inode in inodes and state == "01" and int(remote.split(":")[1], 16) == remote_port:
+                        found.append((local, remote))
+        except OSError:
+            pass
+    return found

@@ -1,0 +1,176 @@
+"""Processes the harness starts: daemons with their output in files.
+
+Every process started through Daemon is recorded in one registry. Three
+nets make sure none outlives the harness: the owner's finalizer calls
+stop(), an atexit handler stops whatever is still running, and each child
+gets PR_SET_PDEATHSIG so the kernel kills it if the harness dies without
+running Python's exit code (SIGKILL, crash).
+
+Daemons never share the harness's stdin/stdout/stderr: a daemon holding a
+pipe open would make `... | tail` wait forever.
+"""
+
+import atexit
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+_REGISTRY = []
+_LOCK = threading.Lock()
+PR_SET_PDEATHSIG = 1
+
+
+def time_scale():
+    """Factor applied to every timeout: valgrind makes things slow."""
+    env = os.environ.get("FTPSSH_TEST_TIME_SCALE")
+    if env:
+        return float(env)
+    return 5.0 if os.environ.get("FTPSSH_WRAP") else 1.0
+
+
+def _child_setup():
+    # New session: stop() signals the whole process group. Death signal:
+    # the kernel kills us if the harness dies first.
+    os.setsid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:
+        pass
+
+
+def free_port():
+    """A loopback TCP port nobody listens on right now (never 21)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port >= 1024:
+            return port
+    raise RuntimeError("no free loopback port")
+
+
+def can_connect(port, host="127.0.0.1", timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path, limit=4000):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return "<%s unreadable: %s>" % (path, e)
+
+
+class Daemon:
+    """One child process, stdin from /dev/null, stdout+stderr to files."""
+
+    def __init__(self, name, argv, logdir, env=None, cwd=None):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.stdout_path = os.path.join(logdir, name + ".stdout")
+        self.stderr_path = os.path.join(logdir, name + ".stderr")
+        self.returncode = None
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                cwd=cwd,
+                preexec_fn=_child_setup,
+                close_fds=True,
+            )
+        self.pid = self.proc.pid
+        with _LOCK:
+            _REGISTRY.append(self)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stderr_text(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def describe(self):
+        state = "running" if self.alive() else "exited with %s" % self.proc.returncode
+        return "%s (pid %d, %s)\n  argv: %s\n  stderr tail:\n%s" % (
+            self.name,
+            self.pid,
+            state,
+            " ".join(self.argv),
+            tail(self.stderr_path),
+        )
+
+    def wait_port(self, port, timeout=10.0, host="127.0.0.1"):
+        """Wait until PORT accepts connections; fail early if we died."""
+        deadline = time.monotonic() + timeout * time_scale()
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError("%s died while starting:\n%s" % (self.name, self.describe()))
+            if can_connect(port, host):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("%s not listening on %s:%d after %.0fs:\n%s"
+                           % (self.name, host, port, timeout, self.describe()))
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Signal the process (and its group), wait bounded, then SIGKILL.
+
+        Returns the process's own exit status (negative: killed by signal).
+        """
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout * time_scale())
+            except subprocess.TimeoutExpired:
+                pass
+        self.returncode = self.proc.poll()
+        # Whatever the main process left behind in its group goes too
+        # (sshd and vsftpd session children, proftpd's).
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.returncode is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            self.returncode = self.proc.poll()
+        with _LOCK:
+            if self in _REGISTRY:
+                _REGISTRY.remove(self)
+        return self.returncode
+
+
+def stop_all():
+    with _LOCK:
+        left = list(_REGISTRY)
+    for d in reversed(left):
+        try:
+            d.stop(timeout=2)
+        except Exception:  # the safety net must not raise
+            pass
+
+
+atexit.register(stop_all)
