@@ -1,0 +1,568 @@
+/*
+ * The SSH connection: one libuv TCP handle, one libssh2 session.
+ *
+ * libssh2 is given send/recv callbacks instead of the socket. recv copies
+ * from `in` (filled by uv_read, which stops while `in` is full); send tries
+ * the socket directly and queues what the kernel did not take in the `out`
+ * ring, which one uv_write at a time drains. send never says "would block",
+ * so libssh2 never holds a half-sent packet, and the 1.10 rule "repeat the
+ * very same call after EAGAIN" never comes up: EAGAIN from any libssh2 call
+ * here means "waiting for bytes from the server", and any other call may be
+ * made in the meantime. Backpressure on output is ours: channel writes stop
+ * while `out` holds more than MUX_OUT_SOFT.
+ *
+ * Everything runs in conn_service(): on input, on output drained, on a kick
+ * from a channel owner (deferred to an idle handle so that owners' calls
+ * never re-enter libssh2), and on the keepalive timer.
+ *
+ * States: RESOLVING -> CONNECTING -> HANDSHAKE -> AUTH_* (auth.c) -> UP.
+ * Any failure -> DEAD: channels are failed, owners close them, and
+ * mux_conn_close() then closes the handles; MUX_CONN_CLOSED is the last
+ * event, after which the object is freed.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mux/internal.h"
+
+static void conn_service(mux_conn *c);
+
+void mux__log(mux_conn *c, int level, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+
+	if (!c->opts.log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	c->opts.log(c->opts.log_ctx, level, "%s", buf);
+}
+
+const char *mux_strerror(int err)
+{
+	static const struct {
+		int code;
+		const char *msg;
+	} ssh_errs[] = {
+		{LIBSSH2_ERROR_SOCKET_DISCONNECT, "SSH connection closed by the server"},
+		{LIBSSH2_ERROR_SOCKET_SEND, "cannot send to the SSH server"},
+		{LIBSSH2_ERROR_SOCKET_RECV, "cannot receive from the SSH server"},
+		{LIBSSH2_ERROR_KEX_FAILURE, "SSH key exchange failed"},
+		{LIBSSH2_ERROR_BANNER_RECV, "no SSH banner from the server"},
+		{LIBSSH2_ERROR_HOSTKEY_INIT, "cannot read the server's host key"},
+		{LIBSSH2_ERROR_METHOD_NOT_SUPPORTED, "no common cipher, MAC or key type"},
+		{LIBSSH2_ERROR_CHANNEL_FAILURE, "the gateway refused the channel"},
+		{LIBSSH2_ERROR_CHANNEL_OUTOFORDER, "SSH channel protocol error"},
+		{LIBSSH2_ERROR_CHANNEL_CLOSED, "SSH channel closed"},
+		{LIBSSH2_ERROR_CHANNEL_EOF_SENT, "SSH channel already at EOF"},
+		{LIBSSH2_ERROR_AUTHENTICATION_FAILED, "authentication failed"},
+		{LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED, "key not accepted"},
+		{LIBSSH2_ERROR_FILE, "cannot read or decrypt the key file"},
+		{LIBSSH2_ERROR_ALLOC, "out of memory in libssh2"},
+		{LIBSSH2_ERROR_TIMEOUT, "SSH timeout"},
+		{LIBSSH2_ERROR_PROTO, "SSH protocol error"},
+		{LIBSSH2_ERROR_BAD_USE, "libssh2 misuse (a bug in ftpssh)"},
+		{LIBSSH2_ERROR_AGENT_PROTOCOL, "ssh-agent protocol error"},
+		{LIBSSH2_ERROR_KNOWN_HOSTS, "cannot use the known_hosts file"},
+		{LIBSSH2_ERROR_CHANNEL_WINDOW_FULL, "SSH channel window full"},
+	};
+	if (err <= MUX_ESSH_BASE + 0 && err > MUX_ESSH_BASE - 1000) {
+		int e = err - MUX_ESSH_BASE;
+		for (size_t i = 0; i < sizeof(ssh_errs) / sizeof(ssh_errs[0]); i++)
+			if (ssh_errs[i].code == e)
+				return ssh_errs[i].msg;
+		return "SSH error";
+	}
+	return uv_strerror(err);
+}
+
+const char *mux_libssh2_version(void)
+{
+	return libssh2_version(0);
+}
+
+/* ---- libssh2 I/O callbacks ---------------------------------------------- */
+
+static ssize_t conn_recv_cb(libssh2_socket_t fd, void *buf, size_t len, int flags,
+			    void **abstract)
+{
+	mux_conn *c = *abstract;
+	(void)fd;
+	(void)flags;
+	if (c->in_len == 0) {
+		if (c->in_err)
+			return -ECONNRESET;
+		if (c->in_eof)
+			return 0;
+		return -EAGAIN;
+	}
+	size_t n = len < c->in_len ? len : c->in_len;
+	memcpy(buf, c->in + c->in_start, n);
+	c->in_start += n;
+	c->in_len -= n;
+	if (c->in_len == 0)
+		c->in_start = 0;
+	return (ssize_t)n;
+}
+
+static void conn_write_next(mux_conn *c);
+
+static void conn_write_cb(uv_write_t *req, int status)
+{
+	mux_conn *c = container_of(req, mux_conn, wreq);
+	size_t n = c->writing;
+
+	c->writing = 0;
+	if (status < 0) {
+		if (!c->out_err)
+			c->out_err = status;
+		c->out_len = 0;
+		c->out_head = 0;
+		conn_service(c);
+		return;
+	}
+	bool was_high = c->out_len >= MUX_OUT_SOFT;
+	c->out_head = (c->out_head + n) % MUX_OUT_CAP;
+	c->out_len -= n;
+	if (c->out_len == 0)
+		c->out_head = 0;
+	conn_write_next(c);
+	if (was_high && c->out_len < MUX_OUT_SOFT)
+		conn_service(c);
+}
+
+/* Start a uv_write for the contiguous head of the ring, if none runs. */
+static void conn_write_next(mux_conn *c)
+{
+	if (c->writing || c->out_len == 0 || c->out_err || c->state == CS_CLOSING)
+		return;
+	size_t contig = MUX_OUT_CAP - c->out_head;
+	size_t n = c->out_len < contig ? c->out_len : contig;
+	uv_buf_t b = uv_buf_init(c->out + c->out_head, (unsigned)n);
+	int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
+	if (rc < 0) {
+		c->out_err = rc;
+		return;
+	}
+	c->writing = n;
+}
+
+static ssize_t conn_send_cb(libssh2_socket_t fd, const void *buf, size_t len, int flags,
+			    void **abstract)
+{
+	mux_conn *c = *abstract;
+	const char *p = buf;
+	size_t left = len;
+	(void)fd;
+	(void)flags;
+
+	if (c->out_err)
+		return -EPIPE;
+	if (c->out_len == 0 && !c->writing) {
+		uv_buf_t b = uv_buf_init((char *)p, (unsigned)left);
+		int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+		if (n > 0) {
+			p += n;
+			left -= (size_t)n;
+		} else if (n != UV_EAGAIN) {
+			c->out_err = n;
+			return -EPIPE;
+		}
+	}
+	if (left > MUX_OUT_CAP - c->out_len) {
+		/* Cannot happen while channel writes respect MUX_OUT_SOFT; if it
+		 * does, failing the connection is better than losing bytes. */
+		mux__log(c, 0, "ssh: output buffer overflow (%zu queued)", c->out_len);
+		c->out_err = UV_ENOBUFS;
+		return -ENOBUFS;
+	}
+	while (left > 0) {
+		size_t tail = (c->out_head + c->out_len) % MUX_OUT_CAP;
+		size_t room = MUX_OUT_CAP - tail;
+		size_t n = left < room ? left : room;
+		memcpy(c->out + tail, p, n);
+		c->out_len += n;
+		p += n;
+		left -= n;
+	}
+	c->bytes_out += len;
+	conn_write_next(c);
+	return (ssize_t)len;
+}
+
+/* ---- socket reading ------------------------------------------------------ */
+
+static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	mux_conn *c = container_of(h, mux_conn, tcp);
+	(void)suggested;
+	if (c->in_start > 0) {
+		memmove(c->in, c->in + c->in_start, c->in_len);
+		c->in_start = 0;
+	}
+	*buf = uv_buf_init(c->in + c->in_len, (unsigned)(MUX_IN_CAP - c->in_len));
+}
+
+static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	mux_conn *c = container_of(s, mux_conn, tcp);
+	(void)buf;
+	if (n > 0) {
+		c->in_len += (size_t)n;
+		c->bytes_in += (uint64_t)n;
+	} else if (n == UV_EOF) {
+		c->in_eof = true;
+	} else if (n < 0) {
+		c->in_err = (int)n;
+	}
+	if (n < 0 || c->in_len == MUX_IN_CAP) {
+		uv_read_stop(s);
+		c->reading = false;
+	}
+	conn_service(c);
+}
+
+static void conn_update_reading(mux_conn *c)
+{
+	if (c->state == CS_CLOSING || c->state == CS_DEAD || !c->tcp_inited)
+		return;
+	if (c->state == CS_RESOLVING || c->state == CS_CONNECTING)
+		return;
+	bool want = !c->in_eof && !c->in_err && c->in_len < MUX_IN_CAP;
+	if (want && !c->reading) {
+		if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, conn_read_cb) == 0)
+			c->reading = true;
+	} else if (!want && c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+}
+
+/* ---- state changes ------------------------------------------------------ */
+
+void mux__fail(mux_conn *c, int kind, int err, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	if (c->state == CS_DEAD || c->state == CS_CLOSING)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	bool was_up = c->state == CS_UP;
+	c->state = CS_DEAD;
+	uv_timer_stop(&c->timer);
+	if (c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+	mux__chan_fail_all(c, err ? err : UV_ECONNRESET);
+	if (c->cb)
+		c->cb(c, was_up ? MUX_CONN_LOST : MUX_CONN_FAILED, kind, msg, c->cb_data);
+	mux__maybe_finish_close(c);
+}
+
+static void conn_keepalive_cb(uv_timer_t *t)
+{
+	mux_conn *c = container_of(t, mux_conn, timer);
+	int next = 0;
+	if (c->state != CS_UP)
+		return;
+	int rc = libssh2_keepalive_send(c->ssh, &next);
+	if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN)
+		mux__fail(c, MUX_FAIL_NET, MUX_ESSH(rc), "keepalive failed: %s",
+			  mux_strerror(MUX_ESSH(rc)));
+}
+
+void mux__set_up(mux_conn *c)
+{
+	c->state = CS_UP;
+	c->up_once = true;
+	mux__auth_cleanup(c);
+	if (c->opts.keepalive_sec) {
+		libssh2_keepalive_config(c->ssh, 0, c->opts.keepalive_sec);
+		uv_timer_start(&c->timer, conn_keepalive_cb, c->opts.keepalive_sec * 1000ull,
+			       c->opts.keepalive_sec * 1000ull);
+	}
+	if (c->cb)
+		c->cb(c, MUX_CONN_UP, 0, "", c->cb_data);
+}
+
+/* ---- the service loop ---------------------------------------------------- */
+
+static void conn_service(mux_conn *c)
+{
+	if (c->servicing) {
+		c->reservice = true;
+		return;
+	}
+	c->servicing = true;
+	for (int round = 0; round < 64; round++) {
+		c->reservice = false;
+		if (c->state == CS_HANDSHAKE || c->state == CS_AUTH_LIST ||
+		    c->state == CS_AUTH_AGENT || c->state == CS_AUTH_KEY)
+			mux__auth_step(c);
+		if (c->state == CS_UP || c->state == CS_DEAD)
+			mux__chan_service_all(c);
+		if (c->state == CS_UP && (c->out_err || c->in_err || (c->in_eof && c->in_len == 0))) {
+			int err = c->out_err ? c->out_err : c->in_err ? c->in_err : UV_EOF;
+			mux__fail(c, MUX_FAIL_NET, err, "SSH connection to %s lost: %s", c->host,
+				  err == UV_EOF ? "closed by the server" : uv_strerror(err));
+		} else if ((c->state == CS_HANDSHAKE || c->state == CS_AUTH_LIST ||
+			    c->state == CS_AUTH_AGENT || c->state == CS_AUTH_KEY) &&
+			   (c->out_err || c->in_err || (c->in_eof && c->in_len == 0))) {
+			mux__fail(c, MUX_FAIL_NET, UV_ECONNRESET,
+				  "%s:%u closed the connection during the SSH handshake",
+				  c->host, c->opts.port);
+		}
+		if (!c->reservice)
+			break;
+	}
+	if (c->reservice)
+		mux__kick(c); /* still busy: go round the loop first */
+	c->servicing = false;
+	conn_update_reading(c);
+	mux__maybe_finish_close(c);
+}
+
+static void conn_kick_cb(uv_idle_t *h)
+{
+	mux_conn *c = container_of(h, mux_conn, kick);
+	uv_idle_stop(h);
+	c->kicked = false;
+	conn_service(c);
+}
+
+void mux__kick(mux_conn *c)
+{
+	if (c->kicked || c->state == CS_CLOSING)
+		return;
+	c->kicked = true;
+	uv_idle_start(&c->kick, conn_kick_cb);
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+static void conn_connect_cb(uv_connect_t *req, int status)
+{
+	mux_conn *c = container_of(req, mux_conn, connect_req);
+	if (c->state != CS_CONNECTING)
+		return;
+	if (status < 0) {
+		mux__fail(c, MUX_FAIL_NET, status, "cannot connect to %s port %u: %s", c->host,
+			  c->opts.port, uv_strerror(status));
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	c->state = CS_HANDSHAKE;
+	conn_update_reading(c);
+	conn_service(c);
+}
+
+static void conn_resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	mux_conn *c = container_of(req, mux_conn, gai);
+	c->gai_pending = false;
+	if (c->state != CS_RESOLVING) {
+		uv_freeaddrinfo(res);
+		mux__maybe_finish_close(c);
+		return;
+	}
+	if (status < 0) {
+		mux__fail(c, MUX_FAIL_NET, status, "cannot resolve %s: %s", c->host,
+			  uv_strerror(status));
+		return;
+	}
+	c->state = CS_CONNECTING;
+	int rc = uv_tcp_connect(&c->connect_req, &c->tcp, res->ai_addr, conn_connect_cb);
+	uv_freeaddrinfo(res);
+	if (rc < 0)
+		mux__fail(c, MUX_FAIL_NET, rc, "cannot connect to %s port %u: %s", c->host,
+			  c->opts.port, uv_strerror(rc));
+}
+
+static char *dupstr(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static void conn_free(mux_conn *c)
+{
+	free(c->host);
+	free(c->user);
+	free(c->known_hosts);
+	free(c->ciphers);
+	free(c->macs);
+	for (size_t i = 0; i < c->opts.n_identities; i++)
+		free(c->identities[i]);
+	free(c->identities);
+	free(c->in);
+	free(c->out);
+	free(c);
+}
+
+static void conn_handle_closed_cb(uv_handle_t *h)
+{
+	mux_conn *c = h->data;
+	if (--c->handles_open > 0)
+		return;
+	mux_conn_cb cb = c->cb;
+	void *data = c->cb_data;
+	conn_free(c);
+	if (cb)
+		cb(NULL, MUX_CONN_CLOSED, 0, "", data);
+}
+
+/* Close handles and free once the owner asked to close and no channel is
+ * left (owners close their channels after being told of the failure). */
+void mux__maybe_finish_close(mux_conn *c)
+{
+	if (!c->close_wanted || c->state == CS_CLOSING || c->nchans > 0 || c->servicing ||
+	    c->gai_pending)
+		return;
+	if (c->ssh) {
+		if (c->state == CS_UP)
+			libssh2_session_disconnect(c->ssh, "ftpssh closing");
+		mux__auth_cleanup(c);
+		libssh2_session_free(c->ssh);
+		c->ssh = NULL;
+	}
+	c->state = CS_CLOSING;
+	uv_close((uv_handle_t *)&c->timer, conn_handle_closed_cb);
+	uv_close((uv_handle_t *)&c->kick, conn_handle_closed_cb);
+	uv_close((uv_handle_t *)&c->tcp, conn_handle_closed_cb);
+}
+
+int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void *data,
+		   mux_conn **out)
+{
+	static bool ssh_inited;
+	int rc = UV_ENOMEM;
+	mux_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return UV_ENOMEM;
+	if (!ssh_inited) {
+		if (libssh2_init(0) != 0) {
+			free(c);
+			return MUX_ESSH(LIBSSH2_ERROR_ALLOC);
+		}
+		ssh_inited = true;
+	}
+	c->loop = loop;
+	c->cb = cb;
+	c->cb_data = data;
+	c->opts = *o;
+	if (!c->opts.window_max || c->opts.window_max < MUX_WINDOW_START)
+		c->opts.window_max = MUX_WINDOW_START;
+	c->host = dupstr(o->host);
+	c->user = dupstr(o->user);
+	c->known_hosts = dupstr(o->known_hosts);
+	c->ciphers = dupstr(o->ciphers);
+	c->macs = dupstr(o->macs);
+	c->in = malloc(MUX_IN_CAP);
+	c->out = malloc(MUX_OUT_CAP);
+	c->identities = calloc(o->n_identities + 1, sizeof(char *));
+	if (!c->host || !c->user || !c->in || !c->out || !c->identities ||
+	    (o->known_hosts && !c->known_hosts))
+		goto fail;
+	for (size_t i = 0; i < o->n_identities; i++)
+		if (!(c->identities[i] = strdup(o->identities[i])))
+			goto fail;
+	c->opts.host = c->host;
+	c->opts.user = c->user;
+	c->opts.known_hosts = c->known_hosts;
+	c->opts.identities = (const char *const *)c->identities;
+	c->opts.ciphers = c->ciphers;
+	c->opts.macs = c->macs;
+	/* A global cap on promised-but-unread bytes across channels: eight
+	 * channels at the per-channel cap. */
+	c->window_budget = c->opts.window_max * 8u;
+
+	c->ssh = libssh2_session_init_ex(NULL, NULL, NULL, c);
+	if (!c->ssh)
+		goto fail;
+	libssh2_session_set_blocking(c->ssh, 0);
+	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_SEND, (void *)conn_send_cb);
+	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_RECV, (void *)conn_recv_cb);
+	if (c->ciphers) {
+		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_CS, c->ciphers);
+		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_SC, c->ciphers);
+	}
+	if (c->macs) {
+		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_MAC_CS, c->macs);
+		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_MAC_SC, c->macs);
+	}
+
+	if ((rc = uv_tcp_init(loop, &c->tcp)) < 0)
+		goto fail;
+	c->tcp_inited = true;
+	c->tcp.data = c;
+	uv_timer_init(loop, &c->timer);
+	c->timer.data = c;
+	uv_idle_init(loop, &c->kick);
+	c->kick.data = c;
+	c->handles_open = 3;
+
+	char port[8];
+	snprintf(port, sizeof(port), "%u", o->port);
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
+	c->state = CS_RESOLVING;
+	rc = uv_getaddrinfo(loop, &c->gai, conn_resolved_cb, c->host, port, &hints);
+	c->gai_pending = rc == 0;
+	if (rc < 0) {
+		/* Handles exist: report through the normal path. */
+		*out = c;
+		mux__fail(c, MUX_FAIL_NET, rc, "cannot resolve %s: %s", c->host, uv_strerror(rc));
+		return 0;
+	}
+	*out = c;
+	return 0;
+fail:
+	if (c->ssh)
+		libssh2_session_free(c->ssh);
+	conn_free(c);
+	return rc;
+}
+
+void mux_conn_close(mux_conn *c)
+{
+	if (c->close_wanted)
+		return;
+	c->close_wanted = true;
+	if (c->state == CS_RESOLVING)
+		uv_cancel((uv_req_t *)&c->gai);
+	if (c->state != CS_DEAD && c->state != CS_CLOSING) {
+		bool was_up = c->state == CS_UP;
+		c->state = CS_DEAD;
+		uv_timer_stop(&c->timer);
+		if (c->reading) {
+			uv_read_stop((uv_stream_t *)&c->tcp);
+			c->reading = false;
+		}
+		(void)was_up;
+		mux__chan_fail_all(c, UV_ECANCELED);
+	}
+	mux__kick(c);
+	mux__maybe_finish_close(c);
+}
+
+bool mux_conn_is_up(const mux_conn *c)
+{
+	return c && c->state == CS_UP;
+}
+
+void mux_conn_stats(const mux_conn *c, uint64_t *in, uint64_t *out, unsigned *channels)
+{
+	if (in)
+		*in = c->bytes_in;
+	if (out)
+		*out = c->bytes_out;
+	if (channels)
+		*channels = c->nchans;
+}

@@ -1,0 +1,144 @@
+/* Internal to mux/: the structures shared by conn.c, auth.c and chan.c. */
+#ifndef MUX_INTERNAL_H
+#define MUX_INTERNAL_H
+
+#include <libssh2.h>
+
+#include "mux/mux.h"
+
+#define container_of(ptr, type, member) \
+	((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* SSH socket buffers. Input: what libuv read and libssh2 has not taken.
+ * Output: encrypted packets libssh2 produced and the socket has not taken.
+ * Channel writes stop at OUT_SOFT; small control packets (window adjust,
+ * EOF, CLOSE, keepalive) may go past it, never past OUT_CAP. */
+#define MUX_IN_CAP (256 * 1024)
+#define MUX_OUT_CAP (2 * 1024 * 1024)
+#define MUX_OUT_SOFT (256 * 1024)
+
+/* Receive window: every channel starts with WINDOW_START of credit and may
+ * grow to opts.window_max while its consumer keeps up. */
+#define MUX_WINDOW_START (2u * 1024 * 1024)
+#define MUX_READ_CHUNK (64 * 1024)
+
+enum conn_state {
+	CS_RESOLVING,
+	CS_CONNECTING,
+	CS_HANDSHAKE,
+	CS_AUTH_LIST,
+	CS_AUTH_AGENT,
+	CS_AUTH_KEY,
+	CS_UP,
+	CS_DEAD,    /* failed or lost: waiting for channel owners to close */
+	CS_CLOSING, /* handles closing */
+};
+
+enum chan_state {
+	CH_QUEUED,  /* waiting for its turn to open */
+	CH_OPENING, /* libssh2 open in progress (head of the open queue) */
+	CH_OPEN,
+	CH_FAILED,  /* open failed or connection lost; owner must close */
+	CH_FREEING, /* libssh2_channel_free in progress */
+};
+
+struct mux_chan {
+	mux_conn *conn;
+	mux_chan *prev, *next;     /* conn->chans */
+	mux_chan *open_next;       /* conn open queue */
+	unsigned id;
+	enum chan_state state;
+	LIBSSH2_CHANNEL *lc;
+	char *open_msg;            /* direct-tcpip request body */
+	size_t open_msg_len;
+	char desc[80];             /* host:port for logs */
+	mux_open_cb open_cb;
+	void *data;
+	int error;                 /* first error; delivered to the owner */
+	/* reading */
+	mux_alloc_cb alloc_cb;
+	mux_read_cb read_cb;
+	bool reading;
+	bool eof_delivered;
+	bool err_delivered;
+	uint32_t window_target;    /* credit we keep outstanding */
+	/* writing */
+	mux_write_req *wq_head, *wq_tail;
+	size_t wq_bytes;
+	bool shutdown_wanted;
+	bool eof_sent;
+	/* closing */
+	bool close_wanted;
+	mux_close_cb close_cb;
+	bool open_cb_due;          /* open result not yet told */
+	int open_status;
+};
+
+struct mux_conn {
+	uv_loop_t *loop;
+	uv_tcp_t tcp;
+	uv_getaddrinfo_t gai;
+	uv_connect_t connect_req;
+	uv_timer_t timer;
+	uv_idle_t kick;
+	uv_write_t wreq;
+	int handles_open;          /* uv handles not yet closed */
+	bool tcp_inited;
+	bool gai_pending;          /* getaddrinfo running: c must outlive it */
+	enum conn_state state;
+	mux_conn_cb cb;
+	void *cb_data;
+	mux_conn_opts opts;        /* strings below are our copies */
+	char *host, *user, *known_hosts, *ciphers, *macs;
+	char **identities;
+	LIBSSH2_SESSION *ssh;
+	LIBSSH2_AGENT *agent;
+	struct libssh2_agent_publickey *agent_id;
+	unsigned agent_tried;
+	size_t key_idx;
+	bool auth_publickey;
+	char tried[512];           /* what auth tried, for the failure message */
+
+	/* SSH socket input */
+	char *in;
+	size_t in_start, in_len;
+	bool in_eof;
+	int in_err;
+	bool reading;
+	/* SSH socket output (ring) */
+	char *out;
+	size_t out_head, out_len;
+	size_t writing;            /* bytes of the in-flight uv_write, 0 if none */
+	int out_err;
+
+	/* channels */
+	mux_chan *chans;
+	unsigned nchans;
+	unsigned next_id;
+	mux_chan *open_head, *open_tail;
+	bool servicing, reservice;
+	bool kicked;
+	bool close_wanted;
+	bool up_once;
+	uint64_t bytes_in, bytes_out;
+	uint32_t window_budget;    /* unallocated share of the global window budget */
+};
+
+/* conn.c */
+void mux__kick(mux_conn *c);
+void mux__log(mux_conn *c, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void mux__fail(mux_conn *c, int kind, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void mux__set_up(mux_conn *c);
+void mux__maybe_finish_close(mux_conn *c);
+
+/* auth.c: drive the handshake/hostkey/auth states; returns when waiting. */
+void mux__auth_step(mux_conn *c);
+void mux__auth_cleanup(mux_conn *c);
+
+/* chan.c */
+void mux__chan_service_all(mux_conn *c);
+void mux__chan_fail_all(mux_conn *c, int err);
+
+#endif

@@ -1,0 +1,151 @@
+/*
+ * mux: one SSH connection and the channels it carries. Knows nothing of FTP.
+ *
+ * A mux_conn is one libssh2 session over one libuv TCP handle. libssh2 never
+ * touches the socket itself: its send/recv callbacks copy into and out of
+ * bounded buffers that libuv drains and fills, so every libssh2 call is
+ * non-blocking, and "would block" only ever means "waiting for input".
+ *
+ * A mux_chan is a direct-tcpip channel with a libuv-like stream interface:
+ * read_start with alloc/read callbacks (an alloc that gives no room is how a
+ * consumer says "stop"), writes with completion callbacks, shutdown (EOF
+ * after the queued bytes) and close. Callbacks run from the loop, never from
+ * inside the call that caused them, except read/alloc which run whenever the
+ * connection is serviced.
+ *
+ * A mux_pump splices one TCP connection to one channel with backpressure in
+ * both directions and half-close done right; it owns both ends.
+ *
+ * Functions return 0 or a negative error: libuv codes (UV_*) pass through,
+ * libssh2 codes are mapped with mux_strerror() for messages.
+ */
+#ifndef MUX_H
+#define MUX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct mux_conn mux_conn;
+typedef struct mux_chan mux_chan;
+typedef struct mux_pump mux_pump;
+
+/* Logging hook: level 0 error, 1 info, 2 verbose, 3 debug. */
+typedef void (*mux_log_fn)(void *ctx, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+enum mux_hostkey_policy {
+	MUX_HOSTKEY_STRICT = 0,     /* unknown or changed key: refuse */
+	MUX_HOSTKEY_ACCEPT_NEW = 1, /* unknown: add to known_hosts; changed: refuse */
+	MUX_HOSTKEY_OFF = 2,        /* unknown: accept (not saved); changed: refuse */
+};
+
+typedef struct mux_conn_opts {
+	const char *host;            /* gateway name or address */
+	uint16_t port;               /* SSH port */
+	const char *user;            /* login name */
+	const char *const *identities; /* private key files to try, in order */
+	size_t n_identities;
+	bool use_agent;              /* try ssh-agent identities first */
+	const char *known_hosts;     /* file to check the host key against */
+	enum mux_hostkey_policy hostkey_policy;
+	unsigned keepalive_sec;      /* 0: no keepalive */
+	const char *ciphers;         /* libssh2 method preference strings, or NULL */
+	const char *macs;
+	uint32_t window_max;         /* per-channel receive window cap (bytes) */
+	mux_log_fn log;
+	void *log_ctx;
+} mux_conn_opts;
+
+/* Connection events. MUX_CONN_UP: authenticated, channels can be opened.
+ * MUX_CONN_FAILED: could not come up (status says why, msg is a sentence
+ * for the user). MUX_CONN_LOST: was up and died; every channel has been
+ * told. MUX_CONN_CLOSED: mux_conn_close() finished; the object is gone. */
+enum mux_conn_event { MUX_CONN_UP, MUX_CONN_FAILED, MUX_CONN_LOST, MUX_CONN_CLOSED };
+enum mux_fail_kind { MUX_FAIL_NET = 1, MUX_FAIL_HOSTKEY, MUX_FAIL_AUTH, MUX_FAIL_PROTO };
+typedef void (*mux_conn_cb)(mux_conn *c, enum mux_conn_event ev, int kind,
+			    const char *msg, void *data);
+
+int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *opts, mux_conn_cb cb,
+		   void *data, mux_conn **out);
+/* Start closing: channels still open are failed with UV_ECANCELED to their
+ * owners, who must close them; then the session and socket go, and cb gets
+ * MUX_CONN_CLOSED. Idempotent. */
+void mux_conn_close(mux_conn *c);
+bool mux_conn_is_up(const mux_conn *c);
+/* Bytes carried over the SSH socket, and channels alive. */
+void mux_conn_stats(const mux_conn *c, uint64_t *bytes_in, uint64_t *bytes_out,
+		    unsigned *channels);
+
+/* libssh2 error codes overlap libuv's, so they travel shifted into their
+ * own range; mux_strerror() names both kinds. */
+#define MUX_ESSH_BASE (-20000)
+#define MUX_ESSH(e) (MUX_ESSH_BASE + (e))
+const char *mux_strerror(int err);
+/* Version of the libssh2 library in use. */
+const char *mux_libssh2_version(void);
+
+/* ---- channels ---------------------------------------------------------- */
+typedef void (*mux_open_cb)(mux_chan *ch, int status, void *data);
+/* Give a buffer to read into. buf->len == 0 means "no room now": reading
+ * pauses until mux_chan_read_start() is called again. */
+typedef void (*mux_alloc_cb)(mux_chan *ch, size_t suggested, uv_buf_t *buf);
+/* nread > 0: data; 0: nothing (buffer given back); UV_EOF: the peer sent EOF
+ * (delivered once, after all data); other < 0: error, channel unusable. */
+typedef void (*mux_read_cb)(mux_chan *ch, ssize_t nread, const uv_buf_t *buf);
+typedef void (*mux_close_cb)(mux_chan *ch);
+
+typedef struct mux_write_req mux_write_req;
+typedef void (*mux_write_cb)(mux_write_req *req, int status);
+/* Embed in the caller's object, like uv_write_t. Fields after `data` are
+ * private; the buffer must stay valid until cb runs. */
+struct mux_write_req {
+	void *data;
+	mux_write_req *next;
+	mux_chan *ch;
+	const char *base;
+	size_t len;
+	size_t off;
+	mux_write_cb cb;
+};
+
+/* Queue a direct-tcpip open to host:port as seen from the gateway. Opens go
+ * out one at a time (libssh2 keeps open state per session). The channel
+ * exists (and must be closed by its owner) even if opening fails. Returns
+ * NULL only when out of memory or the connection is not up. */
+mux_chan *mux_chan_open(mux_conn *c, const char *host, uint16_t port,
+			mux_open_cb cb, void *data);
+void *mux_chan_data(const mux_chan *ch);
+void mux_chan_set_data(mux_chan *ch, void *data);
+int mux_chan_read_start(mux_chan *ch, mux_alloc_cb alloc, mux_read_cb read);
+void mux_chan_read_stop(mux_chan *ch);
+int mux_chan_write(mux_write_req *req, mux_chan *ch, const char *base,
+		   size_t len, mux_write_cb cb);
+/* Bytes queued and not yet taken by libssh2. */
+size_t mux_chan_write_queue_size(const mux_chan *ch);
+/* Send EOF once every queued write has gone. */
+int mux_chan_shutdown(mux_chan *ch);
+/* Pending writes complete with UV_ECANCELED; cb runs once the channel is
+ * gone. Idempotent; safe in any state. */
+void mux_chan_close(mux_chan *ch, mux_close_cb cb);
+
+/* ---- pump: TCP <-> channel -------------------------------------------- */
+typedef struct mux_pump_result {
+	int status;           /* 0: both directions ended with EOF */
+	uint64_t bytes_up;    /* local -> channel */
+	uint64_t bytes_down;  /* channel -> local */
+} mux_pump_result;
+typedef void (*mux_pump_done_cb)(mux_pump *p, const mux_pump_result *r, void *data);
+
+/* A pump with an initialised TCP handle for the caller to uv_accept() into
+ * (or uv_tcp_connect() from). The pump owns that handle from now on. */
+mux_pump *mux_pump_new(uv_loop_t *loop, mux_conn *c, mux_pump_done_cb cb, void *data);
+uv_tcp_t *mux_pump_tcp(mux_pump *p);
+/* Open a channel to host:port and move bytes until both sides are done. */
+int mux_pump_start(mux_pump *p, const char *host, uint16_t port);
+/* Abort: both ends closed now, done_cb later with UV_ECANCELED. Idempotent. */
+void mux_pump_close(mux_pump *p);
+void mux_pump_set_data(mux_pump *p, void *data);
+
+#endif

@@ -1,0 +1,384 @@
+/*
+ * Command line: ssh's spelling wherever ssh has the option (-L, -p, -i, -l,
+ * -o Key=Value, user@host), so that a user's `ssh -L` line carries over.
+ * Pure string handling into a px_config; nothing is opened here.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "proxy/proxy.h"
+
+#ifndef FTPSSH_VERSION
+#define FTPSSH_VERSION "0"
+#endif
+
+static const char usage_text[] =
+	"usage: ftpssh [-qvV] [-L [bind_address:]port:ftphost:ftpport]... [-p sshport]\n"
+	"              [-i identity_file]... [-l login] [-o option=value]...\n"
+	"              [user@]gateway[:sshport]\n";
+
+static const char help_text[] =
+	"\n"
+	"Carry FTP through one SSH connection. ftpssh listens on loopback; every FTP\n"
+	"client that connects is relayed over a direct-tcpip channel to the FTP\n"
+	"server, and each passive data connection (PASV/EPSV) gets its own one-shot\n"
+	"local port and channel. Point FTP clients at it in passive mode.\n"
+	"\n"
+	"  -L [bind_address:]port:ftphost:ftpport\n"
+	"        listen on bind_address:port (default 127.0.0.1; port 0 picks a free\n"
+	"        one) and relay FTP to ftphost:ftpport as the gateway resolves it.\n"
+	"        Repeat for several FTP servers over the same SSH connection.\n"
+	"        Without -L: ftphost localhost, ftpport 21, listening on 127.0.0.1\n"
+	"        port 21 when it may be bound, else 2121.\n"
+	"  -p port           SSH port of the gateway (default 22)\n"
+	"  -l login          SSH login name (default: the user@ part, else $USER)\n"
+	"  -i file           private key to try (repeatable; default ~/.ssh/id_ed25519,\n"
+	"                    id_ecdsa, id_rsa). ssh-agent keys are tried first.\n"
+	"  -o UserKnownHostsFile=FILE       host keys to trust (~/.ssh/known_hosts)\n"
+	"  -o StrictHostKeyChecking=yes|accept-new|no\n"
+	"        yes (default): refuse unknown keys; accept-new: record unknown keys;\n"
+	"        no: accept unknown keys unrecorded. A changed key always refuses.\n"
+	"  -o ServerAliveInterval=SECONDS   SSH keepalive interval (default 30, 0 off)\n"
+	"  -o Ciphers=LIST, -o MACs=LIST    SSH algorithm preferences\n"
+	"  -o Port=N, -o User=NAME, -o IdentityFile=FILE  as -p, -l, -i\n"
+	"  --window-max=BYTES  largest SSH receive window per data channel\n"
+	"                    (default 33554432); larger fills long fat links\n"
+	"  --data-timeout=SECONDS  how long a one-shot data port waits (default 60)\n"
+	"  -q                only errors;  -v verbose;  -vv trace the control stream\n"
+	"  -h, --help        this text;   -V, --version  version\n"
+	"\n"
+	"RSA keys: libssh2 1.10 signs only with SHA-1, which OpenSSH 8.8 and later\n"
+	"refuse; use an ed25519 or ECDSA key.\n"
+	"\n"
+	"Exit status: 0 ok, 1 runtime error, 2 usage, 3 cannot reach the SSH server,\n"
+	"4 host key refused, 5 authentication failed, 6 cannot listen.\n";
+
+static int bad(FILE *err, const char *fmt, const char *arg)
+{
+	fprintf(err, "ftpssh: ");
+	fprintf(err, fmt, arg);
+	fprintf(err, "\n%s", usage_text);
+	return -1;
+}
+
+static int parse_port(const char *s, bool allow_zero, uint16_t *out)
+{
+	char *end;
+	if (!s || !*s)
+		return -1;
+	for (const char *p = s; *p; p++)
+		if (!isdigit((unsigned char)*p))
+			return -1;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || *end || v > 65535 || (!allow_zero && v == 0))
+		return -1;
+	*out = (uint16_t)v;
+	return 0;
+}
+
+/* Split "a:b:[c:d]:e" on ':' outside brackets, dropping the brackets.
+ * Returns the field count, or -1 when a field does not fit. */
+static int split_colons(const char *s, char fields[][256], int max)
+{
+	int n = 0;
+	size_t len = 0;
+	bool br = false;
+	if (max < 1)
+		return -1;
+	fields[0][0] = '\0';
+	for (const char *p = s;; p++) {
+		if (*p == '[' && len == 0 && !br) {
+			br = true;
+			continue;
+		}
+		if (*p == ']' && br) {
+			br = false;
+			continue;
+		}
+		if (*p == '\0' || (*p == ':' && !br)) {
+			fields[n][len] = '\0';
+			n++;
+			if (*p == '\0')
+				break;
+			if (n >= max)
+				return -1;
+			len = 0;
+			continue;
+		}
+		if (len + 1 >= 256)
+			return -1;
+		fields[n][len++] = *p;
+	}
+	return br ? -1 : n;
+}
+
+static int parse_forward(const char *spec, px_forward *f)
+{
+	char fl[4][256];
+	int n = split_colons(spec, fl, 4);
+	int i = 0;
+	memset(f, 0, sizeof(*f));
+	if (n == 4) {
+		const char *b = fl[0];
+		if (!*b || strcmp(b, "localhost") == 0)
+			b = "127.0.0.1";
+		else if (strcmp(b, "*") == 0)
+			b = "0.0.0.0";
+		if (strlen(b) >= sizeof(f->bind_addr))
+			return -1;
+		strcpy(f->bind_addr, b);
+		i = 1;
+	} else if (n == 3) {
+		strcpy(f->bind_addr, "127.0.0.1");
+	} else {
+		return -1;
+	}
+	if (parse_port(fl[i], true, &f->bind_port) != 0)
+		return -1;
+	if (!fl[i + 1][0] || strlen(fl[i + 1]) >= sizeof(f->host))
+		return -1;
+	strcpy(f->host, fl[i + 1]);
+	if (parse_port(fl[i + 2], false, &f->port) != 0)
+		return -1;
+	return 0;
+}
+
+static int set_copy(char *dst, size_t cap, const char *src)
+{
+	if (strlen(src) >= cap)
+		return -1;
+	strcpy(dst, src);
+	return 0;
+}
+
+static int parse_o(const char *opt, px_config *cfg, FILE *err)
+{
+	char key[64];
+	const char *eq = strchr(opt, '=');
+	const char *val;
+	size_t kl;
+	if (!eq) {
+		/* ssh also takes "Key Value" */
+		eq = strchr(opt, ' ');
+	}
+	if (!eq)
+		return bad(err, "-o %s: expected Key=Value", opt);
+	kl = (size_t)(eq - opt);
+	if (kl >= sizeof(key))
+		return bad(err, "-o %s: unknown option", opt);
+	memcpy(key, opt, kl);
+	key[kl] = '\0';
+	val = eq + 1;
+	while (*val == ' ')
+		val++;
+	if (strcasecmp(key, "UserKnownHostsFile") == 0) {
+		if (set_copy(cfg->known_hosts, sizeof(cfg->known_hosts), val) != 0)
+			return bad(err, "-o %s: path too long", opt);
+	} else if (strcasecmp(key, "StrictHostKeyChecking") == 0) {
+		if (strcasecmp(val, "yes") == 0 || strcasecmp(val, "ask") == 0)
+			cfg->hostkey_policy = MUX_HOSTKEY_STRICT;
+		else if (strcasecmp(val, "accept-new") == 0)
+			cfg->hostkey_policy = MUX_HOSTKEY_ACCEPT_NEW;
+		else if (strcasecmp(val, "no") == 0 || strcasecmp(val, "off") == 0)
+			cfg->hostkey_policy = MUX_HOSTKEY_OFF;
+		else
+			return bad(err, "-o %s: use yes, accept-new or no", opt);
+	} else if (strcasecmp(key, "ServerAliveInterval") == 0) {
+		uint16_t v;
+		if (parse_port(val, true, &v) != 0)
+			return bad(err, "-o %s: expected seconds", opt);
+		cfg->keepalive_sec = v;
+	} else if (strcasecmp(key, "Ciphers") == 0) {
+		if (set_copy(cfg->ciphers, sizeof(cfg->ciphers), val) != 0)
+			return bad(err, "-o %s: too long", opt);
+	} else if (strcasecmp(key, "MACs") == 0) {
+		if (set_copy(cfg->macs, sizeof(cfg->macs), val) != 0)
+			return bad(err, "-o %s: too long", opt);
+	} else if (strcasecmp(key, "Port") == 0) {
+		if (parse_port(val, false, &cfg->ssh_port) != 0)
+			return bad(err, "-o %s: bad port", opt);
+	} else if (strcasecmp(key, "User") == 0) {
+		if (set_copy(cfg->user, sizeof(cfg->user), val) != 0)
+			return bad(err, "-o %s: too long", opt);
+	} else if (strcasecmp(key, "IdentityFile") == 0) {
+		if (cfg->nidentities >= PX_MAX_IDENTITIES)
+			return bad(err, "-o %s: too many identities", opt);
+		cfg->identities[cfg->nidentities++] = val;
+		cfg->identities_given = true;
+	} else {
+		return bad(err, "-o %s: unsupported option", opt);
+	}
+	return 0;
+}
+
+static int parse_target(const char *arg, px_config *cfg, FILE *err)
+{
+	const char *at = strrchr(arg, '@');
+	const char *host = arg;
+	if (at) {
+		if (at == arg || (size_t)(at - arg) >= sizeof(cfg->user))
+			return bad(err, "bad user in %s", arg);
+		if (!cfg->user[0]) {
+			memcpy(cfg->user, arg, (size_t)(at - arg));
+			cfg->user[at - arg] = '\0';
+		}
+		host = at + 1;
+	}
+	char fl[2][256];
+	int n;
+	if (host[0] == '[' || strchr(host, ':') == strrchr(host, ':'))
+		n = split_colons(host, fl, 2); /* host, [v6], host:port, [v6]:port */
+	else
+		n = (strlen(host) < 256) ? (strcpy(fl[0], host), 1) : -1; /* bare IPv6 */
+	if (n < 1 || !fl[0][0])
+		return bad(err, "bad gateway %s", arg);
+	if (n == 2 && parse_port(fl[1], false, &cfg->ssh_port) != 0)
+		return bad(err, "bad port in %s", arg);
+	if (set_copy(cfg->gateway, sizeof(cfg->gateway), fl[0]) != 0)
+		return bad(err, "gateway name too long: %s", arg);
+	return 0;
+}
+
+static void default_identities(px_config *cfg, const char *home)
+{
+	static char paths[3][4096];
+	static const char *names[] = {"id_ed25519", "id_ecdsa", "id_rsa"};
+	for (size_t i = 0; i < 3 && cfg->nidentities < PX_MAX_IDENTITIES; i++) {
+		snprintf(paths[i], sizeof(paths[i]), "%s/.ssh/%s", home, names[i]);
+		if (access(paths[i], R_OK) == 0)
+			cfg->identities[cfg->nidentities++] = paths[i];
+	}
+}
+
+int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
+{
+	enum { OPT_WINDOW = 256, OPT_DATA_TIMEOUT };
+	static const struct option longopts[] = {
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{"window-max", required_argument, NULL, OPT_WINDOW},
+		{"data-timeout", required_argument, NULL, OPT_DATA_TIMEOUT},
+		{NULL, 0, NULL, 0},
+	};
+	bool port_given = false;
+	int ch;
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->ssh_port = 22;
+	cfg->keepalive_sec = 30;
+	cfg->hostkey_policy = MUX_HOSTKEY_STRICT;
+	cfg->window_max = 32u * 1024 * 1024;
+	cfg->data_timeout_sec = 60;
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":L:p:i:l:o:qvVh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'L':
+			if (cfg->nfwd >= PX_MAX_FORWARDS)
+				return bad(err, "too many -L (max %s)", "16");
+			if (parse_forward(optarg, &cfg->fwd[cfg->nfwd]) != 0)
+				return bad(err, "bad -L %s: want [bind_address:]port:host:hostport",
+					   optarg);
+			cfg->nfwd++;
+			break;
+		case 'p':
+			if (parse_port(optarg, false, &cfg->ssh_port) != 0)
+				return bad(err, "bad port %s", optarg);
+			port_given = true;
+			break;
+		case 'i':
+			if (cfg->nidentities >= PX_MAX_IDENTITIES)
+				return bad(err, "too many -i (max %s)", "16");
+			cfg->identities[cfg->nidentities++] = optarg;
+			cfg->identities_given = true;
+			break;
+		case 'l':
+			if (set_copy(cfg->user, sizeof(cfg->user), optarg) != 0)
+				return bad(err, "login too long: %s", optarg);
+			break;
+		case 'o':
+			if (parse_o(optarg, cfg, err) != 0)
+				return -1;
+			break;
+		case 'q':
+			cfg->verbosity = -1;
+			break;
+		case 'v':
+			if (cfg->verbosity < 0)
+				cfg->verbosity = 0;
+			cfg->verbosity++;
+			break;
+		case 'V':
+			fprintf(out, "ftpssh %s (libssh2 %s, libuv %s)\n", FTPSSH_VERSION,
+				mux_libssh2_version(), uv_version_string());
+			return 1;
+		case 'h':
+			fprintf(out, "%s%s", usage_text, help_text);
+			return 1;
+		case OPT_WINDOW: {
+			char *end;
+			errno = 0;
+			unsigned long long v = strtoull(optarg, &end, 10);
+			if (errno || *end || v < 65536 || v > (1ull << 30))
+				return bad(err, "--window-max %s: bytes from 65536 to 1073741824",
+					   optarg);
+			cfg->window_max = (uint32_t)v;
+			break;
+		}
+		case OPT_DATA_TIMEOUT: {
+			uint16_t v;
+			if (parse_port(optarg, false, &v) != 0)
+				return bad(err, "--data-timeout %s: seconds", optarg);
+			cfg->data_timeout_sec = v;
+			break;
+		}
+		case ':':
+			return bad(err, "option -%c needs an argument",
+				   (const char[]){(char)optopt, 0});
+		default:
+			if (optopt)
+				return bad(err, "unknown option -%c", (const char[]){(char)optopt, 0});
+			return bad(err, "unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind != argc - 1)
+		return bad(err, "%s", optind >= argc ? "missing gateway" : "too many arguments");
+	uint16_t cli_port = cfg->ssh_port;
+	if (parse_target(argv[optind], cfg, err) != 0)
+		return -1;
+	if (port_given)
+		cfg->ssh_port = cli_port;
+
+	const char *home = getenv("HOME");
+	struct passwd *pw = getpwuid(getuid());
+	if (!home || !*home)
+		home = pw ? pw->pw_dir : "/";
+	if (!cfg->user[0]) {
+		const char *u = getenv("USER");
+		if (!u || !*u)
+			u = pw ? pw->pw_name : "root";
+		if (set_copy(cfg->user, sizeof(cfg->user), u) != 0)
+			return bad(err, "login too long: %s", u);
+	}
+	if (!cfg->known_hosts[0])
+		snprintf(cfg->known_hosts, sizeof(cfg->known_hosts), "%s/.ssh/known_hosts", home);
+	if (!cfg->identities_given)
+		default_identities(cfg, home);
+	if (cfg->nfwd == 0) {
+		px_forward *f = &cfg->fwd[cfg->nfwd++];
+		strcpy(f->bind_addr, "127.0.0.1");
+		f->bind_port = 21;
+		f->default_port = true;
+		strcpy(f->host, "localhost");
+		f->port = 21;
+	}
+	return 0;
+}

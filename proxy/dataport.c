@@ -1,0 +1,221 @@
+/*
+ * One-shot data ports and the transfers they start.
+ *
+ * A data port is a loopback listener on a kernel-chosen port, bound to the
+ * address the client used for its control connection (clients such as curl
+ * ignore the address in a 227 and reuse that one). It takes exactly one
+ * connection from a loopback address, hands it to a mux_pump that opens a
+ * channel to the FTP server's data port, and closes. If no connection
+ * comes within data_timeout_sec it closes anyway.
+ *
+ * Ownership: the session owns its unused data port (through *slot, which is
+ * cleared here when the port closes). A started transfer (px_xfer) belongs
+ * to the server's list, not to the session: it ends by itself when both
+ * sides have finished, and the server aborts it only at shutdown.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/internal.h"
+
+struct px_dataport {
+	px_server *srv;
+	px_dataport **slot;
+	uv_tcp_t listener;
+	uv_timer_t timer;
+	unsigned sid, xid;
+	char host[256];
+	uint16_t port;
+	bool closing;
+	int pending_closes;
+};
+
+struct px_xfer {
+	struct px_xfer *prev, *next;
+	px_server *srv;
+	mux_pump *pump;
+	unsigned sid, xid;
+	uint64_t t0;
+};
+
+static void dataport_closed_cb(uv_handle_t *h)
+{
+	px_dataport *dp = h->data;
+	if (--dp->pending_closes == 0)
+		free(dp);
+}
+
+void px_dataport_close(px_dataport *dp)
+{
+	if (dp->closing)
+		return;
+	dp->closing = true;
+	if (dp->slot && *dp->slot == dp)
+		*dp->slot = NULL;
+	dp->pending_closes = 2;
+	uv_close((uv_handle_t *)&dp->listener, dataport_closed_cb);
+	uv_close((uv_handle_t *)&dp->timer, dataport_closed_cb);
+}
+
+static void timeout_cb(uv_timer_t *t)
+{
+	px_dataport *dp = t->data;
+	px_log(2, "[#%u.%u] no data connection within %u s; port closed", dp->sid, dp->xid,
+	       dp->srv->cfg->data_timeout_sec);
+	px_dataport_close(dp);
+}
+
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)ss;
+		return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+		static const unsigned char lo[16] = {0, 0, 0, 0, 0, 0, 0, 0,
+						     0, 0, 0, 0, 0, 0, 0, 1};
+		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		const unsigned char *b = a->sin6_addr.s6_addr;
+		return memcmp(b, lo, 16) == 0 || (memcmp(b, mapped, 12) == 0 && b[12] == 127);
+	}
+	return false;
+}
+
+static void xfer_done_cb(mux_pump *p, const mux_pump_result *r, void *data)
+{
+	struct px_xfer *x = data;
+	px_server *srv = x->srv;
+	(void)p;
+	double secs = (uv_now(srv->loop) - x->t0) / 1000.0;
+	uint64_t bytes = r->bytes_down + r->bytes_up;
+	double rate = secs > 0 ? bytes / secs / 1e6 : 0;
+	if (r->status == 0)
+		px_log(1, "[#%u.%u] transfer done: %llu bytes from server, %llu to server, "
+			  "%.2f s, %.1f MB/s",
+		       x->sid, x->xid, (unsigned long long)r->bytes_down,
+		       (unsigned long long)r->bytes_up, secs, rate);
+	else
+		px_log(1, "[#%u.%u] transfer ended: %s after %llu bytes from server, %llu to "
+			  "server",
+		       x->sid, x->xid, mux_strerror(r->status), (unsigned long long)r->bytes_down,
+		       (unsigned long long)r->bytes_up);
+	if (x->prev)
+		x->prev->next = x->next;
+	else if (srv->xfers == x)
+		srv->xfers = x->next;
+	if (x->next)
+		x->next->prev = x->prev;
+	srv->nxfers--;
+	free(x);
+	px_server_maybe_closed(srv);
+}
+
+static void connection_cb(uv_stream_t *listener, int status)
+{
+	px_dataport *dp = listener->data;
+	px_server *srv = dp->srv;
+	if (status < 0) {
+		px_log(0, "[#%u.%u] data port: %s", dp->sid, dp->xid, uv_strerror(status));
+		return;
+	}
+	if (dp->closing)
+		return;
+	struct px_xfer *x = calloc(1, sizeof(*x));
+	if (!x) {
+		px_log(0, "[#%u.%u] out of memory", dp->sid, dp->xid);
+		return;
+	}
+	x->srv = srv;
+	x->sid = dp->sid;
+	x->xid = dp->xid;
+	x->t0 = uv_now(srv->loop);
+	x->pump = mux_pump_new(srv->loop, srv->conn, xfer_done_cb, x);
+	if (!x->pump) {
+		free(x);
+		return;
+	}
+	/* linked before anything can fail: xfer_done_cb unlinks */
+	x->next = srv->xfers;
+	if (srv->xfers)
+		srv->xfers->prev = x;
+	srv->xfers = x;
+	srv->nxfers++;
+	int rc = uv_accept(listener, (uv_stream_t *)mux_pump_tcp(x->pump));
+	if (rc < 0) {
+		px_log(0, "[#%u.%u] data accept: %s", dp->sid, dp->xid, uv_strerror(rc));
+		mux_pump_close(x->pump);
+		return;
+	}
+	struct sockaddr_storage peer;
+	int len = sizeof(peer);
+	if (uv_tcp_getpeername(mux_pump_tcp(x->pump), (struct sockaddr *)&peer, &len) != 0 ||
+	    !is_loopback(&peer)) {
+		px_log(0, "[#%u.%u] data connection from a non-loopback address refused",
+		       dp->sid, dp->xid);
+		mux_pump_close(x->pump);
+		return; /* keep waiting for the real client */
+	}
+	rc = mux_pump_start(x->pump, dp->host, dp->port);
+	if (rc < 0) {
+		px_log(0, "[#%u.%u] cannot open a data channel: %s", dp->sid, dp->xid,
+		       mux_strerror(rc));
+		mux_pump_close(x->pump);
+	} else {
+		px_log(2, "[#%u.%u] data connection accepted, channel to %s:%u", dp->sid,
+		       dp->xid, dp->host, dp->port);
+	}
+	px_dataport_close(dp); /* one shot */
+}
+
+int px_dataport_open(px_server *srv, unsigned sid, unsigned xid,
+		     const struct sockaddr *bind_addr, const char *host, uint16_t port,
+		     px_dataport **slot, uint16_t *local_port)
+{
+	struct sockaddr_storage a;
+	int rc;
+	px_dataport *dp = calloc(1, sizeof(*dp));
+	if (!dp)
+		return UV_ENOMEM;
+	dp->srv = srv;
+	dp->sid = sid;
+	dp->xid = xid;
+	dp->port = port;
+	snprintf(dp->host, sizeof(dp->host), "%s", host);
+	uv_tcp_init(srv->loop, &dp->listener);
+	dp->listener.data = dp;
+	uv_timer_init(srv->loop, &dp->timer);
+	dp->timer.data = dp;
+
+	memset(&a, 0, sizeof(a));
+	if (bind_addr->sa_family == AF_INET6) {
+		memcpy(&a, bind_addr, sizeof(struct sockaddr_in6));
+		((struct sockaddr_in6 *)&a)->sin6_port = 0;
+	} else {
+		memcpy(&a, bind_addr, sizeof(struct sockaddr_in));
+		((struct sockaddr_in *)&a)->sin_port = 0;
+	}
+	if ((rc = uv_tcp_bind(&dp->listener, (struct sockaddr *)&a, 0)) < 0 ||
+	    (rc = uv_listen((uv_stream_t *)&dp->listener, 4, connection_cb)) < 0)
+		goto fail;
+	int len = sizeof(a);
+	if ((rc = uv_tcp_getsockname(&dp->listener, (struct sockaddr *)&a, &len)) < 0)
+		goto fail;
+	*local_port = ntohs(a.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&a)->sin6_port
+						    : ((struct sockaddr_in *)&a)->sin_port);
+	uv_timer_start(&dp->timer, timeout_cb, srv->cfg->data_timeout_sec * 1000ull, 0);
+	dp->slot = slot;
+	*slot = dp;
+	return 0;
+fail:
+	px_dataport_close(dp);
+	return rc;
+}
+
+void px_xfers_abort_all(px_server *srv)
+{
+	for (struct px_xfer *x = srv->xfers, *next; x; x = next) {
+		next = x->next;
+		mux_pump_close(x->pump);
+	}
+}

@@ -1,0 +1,73 @@
+/* Internal to proxy/: sessions, data ports and the bounded output queue. */
+#ifndef PROXY_INTERNAL_H
+#define PROXY_INTERNAL_H
+
+#include "ftpparse/ftpparse.h"
+#include "proxy/proxy.h"
+
+#define container_of(ptr, type, member) \
+	((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* ---- bounded output queue -------------------------------------------------
+ * A byte ring of PX_OUTQ_CAP with one write in flight, in front of either a
+ * uv stream or a mux channel. Pushing more than fits fails: callers check
+ * px_outq_room() first and stop reading their source instead. */
+#define PX_OUTQ_CAP (32 * 1024)
+
+typedef struct px_outq px_outq;
+typedef void (*px_outq_cb)(px_outq *q, int status);
+struct px_outq {
+	char buf[PX_OUTQ_CAP];
+	size_t head, len, inflight;
+	int err;
+	uv_stream_t *stream;  /* one of these two is the sink */
+	mux_chan *chan;
+	px_outq_cb cb;        /* after each completed write (room was made) */
+	void *data;
+	union {
+		uv_write_t uw;
+		mux_write_req mw;
+	} req;
+};
+
+void px_outq_init(px_outq *q, px_outq_cb cb, void *data);
+size_t px_outq_room(const px_outq *q);
+size_t px_outq_len(const px_outq *q);
+int px_outq_push(px_outq *q, const char *p, size_t n);
+
+/* ---- server internals used by sessions ---------------------------------- */
+typedef struct px_session px_session;
+typedef struct px_dataport px_dataport;
+
+struct px_server {
+	uv_loop_t *loop;
+	mux_conn *conn;
+	const px_config *cfg;
+	struct px_listener *listeners;
+	px_session *sessions;     /* doubly linked */
+	struct px_xfer *xfers;    /* running data transfers */
+	unsigned next_sid;
+	unsigned nsessions;
+	unsigned nxfers;
+	bool closing;
+	int pending_closes;
+	void (*close_cb)(void *);
+	void *close_data;
+};
+
+/* session.c */
+int px_session_accept(px_server *srv, uv_stream_t *listener, const px_forward *fwd);
+void px_session_close(px_session *s, const char *why);
+void px_session_list_unlink(px_session *s);
+
+/* dataport.c: a one-shot listener whose single connection is pumped to
+ * host:port over a new channel. *slot is cleared when the port closes. */
+int px_dataport_open(px_server *srv, unsigned sid, unsigned xid,
+		     const struct sockaddr *bind_addr, const char *host, uint16_t port,
+		     px_dataport **slot, uint16_t *local_port);
+void px_dataport_close(px_dataport *dp);
+/* Abort every running transfer (shutdown). */
+void px_xfers_abort_all(px_server *srv);
+void px_server_maybe_closed(px_server *srv);
+
+#endif

@@ -1,0 +1,85 @@
+/*
+ * proxy: the FTP side of ftpssh. Command line, loopback listeners, one FTP
+ * session per client (control relay with 227/229 rewrite), and the
+ * one-shot data ports whose connections are pumped over SSH channels.
+ *
+ * This header is the module's contract with main(): configuration, the
+ * log, and the server object that owns listeners and sessions.
+ */
+#ifndef PROXY_H
+#define PROXY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <uv.h>
+
+#include "mux/mux.h"
+
+#define PX_MAX_FORWARDS 16
+#define PX_MAX_IDENTITIES 16
+
+/* Exit codes, documented in ftpssh(1). */
+enum px_exit {
+	PX_EXIT_OK = 0,
+	PX_EXIT_ERROR = 1,     /* runtime failure: tunnel lost for good, ... */
+	PX_EXIT_USAGE = 2,     /* bad command line */
+	PX_EXIT_NET = 3,       /* cannot reach or talk to the SSH server */
+	PX_EXIT_HOSTKEY = 4,   /* host key unknown or changed */
+	PX_EXIT_AUTH = 5,      /* SSH authentication failed */
+	PX_EXIT_LISTEN = 6,    /* cannot listen on the local port */
+};
+
+typedef struct px_forward {
+	char bind_addr[64];   /* numeric or "localhost"; default 127.0.0.1 */
+	uint16_t bind_port;   /* 0: kernel-assigned */
+	bool default_port;    /* no -L: 21 if it may be bound, else 2121 */
+	char host[256];       /* FTP server, as the gateway resolves it */
+	uint16_t port;
+} px_forward;
+
+typedef struct px_config {
+	px_forward fwd[PX_MAX_FORWARDS];
+	size_t nfwd;
+	char gateway[256];
+	char user[128];
+	uint16_t ssh_port;
+	const char *identities[PX_MAX_IDENTITIES];
+	size_t nidentities;
+	bool identities_given;
+	char known_hosts[4096];
+	enum mux_hostkey_policy hostkey_policy;
+	unsigned keepalive_sec;
+	char ciphers[256];
+	char macs[256];
+	uint32_t window_max;
+	unsigned data_timeout_sec; /* one-shot data port lifetime */
+	int verbosity;             /* -q: -1, default 0, -v 1, -vv 2 */
+} px_config;
+
+/* Parse argv into cfg. Returns 0 to run, 1 when --help/--version was
+ * handled (exit 0), or -1 after printing a usage error to err. */
+int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err);
+
+/* ---- log -----------------------------------------------------------------
+ * One line per event on stderr: "ftpssh: [#12] text". Levels: 0 error
+ * (always), 1 normal, 2 verbose (-v), 3 trace (-vv). */
+void px_log_init(int verbosity);
+bool px_log_enabled(int level);
+void px_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* mux_log_fn-compatible hook. */
+void px_log_mux(void *ctx, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ---- server: listeners, sessions and transfers -------------------------- */
+typedef struct px_server px_server;
+
+/* Bind every forward's listener; prints the "point your FTP client at"
+ * line for each. Returns 0 or a negative uv error (message logged). */
+int px_server_start(uv_loop_t *loop, mux_conn *conn, const px_config *cfg,
+		    px_server **out);
+/* Stop listening and end every session and transfer now; cb runs once
+ * every handle is closed. */
+void px_server_close(px_server *srv, void (*cb)(void *data), void *data);
+
+#endif
