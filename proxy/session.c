@@ -224,7 +224,7 @@ static void answer_passive(px_session *s, bool epsv)
 		n = fp_format_227(line, sizeof(line), ip, lport);
 	}
 	if (n > 0 && px_outq_push(&s->to_client, line, (size_t)n) == 0)
-		log_line(s, "<-", line, (size_t)n, false);
+		log_line(s, "<-", line, (size_t)n - 2, false);
 	px_log(2, "[#%u.%u] %s: local port %u -> %s:%u", s->id, s->next_xid,
 	       epsv ? "EPSV" : "PASV", lport, s->fwd->host, target);
 }
