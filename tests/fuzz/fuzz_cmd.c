@@ -12,6 +12,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <strings.h>
 
 #include "tests/fuzz/fuzz_framer.h"
 
@@ -123,6 +124,15 @@ static void on_line(void *ctx, const fp_line *l)
 	if (rc == FP_OK) {
 		check_verb(&c);
 		CHECK(c.arg >= t && c.arg + c.arg_len == t + n);
+		/* The verb sits right before the argument (and its one space),
+		 * after nothing but Telnet commands. */
+		size_t vl = strlen(c.name);
+		const char *v = c.arg - vl;
+		if (c.arg > t && c.arg[-1] == ' ' && (size_t)(c.arg - t) > vl)
+			v = c.arg - 1 - vl;
+		CHECK(v >= t);
+		CHECK(strncasecmp(v, c.name, vl) == 0);
+		CHECK(v == t || (unsigned char)t[0] == 0xff);
 		CHECK(c2.arg - whole == c.arg - t);
 		char *arg = fuzz_dup(c.arg, c.arg_len);
 		check_port(arg, c.arg_len);
@@ -139,7 +149,7 @@ static void on_line(void *ctx, const fp_line *l)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	fuzz_frame(data, size, fuzz_seed(data, size), on_line, NULL);
+	fuzz_frame(data, size, fuzz_seed(data, size), 64, on_line, NULL);
 	fuzz_frame_stretched(data, size);
 	return 0;
 }

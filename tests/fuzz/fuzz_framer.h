@@ -96,10 +96,10 @@ static void fuzz_drain(fp_framer *f, struct fuzz_model *m, fuzz_line_fn fn,
 	CHECK(fp_framer_pending(f) <= FP_LINE_MAX);
 }
 
-/* Frame s[0..n) in random chunks; call fn for each line. Returns how many
- * lines were refused as too long. */
+/* Frame s[0..n) in random chunks, most of them up to `small` bytes; call
+ * fn for each line. Returns how many lines were refused as too long. */
 static unsigned fuzz_frame(const uint8_t *s, size_t n, uint64_t seed,
-			   fuzz_line_fn fn, void *ctx)
+			   size_t small, fuzz_line_fn fn, void *ctx)
 {
 	static fp_framer f;
 	struct fuzz_model m = { s, n, 0, 0 };
@@ -110,7 +110,7 @@ static unsigned fuzz_frame(const uint8_t *s, size_t n, uint64_t seed,
 	while (pos < n) {
 		uint64_t r = fuzz_rand(&seed);
 		size_t want = (r & 3) == 0 ? (size_t)(r >> 8) % (2 * FP_LINE_MAX) + 1
-					   : (size_t)(r >> 8) % 64 + 1;
+					   : (size_t)(r >> 8) % small + 1;
 		size_t k;
 
 		if (want > n - pos)
@@ -142,23 +142,41 @@ static unsigned fuzz_frame(const uint8_t *s, size_t n, uint64_t seed,
 	return m.toolong;
 }
 
-/* The input repeated past two buffers' worth, so that inputs with few LFs
- * reach the over-long path and lines straddle every compaction. Framing
- * only: the lines repeat the ones already checked. */
+/* The input with its LFs taken out, repeated past a buffer's worth, then
+ * the input itself: one over-long line that the input's first LF ends,
+ * followed by the input's other lines. This reaches FP_E_TOOLONG and the
+ * recovery after it from inputs far smaller than FP_LINE_MAX. Framing
+ * only: the lines after it were checked in the first pass. */
 static void fuzz_frame_stretched(const uint8_t *p, size_t n)
 {
 	if (n == 0 || n > 4 * FP_LINE_MAX)
 		return;
-	size_t reps = (2 * FP_LINE_MAX + 1) / n + 1;
-	uint8_t *s = malloc(n * reps);
+	uint8_t *junk = malloc(n);
+	size_t jn = 0;
+
+	CHECK(junk != NULL);
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != '\n')
+			junk[jn++] = p[i];
+	if (jn == 0) {
+		free(junk);
+		return;
+	}
+	size_t reps = FP_LINE_MAX / jn + 1;
+	size_t total = jn * reps + n;
+	uint8_t *s = malloc(total);
 
 	CHECK(s != NULL);
 	for (size_t i = 0; i < reps; i++)
-		memcpy(s + i * n, p, n);
-	unsigned toolong = fuzz_frame(s, n * reps, fuzz_seed(p, n) ^ 0x5a5a, NULL, NULL);
+		memcpy(s + i * jn, junk, jn);
+	memcpy(s + jn * reps, p, n);
+	unsigned toolong = fuzz_frame(s, total, fuzz_seed(p, n) ^ 0x5a5a, 2048,
+				      NULL, NULL);
+	CHECK(toolong >= 1);
 	if (memchr(p, '\n', n) == NULL)
 		CHECK(toolong == 1);
 	free(s);
+	free(junk);
 }
 
 /* An exact-size heap copy, so ASan sees any read past len. */

@@ -63,6 +63,91 @@ static void check_one_line(const char *buf, int n, int code)
 	CHECK(rl.code == code && rl.first && rl.last);
 }
 
+/* Reference readings, written independently of ftpparse and as plainly as
+ * possible, for differential checks. */
+static bool ref_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static bool ref_code(const char *t, size_t n)
+{
+	return n >= 3 && t[0] >= '1' && t[0] <= '5' && t[1] >= '0' && t[1] <= '5' &&
+	       ref_digit(t[2]);
+}
+
+static bool ref_closes(const char *t, size_t n, int code)
+{
+	char c[8];
+
+	snprintf(c, sizeof(c), "%d", code);
+	if (n < 3 || memcmp(t, c, 3) != 0)
+		return false;
+	return n == 3 || t[3] == ' ' || t[3] == '\r' || t[3] == '\n';
+}
+
+/* Six numbers after the first digit past the code; -1 bad shape, -2 bad
+ * range, else 0 and the values. */
+static int ref_227(const char *t, size_t n, uint8_t ip[4], uint16_t *port)
+{
+	unsigned long v[6];
+	size_t i = 0;
+
+	if (ref_code(t, n) && (n == 3 || t[3] == ' ' || t[3] == '-'))
+		i = 3;
+	while (i < n && !ref_digit(t[i]))
+		i++;
+	for (int k = 0; k < 6; k++) {
+		if (k > 0) {
+			while (i < n && t[i] == ' ')
+				i++;
+			if (i >= n || t[i] != ',')
+				return -1;
+			i++;
+			while (i < n && t[i] == ' ')
+				i++;
+		}
+		if (i >= n || !ref_digit(t[i]))
+			return -1;
+		v[k] = 0;
+		for (; i < n && ref_digit(t[i]); i++)
+			v[k] = v[k] > 1000 ? v[k] : v[k] * 10 + (unsigned long)(t[i] - '0');
+	}
+	for (int k = 0; k < 6; k++)
+		if (v[k] > 255)
+			return -2;
+	if (v[4] == 0 && v[5] == 0)
+		return -2;
+	for (int k = 0; k < 4; k++)
+		ip[k] = (uint8_t)v[k];
+	*port = (uint16_t)(v[4] * 256 + v[5]);
+	return 0;
+}
+
+/* "(dddPORTd)" after the first '('; the port, or -1. */
+static long ref_229(const char *t, size_t n)
+{
+	const char *p = memchr(t, '(', n);
+
+	if (p == NULL)
+		return -1;
+	size_t i = (size_t)(p - t) + 1;
+	if (i + 3 > n)
+		return -1;
+	unsigned char d = (unsigned char)t[i];
+	if (d < 33 || d > 126 || ref_digit((char)d) || t[i + 1] != (char)d ||
+	    t[i + 2] != (char)d)
+		return -1;
+	i += 3;
+	long v = 0;
+	size_t digits = 0;
+	for (; i < n && ref_digit(t[i]); i++, digits++)
+		v = v > 100000 ? v : v * 10 + (t[i] - '0');
+	if (digits == 0 || i + 2 > n || t[i] != (char)d || t[i + 1] != ')')
+		return -1;
+	return v >= 1 && v <= 65535 ? v : -1;
+}
+
 static void check_passive(const char *t, size_t n, uint64_t *seed)
 {
 	char buf[128];
@@ -72,6 +157,12 @@ static void check_passive(const char *t, size_t n, uint64_t *seed)
 
 	rc = fp_parse_227(t, n, &hp);
 	CHECK(rc == FP_OK || rc == FP_E_SYNTAX || rc == FP_E_RANGE || rc == FP_E_CHARSET);
+	fp_hostport ref;
+	int want = ref_227(t, n, ref.ip, &ref.port);
+	CHECK((rc == FP_OK) == (want == 0));
+	CHECK((rc == FP_E_RANGE) == (want == -2));
+	if (rc == FP_OK)
+		CHECK(memcmp(hp.ip, ref.ip, 4) == 0 && hp.port == ref.port);
 	if (rc == FP_OK) {
 		CHECK(hp.port != 0);
 		len = fp_format_227(buf, sizeof(buf), hp.ip, hp.port);
@@ -87,6 +178,10 @@ static void check_passive(const char *t, size_t n, uint64_t *seed)
 	rc = fp_parse_229(t, n, &port);
 	CHECK(rc == FP_OK || rc == FP_E_SYNTAX || rc == FP_E_RANGE ||
 	      rc == FP_E_CHARSET || rc == FP_E_DELIM);
+	long want229 = ref_229(t, n);
+	CHECK((rc == FP_OK) == (want229 > 0));
+	if (rc == FP_OK)
+		CHECK(port == want229);
 	if (rc == FP_OK) {
 		CHECK(port != 0);
 		CHECK(memchr(t, '(', n) != NULL);
@@ -146,11 +241,17 @@ static void on_line(void *arg, const fp_line *l)
 		/* Middle and closing lines are never errors. */
 		CHECK(rc == FP_OK);
 		CHECK(!rl.first && rl.code == before.code);
-	} else if (rc == FP_OK) {
-		CHECK(rl.first);
-		CHECK(n >= 3 && memcmp(t, "100", 3) >= 0 && memcmp(t, "599", 3) <= 0);
+		CHECK(rl.last == ref_closes(t, n, before.code));
 	} else {
-		CHECK(rc == FP_E_SYNTAX);
+		bool opens = ref_code(t, n) && (n == 3 || t[3] == ' ' || t[3] == '-' ||
+						t[3] == '\r' || t[3] == '\n');
+		CHECK((rc == FP_OK) == opens);
+		CHECK(rc == FP_OK || rc == FP_E_SYNTAX);
+		if (rc == FP_OK) {
+			CHECK(rl.first);
+			CHECK(rl.code == (t[0] - '0') * 100 + (t[1] - '0') * 10 + (t[2] - '0'));
+			CHECK(rl.last == (n == 3 || t[3] != '-'));
+		}
 	}
 	if (rc == FP_OK) {
 		CHECK(rl.code >= 100 && rl.code <= 599);
@@ -173,7 +274,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	fp_reply_init(&c.r);
 	c.seed = fuzz_seed(data, size);
-	fuzz_frame(data, size, c.seed, on_line, &c);
+	fuzz_frame(data, size, c.seed, 64, on_line, &c);
 
 	/* The whole input as one text, with no framing at all. */
 	char *t = fuzz_dup((const char *)data, size);
