@@ -513,15 +513,13 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	snprintf(port, sizeof(port), "%u", o->port);
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
 	c->state = CS_RESOLVING;
+	*out = c; /* before anything can report an event about c */
 	rc = uv_getaddrinfo(loop, &c->gai, conn_resolved_cb, c->host, port, &hints);
 	c->gai_pending = rc == 0;
 	if (rc < 0) {
 		/* Handles exist: report through the normal path. */
-		*out = c;
 		mux__fail(c, MUX_FAIL_NET, rc, "cannot resolve %s: %s", c->host, uv_strerror(rc));
-		return 0;
 	}
-	*out = c;
 	return 0;
 fail:
 	if (c->ssh)

@@ -16,54 +16,134 @@
 
 #include "proxy/proxy.h"
 
+#define BACKOFF_FIRST_MS 1000
+#define BACKOFF_MAX_MS 60000
+#define DRAIN_TICK_MS 200
+#define DRAIN_QUIET_MS 1000  /* no transfer for this long: replies are in */
+#define DRAIN_MAX_MS 30000   /* then stop anyway */
+
 static struct {
 	uv_loop_t *loop;
 	px_config cfg;
-	mux_conn *conn;
+	mux_conn_opts opts;
+	mux_conn *conn;          /* current connection, NULL while down */
+	unsigned conns_alive;    /* including ones still closing */
+	bool up_once;
 	px_server *srv;
 	uv_signal_t sigint, sigterm;
+	uv_timer_t retry, drain;
+	uint64_t backoff_ms;
+	uint64_t drain_start, quiet_since;
 	int exit_code;
-	bool stopping;
+	bool stopping, draining;
 	int signals;
 } app;
 
 static void app_stop(int code);
+static void conn_cb(mux_conn *c, enum mux_conn_event ev, int kind, const char *msg,
+		    void *data);
+
+static void app_maybe_exit(void)
+{
+	if (!app.stopping || app.srv || app.conns_alive)
+		return;
+	uv_close((uv_handle_t *)&app.sigint, NULL);
+	uv_close((uv_handle_t *)&app.sigterm, NULL);
+	uv_close((uv_handle_t *)&app.retry, NULL);
+	uv_close((uv_handle_t *)&app.drain, NULL);
+}
+
+static void conn_open(void)
+{
+	/* app.conn is set by mux_conn_start before any event can name it */
+	app.conns_alive++;
+	int rc = mux_conn_start(app.loop, &app.opts, conn_cb, NULL, &app.conn);
+	if (rc < 0) {
+		app.conns_alive--;
+		app.conn = NULL;
+		px_log(0, "cannot start the SSH connection: %s", mux_strerror(rc));
+		app_stop(PX_EXIT_ERROR);
+	}
+}
+
+static void retry_cb(uv_timer_t *t)
+{
+	(void)t;
+	if (!app.stopping)
+		conn_open();
+}
+
+/* The connection died after having been up: tell the server, drop it, and
+ * try again later, each wait twice the last, up to a minute. */
+static void conn_retry_later(void)
+{
+	mux_conn *old = app.conn;
+	app.conn = NULL;
+	if (app.srv)
+		px_server_set_conn(app.srv, NULL);
+	if (old)
+		mux_conn_close(old);
+	if (app.stopping)
+		return;
+	px_log(1, "reconnecting in %.0f s", app.backoff_ms / 1000.0);
+	uv_timer_start(&app.retry, retry_cb, app.backoff_ms, 0);
+	app.backoff_ms *= 2;
+	if (app.backoff_ms > BACKOFF_MAX_MS)
+		app.backoff_ms = BACKOFF_MAX_MS;
+}
 
 static void server_closed_cb(void *data)
 {
 	(void)data;
 	app.srv = NULL;
-	if (app.conn)
-		mux_conn_close(app.conn);
+	if (app.conn) {
+		mux_conn *c = app.conn;
+		app.conn = NULL;
+		mux_conn_close(c);
+	}
+	app_maybe_exit();
 }
 
 static void conn_cb(mux_conn *c, enum mux_conn_event ev, int kind, const char *msg, void *data)
 {
-	(void)c;
 	(void)data;
+	if (ev == MUX_CONN_CLOSED) {
+		app.conns_alive--;
+		app_maybe_exit();
+		return;
+	}
+	if (c != app.conn)
+		return; /* an old connection on its way out */
 	switch (ev) {
 	case MUX_CONN_UP:
 		px_log(1, "SSH connection to %s@%s port %u is up", app.cfg.user, app.cfg.gateway,
 		       app.cfg.ssh_port);
-		if (!app.srv && !app.stopping) {
-			if (px_server_start(app.loop, app.conn, &app.cfg, &app.srv) < 0)
-				app_stop(PX_EXIT_LISTEN);
-		}
+		app.up_once = true;
+		app.backoff_ms = BACKOFF_FIRST_MS;
+		if (app.stopping)
+			break;
+		if (app.srv)
+			px_server_set_conn(app.srv, c);
+		else if (px_server_start(app.loop, c, &app.cfg, &app.srv) < 0)
+			app_stop(PX_EXIT_LISTEN);
 		break;
 	case MUX_CONN_FAILED:
 		px_log(0, "%s", msg);
-		app_stop(kind == MUX_FAIL_HOSTKEY ? PX_EXIT_HOSTKEY
-			 : kind == MUX_FAIL_AUTH  ? PX_EXIT_AUTH
-						  : PX_EXIT_NET);
+		if (!app.up_once || kind == MUX_FAIL_HOSTKEY || kind == MUX_FAIL_AUTH) {
+			/* The first connection, or a failure retrying will not cure. */
+			app_stop(kind == MUX_FAIL_HOSTKEY ? PX_EXIT_HOSTKEY
+				 : kind == MUX_FAIL_AUTH  ? PX_EXIT_AUTH
+				 : app.up_once		  ? PX_EXIT_ERROR
+							  : PX_EXIT_NET);
+			break;
+		}
+		conn_retry_later();
 		break;
 	case MUX_CONN_LOST:
 		px_log(0, "%s", msg);
-		app_stop(PX_EXIT_ERROR);
+		conn_retry_later();
 		break;
 	case MUX_CONN_CLOSED:
-		app.conn = NULL;
-		uv_close((uv_handle_t *)&app.sigint, NULL);
-		uv_close((uv_handle_t *)&app.sigterm, NULL);
 		break;
 	}
 }
@@ -74,10 +154,24 @@ static void app_stop(int code)
 		return;
 	app.stopping = true;
 	app.exit_code = code;
+	uv_timer_stop(&app.retry);
+	uv_timer_stop(&app.drain);
 	if (app.srv)
 		px_server_close(app.srv, server_closed_cb, NULL);
 	else
 		server_closed_cb(NULL);
+}
+
+/* SIGTERM/SIGINT: stop accepting, let running transfers end (and their
+ * final replies reach the clients), then stop; DRAIN_MAX_MS at most. */
+static void drain_cb(uv_timer_t *t)
+{
+	(void)t;
+	uint64_t now = uv_now(app.loop);
+	if (!app.srv || px_server_transfers(app.srv) > 0)
+		app.quiet_since = now;
+	if (now - app.quiet_since >= DRAIN_QUIET_MS || now - app.drain_start >= DRAIN_MAX_MS)
+		app_stop(PX_EXIT_OK);
 }
 
 static void signal_cb(uv_signal_t *h, int signum)
@@ -88,8 +182,17 @@ static void signal_cb(uv_signal_t *h, int signum)
 		fprintf(stderr, "ftpssh: %s again, exiting now\n", strsignal(signum));
 		_exit(PX_EXIT_ERROR);
 	}
-	px_log(1, "%s: stopping", strsignal(signum));
-	app_stop(PX_EXIT_OK);
+	if (!app.srv || px_server_transfers(app.srv) == 0) {
+		px_log(1, "%s: stopping", strsignal(signum));
+		app_stop(PX_EXIT_OK);
+		return;
+	}
+	px_log(1, "%s: no new clients; stopping when the %u running transfer(s) end "
+		  "(at most %d s; again to stop now)",
+	       strsignal(signum), px_server_transfers(app.srv), DRAIN_MAX_MS / 1000);
+	px_server_stop_listening(app.srv);
+	app.drain_start = app.quiet_since = uv_now(app.loop);
+	uv_timer_start(&app.drain, drain_cb, DRAIN_TICK_MS, DRAIN_TICK_MS);
 }
 
 int main(int argc, char **argv)
@@ -105,8 +208,11 @@ int main(int argc, char **argv)
 	uv_signal_init(app.loop, &app.sigterm);
 	uv_signal_start(&app.sigint, signal_cb, SIGINT);
 	uv_signal_start(&app.sigterm, signal_cb, SIGTERM);
+	uv_timer_init(app.loop, &app.retry);
+	uv_timer_init(app.loop, &app.drain);
+	app.backoff_ms = BACKOFF_FIRST_MS;
 
-	mux_conn_opts o = {
+	app.opts = (mux_conn_opts){
 		.host = app.cfg.gateway,
 		.port = app.cfg.ssh_port,
 		.user = app.cfg.user,
@@ -122,11 +228,7 @@ int main(int argc, char **argv)
 		.log = px_log_mux,
 		.log_ctx = NULL,
 	};
-	rc = mux_conn_start(app.loop, &o, conn_cb, NULL, &app.conn);
-	if (rc < 0) {
-		px_log(0, "cannot start: %s", mux_strerror(rc));
-		return PX_EXIT_ERROR;
-	}
+	conn_open();
 	uv_run(app.loop, UV_RUN_DEFAULT);
 	rc = uv_loop_close(app.loop);
 #ifdef FTPSSH_DEBUG_LOOP_CLOSE

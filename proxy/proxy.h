@@ -78,6 +78,13 @@ typedef struct px_server px_server;
  * line for each. Returns 0 or a negative uv error (message logged). */
 int px_server_start(uv_loop_t *loop, mux_conn *conn, const px_config *cfg,
 		    px_server **out);
+/* The SSH connection to open channels on; NULL while it is down (new
+ * clients then get 421 and are closed). */
+void px_server_set_conn(px_server *srv, mux_conn *conn);
+/* Stop accepting new clients; running sessions and transfers go on. */
+void px_server_stop_listening(px_server *srv);
+/* Transfers running now. */
+unsigned px_server_transfers(const px_server *srv);
 /* Stop listening and end every session and transfer now; cb runs once
  * every handle is closed. */
 void px_server_close(px_server *srv, void (*cb)(void *data), void *data);

@@ -150,6 +150,25 @@ void px_server_maybe_closed(px_server *srv)
 		cb(data);
 }
 
+void px_server_set_conn(px_server *srv, mux_conn *conn)
+{
+	srv->conn = conn;
+}
+
+unsigned px_server_transfers(const px_server *srv)
+{
+	return srv->nxfers;
+}
+
+void px_server_stop_listening(px_server *srv)
+{
+	for (struct px_listener *l = srv->listeners, *next; l; l = next) {
+		next = l->next;
+		uv_close((uv_handle_t *)&l->tcp, listener_closed_cb);
+	}
+	srv->listeners = NULL;
+}
+
 void px_server_close(px_server *srv, void (*cb)(void *data), void *data)
 {
 	if (srv->closing)
@@ -157,11 +176,7 @@ void px_server_close(px_server *srv, void (*cb)(void *data), void *data)
 	srv->closing = true;
 	srv->close_cb = cb;
 	srv->close_data = data;
-	for (struct px_listener *l = srv->listeners, *next; l; l = next) {
-		next = l->next;
-		uv_close((uv_handle_t *)&l->tcp, listener_closed_cb);
-	}
-	srv->listeners = NULL;
+	px_server_stop_listening(srv);
 	px_sessions_close_all(srv);
 	px_xfers_abort_all(srv);
 	px_server_maybe_closed(srv);

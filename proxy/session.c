@@ -551,7 +551,7 @@ int px_session_accept(px_server *srv, uv_stream_t *listener, const px_forward *f
 	uv_tcp_nodelay(&s->client, 1);
 	px_log(1, "[#%u] FTP client %s -> %s:%u", s->id, s->peer, fwd->host, fwd->port);
 
-	if (!mux_conn_is_up(srv->conn)) {
+	if (!srv->conn || !mux_conn_is_up(srv->conn)) {
 		reply_local(s, 421, "ftpssh: SSH tunnel down, retrying; try again shortly");
 		s->server_eof = true;
 		session_check_end(s);
