@@ -1,6 +1,6 @@
 """Every FTP server x every client through ftpssh: login, LIST, RETR and
 STOR of 0 B, 1 B, 1 MiB and 64 MiB, checked by size and sha256 on both
-sides. Each client runs in its default passive flavour (curl: EPSV;
+sides (FTPSSH_TEST_SIZES can narrow the sizes). Each client runs in its default passive flavour (curl: EPSV;
 lftp, wget, ftplib: PASV); test_modes forces each flavour explicitly.
 """
 
@@ -10,7 +10,7 @@ import pytest
 
 from harness import clients, testbed
 
-SIZES = list(testbed.SIZES)
+SIZES = testbed.matrix_sizes()
 
 
 def check_same(path, size, sha256, what):
