@@ -240,6 +240,57 @@ static void auth_failed(mux_conn *c)
 		  c->user, c->host, c->tried[0] ? c->tried : "nothing");
 }
 
+static void secret_clear(mux_conn *c)
+{
+	/* volatile: keep the compiler from skipping a dead store */
+	volatile char *p = c->secret;
+	for (size_t i = 0; i < sizeof(c->secret); i++)
+		p[i] = 0;
+	c->secret_set = false;
+}
+
+static int ask(mux_conn *c, const char *prompt, bool echo)
+{
+	if (!c->opts.ask)
+		return -1;
+	if (c->opts.ask(c->opts.ask_ctx, prompt, echo, c->secret, sizeof(c->secret)) != 0)
+		return -1;
+	c->secret_set = true;
+	return 0;
+}
+
+/* keyboard-interactive: libssh2 calls this (synchronously) with the
+ * server's prompts; every answer comes from the user. */
+static void kbdint_cb(const char *name, int name_len, const char *instruction,
+		      int instruction_len, int num_prompts,
+		      const LIBSSH2_USERAUTH_KBDINT_PROMPT *prompts,
+		      LIBSSH2_USERAUTH_KBDINT_RESPONSE *responses, void **abstract)
+{
+	mux_conn *c = *abstract;
+	(void)name;
+	(void)name_len;
+	(void)instruction;
+	(void)instruction_len;
+	for (int i = 0; i < num_prompts; i++) {
+		char prompt[300];
+		size_t pl = prompts[i].length < sizeof(prompt) - 1 ? prompts[i].length
+								     : sizeof(prompt) - 1;
+		memcpy(prompt, prompts[i].text, pl);
+		prompt[pl] = '\0';
+		responses[i].text = NULL;
+		responses[i].length = 0;
+		if (ask(c, prompt, prompts[i].echo != 0) != 0)
+			continue;
+		size_t n = strlen(c->secret);
+		responses[i].text = malloc(n + 1); /* libssh2 frees it */
+		if (responses[i].text) {
+			memcpy(responses[i].text, c->secret, n + 1);
+			responses[i].length = (unsigned)n;
+		}
+		secret_clear(c);
+	}
+}
+
 static void agent_done(mux_conn *c)
 {
 	if (c->agent_tried) {
@@ -250,6 +301,7 @@ static void agent_done(mux_conn *c)
 	mux__auth_cleanup(c);
 	c->state = CS_AUTH_KEY;
 }
+
 
 void mux__auth_step(mux_conn *c)
 {
@@ -290,14 +342,10 @@ void mux__auth_step(mux_conn *c)
 				return;
 			}
 			c->auth_publickey = strstr(list, "publickey") != NULL;
+			c->auth_password = strstr(list, "password") != NULL;
+			c->auth_kbdint = strstr(list, "keyboard-interactive") != NULL;
 			mux__log(c, 2, "server accepts: %s", list);
-			if (!c->auth_publickey) {
-				snprintf(c->tried, sizeof(c->tried),
-					 "nothing: the server offers only %s", list);
-				auth_failed(c);
-				return;
-			}
-			c->state = CS_AUTH_AGENT;
+			c->state = c->auth_publickey ? CS_AUTH_AGENT : CS_AUTH_PASSWORD;
 			break;
 		}
 		case CS_AUTH_AGENT:
@@ -325,27 +373,93 @@ void mux__auth_step(mux_conn *c)
 			else
 				c->agent_tried++;
 			break;
-		case CS_AUTH_KEY:
+		case CS_AUTH_KEY: {
 			if (c->key_idx >= c->opts.n_identities) {
-				auth_failed(c);
-				return;
+				c->state = CS_AUTH_PASSWORD;
+				break;
 			}
+			const char *key = c->identities[c->key_idx];
 			rc = libssh2_userauth_publickey_fromfile_ex(
-				c->ssh, c->user, (unsigned)strlen(c->user), NULL,
-				c->identities[c->key_idx], "");
+				c->ssh, c->user, (unsigned)strlen(c->user), NULL, key,
+				c->secret_set ? c->secret : "");
 			if (rc == LIBSSH2_ERROR_EAGAIN)
 				return;
 			if (rc == 0) {
-				mux__log(c, 2, "authenticated with key %s", c->identities[c->key_idx]);
+				mux__log(c, 2, "authenticated with key %s", key);
+				secret_clear(c);
 				mux__set_up(c);
 				return;
 			}
-			mux__log(c, 2, "key %s: %s", c->identities[c->key_idx], ssh_errmsg(c));
-			tried_add(c, c->identities[c->key_idx]);
-			if (rc == LIBSSH2_ERROR_FILE)
-				tried_add(c, "(unreadable or passphrase-protected)");
+			mux__log(c, 2, "key %s: %s", key, ssh_errmsg(c));
+			if (rc == LIBSSH2_ERROR_FILE && !c->key_asked) {
+				/* unreadable, or (the usual case) protected by a passphrase */
+				char prompt[600];
+				c->key_asked = true;
+				snprintf(prompt, sizeof(prompt), "Enter passphrase for key '%s': ", key);
+				if (ask(c, prompt, false) == 0)
+					break; /* same key again, with the passphrase */
+				tried_add(c, key);
+				tried_add(c, "(passphrase-protected or unreadable; no terminal to ask "
+					     "for a passphrase on)");
+			} else {
+				tried_add(c, key);
+				if (rc == LIBSSH2_ERROR_FILE)
+					tried_add(c, "(wrong passphrase or unreadable)");
+			}
+			secret_clear(c);
+			c->key_asked = false;
 			c->key_idx++;
 			break;
+		}
+		case CS_AUTH_PASSWORD: {
+			if (!c->auth_password || c->password_tries >= 3 || !c->opts.ask) {
+				c->state = CS_AUTH_KBDINT;
+				break;
+			}
+			if (!c->secret_set) {
+				char prompt[400];
+				snprintf(prompt, sizeof(prompt), "%s@%s's password: ", c->user, c->host);
+				if (ask(c, prompt, false) != 0) {
+					tried_add(c, "password (no terminal to ask on)");
+					c->state = CS_AUTH_KBDINT;
+					break;
+				}
+			}
+			rc = libssh2_userauth_password_ex(c->ssh, c->user, (unsigned)strlen(c->user),
+							  c->secret, (unsigned)strlen(c->secret),
+							  NULL);
+			if (rc == LIBSSH2_ERROR_EAGAIN)
+				return;
+			secret_clear(c);
+			if (rc == 0) {
+				mux__log(c, 2, "authenticated with a password");
+				mux__set_up(c);
+				return;
+			}
+			mux__log(c, 1, "Permission denied, please try again.");
+			if (++c->password_tries >= 3) {
+				tried_add(c, "password (3 tries)");
+				c->state = CS_AUTH_KBDINT;
+			}
+			break;
+		}
+		case CS_AUTH_KBDINT:
+			if (!c->auth_kbdint || !c->opts.ask) {
+				auth_failed(c);
+				return;
+			}
+			rc = libssh2_userauth_keyboard_interactive_ex(
+				c->ssh, c->user, (unsigned)strlen(c->user), kbdint_cb);
+			if (rc == LIBSSH2_ERROR_EAGAIN)
+				return;
+			if (rc == 0) {
+				mux__log(c, 2, "authenticated with keyboard-interactive");
+				mux__set_up(c);
+				return;
+			}
+			tried_add(c, "keyboard-interactive");
+			auth_failed(c);
+			return;
 		default:
 			return;
 		}

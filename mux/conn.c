@@ -305,8 +305,7 @@ static void conn_service(mux_conn *c)
 	c->servicing = true;
 	for (int round = 0; round < 64; round++) {
 		c->reservice = false;
-		if (c->state == CS_HANDSHAKE || c->state == CS_AUTH_LIST ||
-		    c->state == CS_AUTH_AGENT || c->state == CS_AUTH_KEY)
+		if (c->state >= CS_HANDSHAKE && c->state < CS_UP)
 			mux__auth_step(c);
 		if (c->state == CS_UP || c->state == CS_DEAD)
 			mux__chan_service_all(c);
@@ -314,8 +313,7 @@ static void conn_service(mux_conn *c)
 			int err = c->out_err ? c->out_err : c->in_err ? c->in_err : UV_EOF;
 			mux__fail(c, MUX_FAIL_NET, err, "SSH connection to %s lost: %s", c->host,
 				  err == UV_EOF ? "closed by the server" : uv_strerror(err));
-		} else if ((c->state == CS_HANDSHAKE || c->state == CS_AUTH_LIST ||
-			    c->state == CS_AUTH_AGENT || c->state == CS_AUTH_KEY) &&
+		} else if (c->state >= CS_HANDSHAKE && c->state < CS_UP &&
 			   (c->out_err || c->in_err || (c->in_eof && c->in_len == 0))) {
 			mux__fail(c, MUX_FAIL_NET, UV_ECONNRESET,
 				  "%s:%u closed the connection during the SSH handshake",

@@ -29,6 +29,8 @@ enum conn_state {
 	CS_AUTH_LIST,
 	CS_AUTH_AGENT,
 	CS_AUTH_KEY,
+	CS_AUTH_PASSWORD,
+	CS_AUTH_KBDINT,
 	CS_UP,
 	CS_DEAD,    /* failed or lost: waiting for channel owners to close */
 	CS_CLOSING, /* handles closing */
@@ -96,7 +98,11 @@ struct mux_conn {
 	struct libssh2_agent_publickey *agent_id;
 	unsigned agent_tried;
 	size_t key_idx;
-	bool auth_publickey;
+	bool auth_publickey, auth_password, auth_kbdint;
+	char secret[512];          /* passphrase or password being tried */
+	bool secret_set;           /* secret holds an answer for this step */
+	bool key_asked;            /* asked for the current key's passphrase */
+	unsigned password_tries;
 	char tried[512];           /* what auth tried, for the failure message */
 
 	/* SSH socket input */

@@ -41,6 +41,12 @@ enum mux_hostkey_policy {
 	MUX_HOSTKEY_OFF = 2,        /* unknown: accept (not saved); changed: refuse */
 };
 
+/* Ask the user a question (passphrase, password, keyboard-interactive
+ * prompt). Writes a NUL-terminated answer into buf and returns 0, or returns
+ * -1 when there is nobody to ask (no terminal). May block: it is only used
+ * while the connection comes up. */
+typedef int (*mux_ask_fn)(void *ctx, const char *prompt, bool echo, char *buf, size_t cap);
+
 typedef struct mux_conn_opts {
 	const char *host;            /* gateway name or address */
 	uint16_t port;               /* SSH port */
@@ -56,6 +62,8 @@ typedef struct mux_conn_opts {
 	uint32_t window_max;         /* per-channel receive window cap (bytes) */
 	mux_log_fn log;
 	void *log_ctx;
+	mux_ask_fn ask;              /* NULL: never ask */
+	void *ask_ctx;
 } mux_conn_opts;
 
 /* Connection events. MUX_CONN_UP: authenticated, channels can be opened.

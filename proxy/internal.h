@@ -35,6 +35,11 @@ size_t px_outq_room(const px_outq *q);
 size_t px_outq_len(const px_outq *q);
 int px_outq_push(px_outq *q, const char *p, size_t n);
 
+/* ask.c: mux_ask_fn on /dev/tty; ctx points to a bool that is true while
+ * reconnecting (then only remembered answers are given). */
+int px_ask(void *ctx, const char *prompt, bool echo, char *buf, size_t cap);
+void px_ask_forget(void);
+
 /* ---- server internals used by sessions ---------------------------------- */
 typedef struct px_session px_session;
 typedef struct px_dataport px_dataport;

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "proxy/proxy.h"
+#include "proxy/internal.h"
 
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 60000
@@ -29,6 +29,7 @@ static struct {
 	mux_conn *conn;          /* current connection, NULL while down */
 	unsigned conns_alive;    /* including ones still closing */
 	bool up_once;
+	bool reconnecting;       /* px_ask: use remembered answers only */
 	px_server *srv;
 	uv_signal_t sigint, sigterm;
 	uv_timer_t retry, drain;
@@ -119,6 +120,7 @@ static void conn_cb(mux_conn *c, enum mux_conn_event ev, int kind, const char *m
 		px_log(1, "SSH connection to %s@%s port %u is up", app.cfg.user, app.cfg.gateway,
 		       app.cfg.ssh_port);
 		app.up_once = true;
+		app.reconnecting = true;
 		app.backoff_ms = BACKOFF_FIRST_MS;
 		if (app.stopping)
 			break;
@@ -227,9 +229,12 @@ int main(int argc, char **argv)
 		.window_max = app.cfg.window_max,
 		.log = px_log_mux,
 		.log_ctx = NULL,
+		.ask = px_ask,
+		.ask_ctx = &app.reconnecting,
 	};
 	conn_open();
 	uv_run(app.loop, UV_RUN_DEFAULT);
+	px_ask_forget();
 	rc = uv_loop_close(app.loop);
 #ifdef FTPSSH_DEBUG_LOOP_CLOSE
 	if (rc != 0) {
