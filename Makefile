@@ -53,12 +53,12 @@ all: $(REL)/ftpssh
 asan: $(ASN)/ftpssh
 
 # --- object rules -------------------------------------------------------
-$(REL)/ftpparse/%.o: ftpparse/%.c ftpparse/ftpparse.h
+$(REL)/ftpparse/%.o: ftpparse/%.c $(wildcard ftpparse/*.h)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(PURE_CFLAGS) $(OPT) $(CFLAGS) -c $< -o $@
 
-$(ASN)/ftpparse/%.o: ftpparse/%.c ftpparse/ftpparse.h
+$(ASN)/ftpparse/%.o: ftpparse/%.c $(wildcard ftpparse/*.h)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(PURE_CFLAGS) -O1 -g $(SAN) $(CFLAGS) -c $< -o $@
@@ -105,7 +105,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FP_SRC) ftpparse/ftpparse.h
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FP_SRC) $(wildcard ftpparse/*.h tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ-LD $@")
 	$(Q)$(FUZZ_CC) $(STD) -g -O1 -I. -fsanitize=fuzzer,address,undefined -o $@ $< $(FP_SRC)
