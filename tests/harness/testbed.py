@@ -364,12 +364,27 @@ class Testbed:
             self._proftpd = os.path.abspath(os.path.join(REPO, out.strip().splitlines()[-1]))
         return self._proftpd
 
-    def close(self):
+    def close(self, keep_logs=False):
+        """Stop every daemon and remove the state directory. With
+        keep_logs (or FTPSSH_TEST_KEEP=1) the directory stays for a look
+        at the logs and configs; keep_logs alone drops the test files."""
         for srv in list(self._servers.values()):
             srv.stop()
         self._servers.clear()
         if self._ssh is not None:
             self._ssh.stop()
             self._ssh = None
-        if not self.keep:
+        if self.keep:
+            return
+        if not keep_logs:
             shutil.rmtree(self.dir, ignore_errors=True)
+            return
+        for sub in ("src", "client"):
+            shutil.rmtree(self.path(sub), ignore_errors=True)
+        ftp = self.path("ftp")
+        for root, _, files in os.walk(ftp):
+            for f in files:
+                try:
+                    os.unlink(os.path.join(root, f))
+                except OSError:
+                    pass

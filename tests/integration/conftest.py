@@ -91,10 +91,19 @@ def pytest_runtest_call(item):
 # --- the sandbox ---------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def bed():
+def bed(request):
     b = testbed.Testbed()
     yield b
-    b.close()
+    failed = request.session.testsfailed > 0
+    b.close(keep_logs=failed)
+    if failed or b.keep:
+        request.config._ftpssh_kept = b.dir
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    kept = getattr(config, "_ftpssh_kept", None)
+    if kept:
+        terminalreporter.write_line("test bed logs and configs kept in %s" % kept)
 
 
 class Gateways:
