@@ -322,6 +322,9 @@ class Testbed:
             if r.returncode not in (0, 9):  # 9: created meanwhile by someone else
                 raise RuntimeError("useradd %s failed: %s" % (FTP_USER, r.stdout.decode()))
         pw = pwd.getpwnam(FTP_USER)
+        if pw.pw_shell != "/bin/bash":  # vsftpd's PAM stack wants a real shell
+            subprocess.run(["usermod", "-s", "/bin/bash", FTP_USER], check=True, timeout=30,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         os.makedirs(pw.pw_dir, exist_ok=True)
         subprocess.run(["chpasswd"], input=("%s:%s\n" % (FTP_USER, FTP_PASSWORD)).encode(),
                        check=True, timeout=30, stdout=subprocess.DEVNULL)
