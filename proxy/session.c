@@ -45,7 +45,7 @@ struct px_session {
 	mux_chan *ch;
 	px_dataport *dp;
 	struct sockaddr_storage local; /* our side of the control connection */
-	char peer[64];
+	char peer[INET6_ADDRSTRLEN + 10];
 
 	fp_framer cin, sin;
 	fp_reply rep;
@@ -490,18 +490,18 @@ static void chan_open_cb(mux_chan *ch, int status, void *data)
 
 static void addr_str(const struct sockaddr_storage *ss, char *out, size_t cap)
 {
-	char ip[64] = "?";
-	int port = 0;
+	char ip[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
 	if (ss->ss_family == AF_INET) {
 		const struct sockaddr_in *a = (const void *)ss;
 		uv_ip4_name(a, ip, sizeof(ip));
 		port = ntohs(a->sin_port);
-		snprintf(out, cap, "%s:%d", ip, port);
+		snprintf(out, cap, "%s:%u", ip, port & 0xffffu);
 	} else if (ss->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *a = (const void *)ss;
 		uv_ip6_name(a, ip, sizeof(ip));
 		port = ntohs(a->sin6_port);
-		snprintf(out, cap, "[%s]:%d", ip, port);
+		snprintf(out, cap, "[%s]:%u", ip, port & 0xffffu);
 	} else {
 		snprintf(out, cap, "?");
 	}
