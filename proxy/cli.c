@@ -51,6 +51,10 @@ static const char help_text[] =
 	"  --window-max=BYTES  largest SSH receive window per data channel\n"
 	"                    (default 33554432); larger fills long fat links\n"
 	"  --data-timeout=SECONDS  how long a one-shot data port waits (default 60)\n"
+	"  --data-host=control|reported\n"
+	"        where data channels go: control (default) the FTP server's host as in\n"
+	"        -L, which works behind NAT; reported: the address in the server's 227\n"
+	"        (for servers that hand data to another host). EPSV always uses control.\n"
 	"  -q                only errors;  -v verbose;  -vv trace the control stream\n"
 	"  -h, --help        this text;   -V, --version  version\n"
 	"\n"
@@ -260,12 +264,13 @@ static void default_identities(px_config *cfg, const char *home)
 
 int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 {
-	enum { OPT_WINDOW = 256, OPT_DATA_TIMEOUT };
+	enum { OPT_WINDOW = 256, OPT_DATA_TIMEOUT, OPT_DATA_HOST };
 	static const struct option longopts[] = {
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{"window-max", required_argument, NULL, OPT_WINDOW},
 		{"data-timeout", required_argument, NULL, OPT_DATA_TIMEOUT},
+		{"data-host", required_argument, NULL, OPT_DATA_HOST},
 		{NULL, 0, NULL, 0},
 	};
 	bool port_given = false;
@@ -340,6 +345,14 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 			cfg->data_timeout_sec = v;
 			break;
 		}
+		case OPT_DATA_HOST:
+			if (strcmp(optarg, "control") == 0)
+				cfg->data_host_reported = false;
+			else if (strcmp(optarg, "reported") == 0)
+				cfg->data_host_reported = true;
+			else
+				return bad(err, "--data-host %s: use control or reported", optarg);
+			break;
 		case ':':
 			return bad(err, "option -%c needs an argument",
 				   (const char[]){(char)optopt, 0});

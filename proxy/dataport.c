@@ -36,6 +36,9 @@ struct px_xfer {
 	mux_pump *pump;
 	unsigned sid, xid;
 	uint64_t t0;
+	uv_connect_t connect;  /* active mode: our connection to the client */
+	char host[256];
+	uint16_t port;
 };
 
 static void dataport_closed_cb(uv_handle_t *h)
@@ -111,6 +114,66 @@ static void xfer_done_cb(mux_pump *p, const mux_pump_result *r, void *data)
 	px_server_maybe_closed(srv);
 }
 
+/* A transfer object linked into the server's list, with a fresh pump. */
+static struct px_xfer *xfer_new(px_server *srv, unsigned sid, unsigned xid)
+{
+	struct px_xfer *x = calloc(1, sizeof(*x));
+	if (!x)
+		return NULL;
+	x->srv = srv;
+	x->sid = sid;
+	x->xid = xid;
+	x->t0 = uv_now(srv->loop);
+	x->pump = mux_pump_new(srv->loop, srv->conn, xfer_done_cb, x);
+	if (!x->pump) {
+		free(x);
+		return NULL;
+	}
+	/* linked before anything can fail: xfer_done_cb unlinks */
+	x->next = srv->xfers;
+	if (srv->xfers)
+		srv->xfers->prev = x;
+	srv->xfers = x;
+	srv->nxfers++;
+	return x;
+}
+
+static void active_connected_cb(uv_connect_t *req, int status)
+{
+	struct px_xfer *x = container_of(req, struct px_xfer, connect);
+	if (status == UV_ECANCELED)
+		return; /* the pump is closing */
+	if (status < 0) {
+		px_log(1, "[#%u.%u] cannot connect to the client's data port: %s", x->sid,
+		       x->xid, uv_strerror(status));
+		mux_pump_close(x->pump);
+		return;
+	}
+	int rc = mux_pump_start(x->pump, x->host, x->port);
+	if (rc < 0) {
+		px_log(0, "[#%u.%u] cannot open a data channel: %s", x->sid, x->xid,
+		       mux_strerror(rc));
+		mux_pump_close(x->pump);
+		return;
+	}
+	px_log(2, "[#%u.%u] active: connected to the client, channel to %s:%u", x->sid, x->xid,
+	       x->host, x->port);
+}
+
+int px_active_start(px_server *srv, unsigned sid, unsigned xid, const struct sockaddr *client,
+		    const char *host, uint16_t port)
+{
+	struct px_xfer *x = xfer_new(srv, sid, xid);
+	if (!x)
+		return UV_ENOMEM;
+	snprintf(x->host, sizeof(x->host), "%s", host);
+	x->port = port;
+	int rc = uv_tcp_connect(&x->connect, mux_pump_tcp(x->pump), client, active_connected_cb);
+	if (rc < 0)
+		mux_pump_close(x->pump);
+	return rc;
+}
+
 static void connection_cb(uv_stream_t *listener, int status)
 {
 	px_dataport *dp = listener->data;
@@ -121,26 +184,11 @@ static void connection_cb(uv_stream_t *listener, int status)
 	}
 	if (dp->closing)
 		return;
-	struct px_xfer *x = calloc(1, sizeof(*x));
+	struct px_xfer *x = xfer_new(srv, dp->sid, dp->xid);
 	if (!x) {
 		px_log(0, "[#%u.%u] out of memory", dp->sid, dp->xid);
 		return;
 	}
-	x->srv = srv;
-	x->sid = dp->sid;
-	x->xid = dp->xid;
-	x->t0 = uv_now(srv->loop);
-	x->pump = mux_pump_new(srv->loop, srv->conn, xfer_done_cb, x);
-	if (!x->pump) {
-		free(x);
-		return;
-	}
-	/* linked before anything can fail: xfer_done_cb unlinks */
-	x->next = srv->xfers;
-	if (srv->xfers)
-		srv->xfers->prev = x;
-	srv->xfers = x;
-	srv->nxfers++;
 	int rc = uv_accept(listener, (uv_stream_t *)mux_pump_tcp(x->pump));
 	if (rc < 0) {
 		px_log(0, "[#%u.%u] data accept: %s", dp->sid, dp->xid, uv_strerror(rc));

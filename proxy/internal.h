@@ -71,6 +71,10 @@ int px_dataport_open(px_server *srv, unsigned sid, unsigned xid,
 		     const struct sockaddr *bind_addr, const char *host, uint16_t port,
 		     px_dataport **slot, uint16_t *local_port);
 void px_dataport_close(px_dataport *dp);
+/* Active mode: connect to the client's data address and pump it to
+ * host:port over a new channel. */
+int px_active_start(px_server *srv, unsigned sid, unsigned xid,
+		    const struct sockaddr *client, const char *host, uint16_t port);
 /* Abort every running transfer (shutdown). */
 void px_xfers_abort_all(px_server *srv);
 void px_server_maybe_closed(px_server *srv);

@@ -54,6 +54,7 @@ typedef struct px_config {
 	char macs[256];
 	uint32_t window_max;
 	unsigned data_timeout_sec; /* one-shot data port lifetime */
+	bool data_host_reported;   /* data channels to the 227's address */
 	int verbosity;             /* -q: -1, default 0, -v 1, -vv 2 */
 } px_config;
 

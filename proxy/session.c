@@ -26,13 +26,18 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "proxy/internal.h"
 
 #define FIFO_CAP 16
 #define CLIENT_EOF_WAIT_MS 10000
 
-enum expect { EXP_GREETING = 100, EXP_LOCAL };
+/* FIFO entries beyond fp_verb: what ftpssh itself is waiting for. The
+ * ACTIVE ones are the passive requests ftpssh sends on behalf of a client
+ * that gave PORT/EPRT; their replies are answered to the client as the
+ * reply to its PORT/EPRT and never forwarded. */
+enum expect { EXP_GREETING = 100, EXP_ACTIVE_EPSV, EXP_ACTIVE_PASV };
 
 struct px_session {
 	px_server *srv;
@@ -57,6 +62,14 @@ struct px_session {
 	uint16_t epsv_port;
 	int pasv_err;
 
+	/* active mode: the client's data address, and the server's port */
+	struct sockaddr_storage active_addr;
+	bool active_setup;  /* hidden EPSV/PASV in flight */
+	bool active_armed;  /* next transfer command connects to active_addr */
+	bool active_eprt;   /* the client said EPRT (for the reply text) */
+	uint16_t active_port;
+	char active_host[256];
+
 	px_outq to_client, to_server;
 	bool client_reading, server_reading;
 	bool client_eof, server_eof, eof_sent;
@@ -66,6 +79,7 @@ struct px_session {
 };
 
 static void session_pump(px_session *s);
+static void addr_str(const struct sockaddr_storage *ss, char *out, size_t cap);
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -180,8 +194,21 @@ static void session_check_end(px_session *s)
 
 /* ---- server -> client ------------------------------------------------------ */
 
+/* Where the server's data port is, as the gateway sees it: the control
+ * connection's host (default, works behind NAT), or with
+ * --data-host=reported the address in a 227 (EPSV has none: RFC 2428). */
+static const char *data_host(px_session *s, bool epsv, char *buf, size_t cap)
+{
+	if (epsv || !s->srv->cfg->data_host_reported)
+		return s->fwd->host;
+	snprintf(buf, cap, "%u.%u.%u.%u", s->pasv.ip[0], s->pasv.ip[1], s->pasv.ip[2],
+		 s->pasv.ip[3]);
+	return buf;
+}
+
 static void answer_passive(px_session *s, bool epsv)
 {
+	char hostbuf[64];
 	char line[128];
 	uint16_t target = epsv ? s->epsv_port : s->pasv.port;
 	uint16_t lport = 0;
@@ -205,8 +232,9 @@ static void answer_passive(px_session *s, bool epsv)
 	}
 	if (s->dp)
 		px_dataport_close(s->dp); /* a new PASV replaces an unused port */
+	const char *host = data_host(s, epsv, hostbuf, sizeof(hostbuf));
 	int rc = px_dataport_open(s->srv, s->id, ++s->next_xid, (struct sockaddr *)&s->local,
-				  s->fwd->host, target, &s->dp, &lport);
+				  host, target, &s->dp, &lport);
 	if (rc < 0) {
 		char msg[160];
 		snprintf(msg, sizeof(msg), "ftpssh: cannot open a local data port: %s",
@@ -226,7 +254,72 @@ static void answer_passive(px_session *s, bool epsv)
 	if (n > 0 && px_outq_push(&s->to_client, line, (size_t)n) == 0)
 		log_line(s, "<-", line, (size_t)n - 2, false);
 	px_log(2, "[#%u.%u] %s: local port %u -> %s:%u", s->id, s->next_xid,
-	       epsv ? "EPSV" : "PASV", lport, s->fwd->host, target);
+	       epsv ? "EPSV" : "PASV", lport, host, target);
+}
+
+static bool feat_is_auth(const fp_line *l)
+{
+	size_t i = 0;
+	while (i < l->text_len && l->p[i] == ' ')
+		i++;
+	return l->text_len - i >= 4 && strncasecmp(l->p + i, "AUTH", 4) == 0 &&
+	       (l->text_len - i == 4 || l->p[i + 4] == ' ');
+}
+
+/* Ask the server for a passive port on behalf of an active-mode client. */
+static void active_request(px_session *s, bool epsv)
+{
+	static const char epsv_cmd[] = "EPSV\r\n", pasv_cmd[] = "PASV\r\n";
+	const char *cmd = epsv ? epsv_cmd : pasv_cmd;
+	if (px_outq_push(&s->to_server, cmd, strlen(cmd)) != 0) {
+		s->active_setup = false;
+		reply_local(s, 425, "ftpssh: cannot reach the server");
+		return;
+	}
+	log_line(s, "-> (for PORT)", cmd, 4, false);
+	fifo_push(s, epsv ? EXP_ACTIVE_EPSV : EXP_ACTIVE_PASV);
+	s->pasv_found = false;
+	s->pasv_err = FP_E_SYNTAX;
+}
+
+/* A reply to our hidden EPSV/PASV: on success the client's PORT/EPRT gets
+ * its 200; an EPSV refusal falls back to PASV (the caller sends it); a
+ * PASV failure is the client's error. */
+static void active_reply(px_session *s, bool epsv, const fp_line *l, const fp_reply_line *info)
+{
+	bool ok_code = info->code == (epsv ? 229 : 227);
+	if (ok_code && !s->pasv_found) {
+		int rc = epsv ? fp_parse_229(l->p, l->text_len, &s->epsv_port)
+			      : fp_parse_227(l->p, l->text_len, &s->pasv);
+		if (rc == FP_OK)
+			s->pasv_found = true;
+		else
+			s->pasv_err = rc;
+	}
+	if (!info->last || info->code < 200)
+		return;
+	const char *verb = s->active_eprt ? "EPRT" : "PORT";
+	if (ok_code && s->pasv_found) {
+		char hostbuf[64];
+		s->active_port = epsv ? s->epsv_port : s->pasv.port;
+		snprintf(s->active_host, sizeof(s->active_host), "%s",
+			 data_host(s, epsv, hostbuf, sizeof(hostbuf)));
+		s->active_setup = false;
+		s->active_armed = true;
+		char msg[128];
+		snprintf(msg, sizeof(msg), "%s command successful (ftpssh carries it over SSH)",
+			 verb);
+		reply_local(s, 200, msg);
+		return;
+	}
+	if (epsv && info->code >= 400 && !ok_code)
+		return; /* server_line sends PASV next */
+	s->active_setup = false;
+	char msg[200];
+	snprintf(msg, sizeof(msg), "ftpssh: the server gave no usable passive port for %s (%s)",
+		 verb, ok_code ? fp_strerror(s->pasv_err) : "refused");
+	px_log(1, "[#%u] %s", s->id, msg + 8);
+	reply_local(s, 425, msg);
 }
 
 static void server_line(px_session *s, const fp_line *l)
@@ -244,6 +337,20 @@ static void server_line(px_session *s, const fp_line *l)
 	bool pasv = info.code == 227 && head == FP_CMD_PASV;
 	bool epsv = info.code == 229 && head == FP_CMD_EPSV;
 	log_line(s, "<-", l->p, l->text_len, false);
+	if (head == EXP_ACTIVE_EPSV || head == EXP_ACTIVE_PASV) {
+		active_reply(s, head == EXP_ACTIVE_EPSV, l, &info);
+		if (info.last && info.code >= 200) {
+			fifo_pop(s);
+			if (s->active_setup && head == EXP_ACTIVE_EPSV)
+				active_request(s, false); /* no EPSV: try PASV */
+		}
+		return;
+	}
+	if (head == FP_CMD_FEAT && !info.first && !info.last && feat_is_auth(l)) {
+		/* TLS cannot be offered through ftpssh: don't advertise it */
+		log_line(s, "<- (hidden)", l->p, l->text_len, false);
+		return;
+	}
 	if (pasv || epsv) {
 		if (info.first) {
 			s->pasv_found = false;
@@ -295,33 +402,125 @@ static void process_server(px_session *s)
 
 /* ---- client -> server ------------------------------------------------------ */
 
+static bool sockaddr_is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+		return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
+		       (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127);
+	}
+	return false;
+}
+
+/* PORT/EPRT: checked and answered here. The server side of every transfer
+ * stays passive inside SSH; only a loopback address and a port >= 1024 are
+ * accepted, so ftpssh can never be used to bounce to another host. */
+static void client_active(px_session *s, const fp_cmd *cmd)
+{
+	bool eprt = cmd->verb == FP_CMD_EPRT;
+	const char *verb = eprt ? "EPRT" : "PORT";
+	char msg[160];
+	uint16_t port = 0;
+	int rc;
+
+	memset(&s->active_addr, 0, sizeof(s->active_addr));
+	s->active_armed = false;
+	if (eprt) {
+		char addr[64];
+		int fam = 0;
+		rc = fp_parse_eprt(cmd->arg, cmd->arg_len, &fam, addr, sizeof(addr), &port);
+		if (rc == FP_OK)
+			rc = fam == 1 ? uv_ip4_addr(addr, port, (struct sockaddr_in *)&s->active_addr)
+				      : uv_ip6_addr(addr, port, (struct sockaddr_in6 *)&s->active_addr);
+	} else {
+		fp_hostport hp;
+		rc = fp_parse_port(cmd->arg, cmd->arg_len, &hp);
+		if (rc == FP_OK) {
+			struct sockaddr_in *a = (struct sockaddr_in *)&s->active_addr;
+			a->sin_family = AF_INET;
+			memcpy(&a->sin_addr, hp.ip, 4);
+			a->sin_port = htons(hp.port);
+			port = hp.port;
+		}
+	}
+	if (rc != 0) {
+		snprintf(msg, sizeof(msg), "ftpssh: cannot parse the %s argument", verb);
+		reply_local(s, 501, msg);
+		return;
+	}
+	if (!sockaddr_is_loopback(&s->active_addr)) {
+		char a[64];
+		addr_str(&s->active_addr, a, sizeof(a));
+		px_log(1, "[#%u] %s to %s refused: not a loopback address", s->id, verb, a);
+		snprintf(msg, sizeof(msg), "ftpssh: %s must name a loopback address (no FTP bounce)",
+			 verb);
+		reply_local(s, 501, msg);
+		return;
+	}
+	if (port < 1024) {
+		snprintf(msg, sizeof(msg), "ftpssh: %s to a port below 1024 refused", verb);
+		reply_local(s, 501, msg);
+		return;
+	}
+	if (s->dp)
+		px_dataport_close(s->dp);
+	s->active_eprt = eprt;
+	s->active_setup = true;
+	active_request(s, true);
+}
+
+static bool verb_transfers(int v)
+{
+	return v == FP_CMD_RETR || v == FP_CMD_STOR || v == FP_CMD_STOU || v == FP_CMD_APPE ||
+	       v == FP_CMD_LIST || v == FP_CMD_NLST || v == FP_CMD_MLSD;
+}
+
 static void client_line(px_session *s, const fp_line *l)
 {
 	fp_cmd cmd;
 	int rc = fp_cmd_parse(l->p, l->text_len, &cmd);
+	int verb = rc == FP_OK ? (int)cmd.verb : FP_CMD_OTHER;
 
-	log_line(s, "->", l->p, l->text_len, rc == FP_OK && cmd.verb == FP_CMD_PASS);
-	if (rc == FP_OK && cmd.verb == FP_CMD_AUTH) {
+	log_line(s, "->", l->p, l->text_len, verb == FP_CMD_PASS);
+	if (verb == FP_CMD_AUTH) {
 		/* The SSH tunnel already encrypts, and TLS would hide the
 		 * passive replies ftpssh has to rewrite. */
 		reply_local(s, 534, "ftpssh: the link is already protected by SSH; continue "
 				    "without TLS");
 		return;
 	}
+	if (verb == FP_CMD_PORT || verb == FP_CMD_EPRT) {
+		client_active(s, &cmd);
+		return;
+	}
+	if (verb == FP_CMD_PASV || verb == FP_CMD_EPSV)
+		s->active_armed = false;
+	if (verb_transfers(verb) && s->active_armed) {
+		/* connect to the client as the server would, then pump */
+		s->active_armed = false;
+		int arc = px_active_start(s->srv, s->id, ++s->next_xid,
+					  (struct sockaddr *)&s->active_addr, s->active_host,
+					  s->active_port);
+		if (arc < 0)
+			px_log(0, "[#%u] active data connection: %s", s->id, uv_strerror(arc));
+	}
 	px_outq_push(&s->to_server, l->p, l->len);
-	fifo_push(s, rc == FP_OK ? (int)cmd.verb : FP_CMD_OTHER);
+	fifo_push(s, verb);
 }
 
 /* Does this line need ftpssh's own answer (which must wait its turn)? */
 static bool line_is_local(const fp_line *l)
 {
 	fp_cmd cmd;
-	return fp_cmd_parse(l->p, l->text_len, &cmd) == FP_OK && cmd.verb == FP_CMD_AUTH;
+	return fp_cmd_parse(l->p, l->text_len, &cmd) == FP_OK &&
+	       (cmd.verb == FP_CMD_AUTH || cmd.verb == FP_CMD_PORT || cmd.verb == FP_CMD_EPRT);
 }
 
 static void process_client(px_session *s)
 {
-	while (!s->closing && s->fcount < FIFO_CAP &&
+	while (!s->closing && !s->active_setup && s->fcount < FIFO_CAP &&
 	       px_outq_room(&s->to_server) >= FP_LINE_MAX &&
 	       px_outq_room(&s->to_client) >= 512) {
 		/* A local answer must come after the replies to earlier
