@@ -132,8 +132,10 @@ static int parse_forward(const char *spec, px_forward *f)
 	memset(f, 0, sizeof(*f));
 	if (n == 4) {
 		const char *b = fl[0];
-		if (!*b || strcmp(b, "localhost") == 0)
+		if (!*b || strcmp(b, "localhost") == 0) {
 			b = "127.0.0.1";
+			f->also_v6 = true;
+		}
 		else if (strcmp(b, "*") == 0)
 			b = "0.0.0.0";
 		if (strlen(b) >= sizeof(f->bind_addr))
@@ -142,6 +144,7 @@ static int parse_forward(const char *spec, px_forward *f)
 		i = 1;
 	} else if (n == 3) {
 		strcpy(f->bind_addr, "127.0.0.1");
+		f->also_v6 = true;
 	} else {
 		return -1;
 	}
@@ -390,6 +393,7 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 		strcpy(f->bind_addr, "127.0.0.1");
 		f->bind_port = 21;
 		f->default_port = true;
+		f->also_v6 = true;
 		strcpy(f->host, "localhost");
 		f->port = 21;
 	}

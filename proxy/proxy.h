@@ -34,6 +34,7 @@ typedef struct px_forward {
 	char bind_addr[64];   /* numeric or "localhost"; default 127.0.0.1 */
 	uint16_t bind_port;   /* 0: kernel-assigned */
 	bool default_port;    /* no -L: 21 if it may be bound, else 2121 */
+	bool also_v6;         /* loopback by default: ::1 as well as 127.0.0.1 */
 	char host[256];       /* FTP server, as the gateway resolves it */
 	uint16_t port;
 } px_forward;

@@ -73,6 +73,38 @@ static void listener_free_cb(uv_handle_t *h)
 	free(h->data);
 }
 
+static struct px_listener *listener_new(px_server *srv, const px_forward *f)
+{
+	struct px_listener *l = calloc(1, sizeof(*l));
+	if (!l)
+		return NULL;
+	l->srv = srv;
+	l->fwd = f;
+	uv_tcp_init(srv->loop, &l->tcp);
+	l->tcp.data = l;
+	return l;
+}
+
+/* The IPv6 loopback twin of a default loopback listener, on the same port.
+ * Its absence (no IPv6, port taken on ::1) is not an error. */
+static void listener_open_v6(px_server *srv, const px_forward *f, uint16_t port)
+{
+	struct px_listener *l = listener_new(srv, f);
+	uint16_t bound = 0;
+	if (!l)
+		return;
+	int rc = listener_bind(l, "::1", port, &bound);
+	if (rc < 0) {
+		px_log(2, "not listening on [::1]:%u: %s", port, uv_strerror(rc));
+		uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
+		return;
+	}
+	l->next = srv->listeners;
+	srv->listeners = l;
+	srv->pending_closes++;
+	px_log(2, "also listening on [::1]:%u", bound);
+}
+
 static int listener_open(px_server *srv, const px_forward *f)
 {
 	struct px_listener *l = calloc(1, sizeof(*l));
@@ -118,6 +150,8 @@ static int listener_open(px_server *srv, const px_forward *f)
 		v6 ? "[" : "", f->bind_addr, v6 ? "]" : "", port);
 	px_log(2, "relaying %s port %u to %s:%u via the gateway", f->bind_addr, port, f->host,
 	       f->port);
+	if (f->also_v6)
+		listener_open_v6(srv, f, port);
 	return 0;
 }
 
