@@ -55,6 +55,9 @@ static const char help_text[] =
 	"        where data channels go: control (default) the FTP server's host as in\n"
 	"        -L, which works behind NAT; reported: the address in the server's 227\n"
 	"        (for servers that hand data to another host). EPSV always uses control.\n"
+	"  --no-uid-check    take a data connection from any local user; by default\n"
+	"                    only the user who owns the control connection may connect\n"
+	"                    to its one-shot data port (Linux sock_diag)\n"
 	"  -q                only errors;  -v verbose;  -vv trace the control stream\n"
 	"  -h, --help        this text;   -V, --version  version\n"
 	"\n"
@@ -267,13 +270,14 @@ static void default_identities(px_config *cfg, const char *home)
 
 int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 {
-	enum { OPT_WINDOW = 256, OPT_DATA_TIMEOUT, OPT_DATA_HOST };
+	enum { OPT_WINDOW = 256, OPT_DATA_TIMEOUT, OPT_DATA_HOST, OPT_NO_UID_CHECK };
 	static const struct option longopts[] = {
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{"window-max", required_argument, NULL, OPT_WINDOW},
 		{"data-timeout", required_argument, NULL, OPT_DATA_TIMEOUT},
 		{"data-host", required_argument, NULL, OPT_DATA_HOST},
+		{"no-uid-check", no_argument, NULL, OPT_NO_UID_CHECK},
 		{NULL, 0, NULL, 0},
 	};
 	bool port_given = false;
@@ -348,6 +352,9 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 			cfg->data_timeout_sec = v;
 			break;
 		}
+		case OPT_NO_UID_CHECK:
+			cfg->no_uid_check = true;
+			break;
 		case OPT_DATA_HOST:
 			if (strcmp(optarg, "control") == 0)
 				cfg->data_host_reported = false;

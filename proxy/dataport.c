@@ -26,6 +26,7 @@ struct px_dataport {
 	unsigned sid, xid;
 	char host[256];
 	uint16_t port;
+	long owner_uid;
 	bool closing;
 	int pending_closes;
 };
@@ -204,6 +205,25 @@ static void connection_cb(uv_stream_t *listener, int status)
 		mux_pump_close(x->pump);
 		return; /* keep waiting for the real client */
 	}
+	if (dp->owner_uid >= 0) {
+		struct sockaddr_storage ours;
+		uid_t uid;
+		len = sizeof(ours);
+		uv_tcp_getsockname(mux_pump_tcp(x->pump), (struct sockaddr *)&ours, &len);
+		int urc = px_peer_uid(&ours, &peer, &uid);
+		if (urc == 0 && (long)uid != dp->owner_uid) {
+			/* another local user raced the client to the port */
+			px_log(0, "[#%u.%u] data connection from uid %ld refused: the session "
+				  "belongs to uid %ld",
+			       dp->sid, dp->xid, (long)uid, dp->owner_uid);
+			mux_pump_close(x->pump);
+			return; /* keep waiting for the real client */
+		}
+		if (urc != 0)
+			px_log(1, "[#%u.%u] cannot tell who opened the data connection (%s); "
+				  "taking it",
+			       dp->sid, dp->xid, uv_strerror(urc));
+	}
 	rc = mux_pump_start(x->pump, dp->host, dp->port);
 	if (rc < 0) {
 		px_log(0, "[#%u.%u] cannot open a data channel: %s", dp->sid, dp->xid,
@@ -218,7 +238,7 @@ static void connection_cb(uv_stream_t *listener, int status)
 
 int px_dataport_open(px_server *srv, unsigned sid, unsigned xid,
 		     const struct sockaddr *bind_addr, const char *host, uint16_t port,
-		     px_dataport **slot, uint16_t *local_port)
+		     long owner_uid, px_dataport **slot, uint16_t *local_port)
 {
 	struct sockaddr_storage a;
 	int rc;
@@ -229,6 +249,7 @@ int px_dataport_open(px_server *srv, unsigned sid, unsigned xid,
 	dp->sid = sid;
 	dp->xid = xid;
 	dp->port = port;
+	dp->owner_uid = owner_uid;
 	snprintf(dp->host, sizeof(dp->host), "%s", host);
 	uv_tcp_init(srv->loop, &dp->listener);
 	dp->listener.data = dp;

@@ -40,6 +40,12 @@ int px_outq_push(px_outq *q, const char *p, size_t n);
 int px_ask(void *ctx, const char *prompt, bool echo, char *buf, size_t cap);
 void px_ask_forget(void);
 
+/* peeruid.c: uid owning the socket at the other end of a local TCP
+ * connection (ours = our address, peer = its address). 0 or -errno. */
+#include <sys/types.h>
+int px_peer_uid(const struct sockaddr_storage *ours, const struct sockaddr_storage *peer,
+		uid_t *uid);
+
 /* ---- server internals used by sessions ---------------------------------- */
 typedef struct px_session px_session;
 typedef struct px_dataport px_dataport;
@@ -66,10 +72,11 @@ void px_session_close(px_session *s, const char *why);
 void px_session_list_unlink(px_session *s);
 
 /* dataport.c: a one-shot listener whose single connection is pumped to
- * host:port over a new channel. *slot is cleared when the port closes. */
+ * host:port over a new channel. *slot is cleared when the port closes.
+ * owner_uid >= 0: only a connection from a socket of that uid is taken. */
 int px_dataport_open(px_server *srv, unsigned sid, unsigned xid,
 		     const struct sockaddr *bind_addr, const char *host, uint16_t port,
-		     px_dataport **slot, uint16_t *local_port);
+		     long owner_uid, px_dataport **slot, uint16_t *local_port);
 void px_dataport_close(px_dataport *dp);
 /* Active mode: connect to the client's data address and pump it to
  * host:port over a new channel. */

@@ -56,6 +56,7 @@ typedef struct px_config {
 	uint32_t window_max;
 	unsigned data_timeout_sec; /* one-shot data port lifetime */
 	bool data_host_reported;   /* data channels to the 227's address */
+	bool no_uid_check;         /* accept data connections from any local user */
 	int verbosity;             /* -q: -1, default 0, -v 1, -vv 2 */
 } px_config;
 

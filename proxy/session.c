@@ -50,6 +50,7 @@ struct px_session {
 	mux_chan *ch;
 	px_dataport *dp;
 	struct sockaddr_storage local; /* our side of the control connection */
+	long client_uid;               /* owner of the client's socket, -1 unknown */
 	char peer[INET6_ADDRSTRLEN + 10];
 
 	fp_framer cin, sin;
@@ -234,7 +235,7 @@ static void answer_passive(px_session *s, bool epsv)
 		px_dataport_close(s->dp); /* a new PASV replaces an unused port */
 	const char *host = data_host(s, epsv, hostbuf, sizeof(hostbuf));
 	int rc = px_dataport_open(s->srv, s->id, ++s->next_xid, (struct sockaddr *)&s->local,
-				  host, target, &s->dp, &lport);
+				  host, target, s->client_uid, &s->dp, &lport);
 	if (rc < 0) {
 		char msg[160];
 		snprintf(msg, sizeof(msg), "ftpssh: cannot open a local data port: %s",
@@ -743,12 +744,28 @@ int px_session_accept(px_server *srv, uv_stream_t *listener, const px_forward *f
 	uv_tcp_getsockname(&s->client, (struct sockaddr *)&s->local, &len);
 	struct sockaddr_storage peer;
 	len = sizeof(peer);
-	if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&peer, &len) == 0)
+	s->client_uid = -1;
+	if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&peer, &len) == 0) {
 		addr_str(&peer, s->peer, sizeof(s->peer));
-	else
+		uid_t uid;
+		if (!srv->cfg->no_uid_check) {
+			int urc = px_peer_uid(&s->local, &peer, &uid);
+			if (urc == 0)
+				s->client_uid = (long)uid;
+			else
+				px_log(1, "[#%u] cannot tell which user %s is (%s): its data ports "
+					  "accept any local user",
+				       s->id, s->peer, uv_strerror(urc));
+		}
+	} else {
 		snprintf(s->peer, sizeof(s->peer), "?");
+	}
 	uv_tcp_nodelay(&s->client, 1);
-	px_log(1, "[#%u] FTP client %s -> %s:%u", s->id, s->peer, fwd->host, fwd->port);
+	if (s->client_uid >= 0)
+		px_log(1, "[#%u] FTP client %s (uid %ld) -> %s:%u", s->id, s->peer, s->client_uid,
+		       fwd->host, fwd->port);
+	else
+		px_log(1, "[#%u] FTP client %s -> %s:%u", s->id, s->peer, fwd->host, fwd->port);
 
 	if (!srv->conn || !mux_conn_is_up(srv->conn)) {
 		reply_local(s, 421, "ftpssh: SSH tunnel down, retrying; try again shortly");
