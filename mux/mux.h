@@ -155,5 +155,7 @@ int mux_pump_start(mux_pump *p, const char *host, uint16_t port);
 /* Abort: both ends closed now, done_cb later with UV_ECANCELED. Idempotent. */
 void mux_pump_close(mux_pump *p);
 void mux_pump_set_data(mux_pump *p, void *data);
+/* Bytes moved so far, for live status. */
+void mux_pump_stats(const mux_pump *p, uint64_t *bytes_up, uint64_t *bytes_down);
 
 #endif

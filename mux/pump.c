@@ -341,3 +341,9 @@ void mux_pump_close(mux_pump *p)
 {
 	pump_close_all(p, UV_ECANCELED);
 }
+
+void mux_pump_stats(const mux_pump *p, uint64_t *bytes_up, uint64_t *bytes_down)
+{
+	*bytes_up = p->up;
+	*bytes_down = p->down;
+}

@@ -20,7 +20,7 @@
 #endif
 
 static const char usage_text[] =
-	"usage: ftpssh [-qvV] [-L [bind_address:]port:ftphost:ftpport]... [-p sshport]\n"
+	"usage: ftpssh [-qvV] [-F config] [-L [bind_address:]port:ftphost:ftpport]... [-p sshport]\n"
 	"              [-i identity_file]... [-l login] [-o option=value]...\n"
 	"              [user@]gateway[:sshport]\n";
 
@@ -58,6 +58,13 @@ static const char help_text[] =
 	"  --no-uid-check    take a data connection from any local user; by default\n"
 	"                    only the user who owns the control connection may connect\n"
 	"                    to its one-shot data port (Linux sock_diag)\n"
+	"  -F file           config file (default /etc/ftpssh.conf, then\n"
+	"                    ~/.config/ftpssh/config; -F none reads none): one \"key value\"\n"
+	"                    per line, keys as the long options, ssh's -o keys, and\n"
+	"                    forward, gateway, identity, login, port; the command line wins\n"
+	"  --syslog          log to syslog (daemon facility) instead of stderr\n"
+	"  --status-file=FILE  write the session/transfer table there every 2 s\n"
+	"                    (kill -USR1 prints it to the log at any time)\n"
 	"  -q                only errors;  -v verbose;  -vv trace the control stream\n"
 	"  -h, --help        this text;   -V, --version  version\n"
 	"\n"
@@ -268,20 +275,277 @@ static void default_identities(px_config *cfg, const char *home)
 	}
 }
 
+enum {
+	OPT_WINDOW = 256,
+	OPT_DATA_TIMEOUT,
+	OPT_DATA_HOST,
+	OPT_NO_UID_CHECK,
+	OPT_SYSLOG,
+	OPT_STATUS_FILE,
+};
+
+static const struct option longopts[] = {
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{"window-max", required_argument, NULL, OPT_WINDOW},
+	{"data-timeout", required_argument, NULL, OPT_DATA_TIMEOUT},
+	{"data-host", required_argument, NULL, OPT_DATA_HOST},
+	{"no-uid-check", no_argument, NULL, OPT_NO_UID_CHECK},
+	{"syslog", no_argument, NULL, OPT_SYSLOG},
+	{"status-file", required_argument, NULL, OPT_STATUS_FILE},
+	{NULL, 0, NULL, 0},
+};
+static const char shortopts[] = ":F:L:p:i:l:o:qvVh";
+
+/* What one source (a config file or the command line) set. The command
+ * line wins: its -L and -i replace the config's instead of adding. */
+struct src_state {
+	bool cli;
+	bool port_given;
+	uint16_t port;
+	bool fwd_reset, id_reset;
+};
+
+/* Strings from config files must outlive parsing: keep copies. */
+static char *keep(const char *s)
+{
+	char *d = strdup(s);
+	return d ? d : (char *)s;
+}
+
+/* Apply one option. 0: go on; 1: --help/--version handled; -1: error. */
+static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FILE *out,
+		     FILE *err)
+{
+	char c[2] = {(char)optopt, 0};
+	if (!st->cli && arg)
+		arg = keep(arg);
+	switch (ch) {
+	case 'F':
+		break; /* handled before parsing */
+	case 'L':
+		if (st->cli && !st->fwd_reset) {
+			cfg->nfwd = 0;
+			st->fwd_reset = true;
+		}
+		if (cfg->nfwd >= PX_MAX_FORWARDS)
+			return bad(err, "too many -L (max %s)", "16");
+		if (parse_forward(arg, &cfg->fwd[cfg->nfwd]) != 0)
+			return bad(err, "bad -L %s: want [bind_address:]port:host:hostport", arg);
+		cfg->nfwd++;
+		break;
+	case 'p':
+		if (parse_port(arg, false, &st->port) != 0)
+			return bad(err, "bad port %s", arg);
+		cfg->ssh_port = st->port;
+		st->port_given = true;
+		break;
+	case 'i':
+		if (st->cli && !st->id_reset) {
+			cfg->nidentities = 0;
+			st->id_reset = true;
+		}
+		if (cfg->nidentities >= PX_MAX_IDENTITIES)
+			return bad(err, "too many -i (max %s)", "16");
+		cfg->identities[cfg->nidentities++] = arg;
+		cfg->identities_given = true;
+		break;
+	case 'l':
+		if (set_copy(cfg->user, sizeof(cfg->user), arg) != 0)
+			return bad(err, "login too long: %s", arg);
+		break;
+	case 'o':
+		if (parse_o(arg, cfg, err) != 0)
+			return -1;
+		break;
+	case 'q':
+		cfg->verbosity = -1;
+		break;
+	case 'v':
+		if (cfg->verbosity < 0)
+			cfg->verbosity = 0;
+		cfg->verbosity++;
+		break;
+	case 'V':
+		fprintf(out, "ftpssh %s (libssh2 %s, libuv %s)\n", FTPSSH_VERSION,
+			mux_libssh2_version(), uv_version_string());
+		return 1;
+	case 'h':
+		fprintf(out, "%s%s", usage_text, help_text);
+		return 1;
+	case OPT_WINDOW: {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(arg, &end, 10);
+		if (errno || *end || v < 65536 || v > (1ull << 30))
+			return bad(err, "--window-max %s: bytes from 65536 to 1073741824", arg);
+		cfg->window_max = (uint32_t)v;
+		break;
+	}
+	case OPT_DATA_TIMEOUT: {
+		uint16_t v;
+		if (parse_port(arg, false, &v) != 0)
+			return bad(err, "--data-timeout %s: seconds", arg);
+		cfg->data_timeout_sec = v;
+		break;
+	}
+	case OPT_DATA_HOST:
+		if (strcmp(arg, "control") == 0)
+			cfg->data_host_reported = false;
+		else if (strcmp(arg, "reported") == 0)
+			cfg->data_host_reported = true;
+		else
+			return bad(err, "--data-host %s: use control or reported", arg);
+		break;
+	case OPT_NO_UID_CHECK:
+		cfg->no_uid_check = true;
+		break;
+	case OPT_SYSLOG:
+		cfg->syslog = true;
+		break;
+	case OPT_STATUS_FILE:
+		if (set_copy(cfg->status_file, sizeof(cfg->status_file), arg) != 0)
+			return bad(err, "--status-file %s: path too long", arg);
+		break;
+	case ':':
+		return bad(err, "option -%s needs an argument", c);
+	default:
+		if (optopt)
+			return bad(err, "unknown option -%s", c);
+		return bad(err, "unknown option%s", "");
+	}
+	return 0;
+}
+
+/* Run getopt over one argument vector. Returns 0/1/-1 as apply_opt; the
+ * index of the first operand goes to *first. */
+static int parse_args(px_config *cfg, int argc, char **argv, struct src_state *st, FILE *out,
+		      FILE *err, int *first)
+{
+	int ch;
+	optind = 0; /* glibc: full reset between vectors */
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+		int rc = apply_opt(cfg, ch, optarg, st, out, err);
+		if (rc != 0)
+			return rc;
+	}
+	*first = optind;
+	return 0;
+}
+
+/* ssh_config-style keys in a config file become -o options. */
+static bool is_ssh_key(const char *k)
+{
+	static const char *keys[] = {"UserKnownHostsFile", "StrictHostKeyChecking",
+				     "ServerAliveInterval", "Ciphers", "MACs", "Port", "User",
+				     "IdentityFile"};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strcasecmp(k, keys[i]) == 0)
+			return true;
+	return false;
+}
+
+/* One "key value" line: the same keys as the long options (window-max,
+ * data-host, ...), ssh's -o keys, and forward/gateway/identity/login/port/
+ * verbose/quiet for the short ones. */
+static int config_line(px_config *cfg, char *key, char *val, char *gateway, size_t gwcap,
+		       struct src_state *st, FILE *out, FILE *err)
+{
+	char opt[1100];
+	char *av[4] = {"ftpssh", NULL, NULL, NULL};
+	int ac = 2, first;
+	if (strcmp(key, "gateway") == 0) {
+		if (!*val || set_copy(gateway, gwcap, val) != 0)
+			return -1;
+		return 0;
+	}
+	if (strcmp(key, "forward") == 0 || strcmp(key, "identity") == 0 ||
+	    strcmp(key, "login") == 0 || strcmp(key, "port") == 0) {
+		av[1] = key[0] == 'f' ? "-L" : key[0] == 'i' ? "-i" : key[0] == 'l' ? "-l" : "-p";
+		av[2] = val;
+		ac = 3;
+	} else if (strcmp(key, "verbose") == 0 || strcmp(key, "quiet") == 0) {
+		av[1] = key[0] == 'v' ? "-v" : "-q";
+	} else if (is_ssh_key(key)) {
+		snprintf(opt, sizeof(opt), "%s=%s", key, val);
+		av[1] = "-o";
+		av[2] = opt;
+		ac = 3;
+	} else {
+		bool known = false;
+		for (const struct option *o = longopts; o->name; o++)
+			if (strcmp(o->name, key) == 0 && o->val != 'h' && o->val != 'V')
+				known = true;
+		if (!known)
+			return -1;
+		if (*val)
+			snprintf(opt, sizeof(opt), "--%s=%s", key, val);
+		else
+			snprintf(opt, sizeof(opt), "--%s", key);
+		av[1] = opt;
+	}
+	int rc = parse_args(cfg, ac, av, st, out, err, &first);
+	if (rc != 0 || first != ac)
+		return -1;
+	return 0;
+}
+
+/* Read one config file. A missing optional file is fine; a malformed line
+ * is an error naming the file and the line. */
+static int config_file(px_config *cfg, const char *path, bool must_exist, char *gateway,
+		       size_t gwcap, FILE *out, FILE *err)
+{
+	FILE *f = fopen(path, "r");
+	char line[1024];
+	unsigned no = 0;
+	struct src_state st = {0};
+	if (!f) {
+		if (!must_exist && errno == ENOENT)
+			return 0;
+		fprintf(err, "ftpssh: cannot read config %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		no++;
+		char *p = line, *hash = strchr(line, '#');
+		if (hash)
+			*hash = '\0';
+		while (*p == ' ' || *p == '\t')
+			p++;
+		char *end = p + strlen(p);
+		while (end > p && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' ||
+				   end[-1] == '\t'))
+			*--end = '\0';
+		if (!*p)
+			continue;
+		char *key = p;
+		while (*p && *p != ' ' && *p != '\t' && *p != '=')
+			p++;
+		if (*p)
+			*p++ = '\0';
+		while (*p == ' ' || *p == '\t' || *p == '=')
+			p++;
+		FILE *quiet = fopen("/dev/null", "w");
+		int rc = config_line(cfg, key, p, gateway, gwcap, &st, out, quiet ? quiet : err);
+		if (quiet)
+			fclose(quiet);
+		if (rc != 0) {
+			fprintf(err, "ftpssh: %s:%u: bad line: %s %s\n", path, no, key, p);
+			fclose(f);
+			return -1;
+		}
+	}
+	fclose(f);
+	return 0;
+}
+
 int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 {
-	enum { OPT_WINDOW = 256, OPT_DATA_TIMEOUT, OPT_DATA_HOST, OPT_NO_UID_CHECK };
-	static const struct option longopts[] = {
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{"window-max", required_argument, NULL, OPT_WINDOW},
-		{"data-timeout", required_argument, NULL, OPT_DATA_TIMEOUT},
-		{"data-host", required_argument, NULL, OPT_DATA_HOST},
-		{"no-uid-check", no_argument, NULL, OPT_NO_UID_CHECK},
-		{NULL, 0, NULL, 0},
-	};
-	bool port_given = false;
-	int ch;
+	struct src_state cli = {.cli = true};
+	char gateway[256] = "";
+	const char *config = NULL;
+	int rc, first = 0;
 
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->ssh_port = 22;
@@ -289,101 +553,52 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 	cfg->hostkey_policy = MUX_HOSTKEY_STRICT;
 	cfg->window_max = 32u * 1024 * 1024;
 	cfg->data_timeout_sec = 60;
-	optind = 1;
-	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":L:p:i:l:o:qvVh", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'L':
-			if (cfg->nfwd >= PX_MAX_FORWARDS)
-				return bad(err, "too many -L (max %s)", "16");
-			if (parse_forward(optarg, &cfg->fwd[cfg->nfwd]) != 0)
-				return bad(err, "bad -L %s: want [bind_address:]port:host:hostport",
-					   optarg);
-			cfg->nfwd++;
-			break;
-		case 'p':
-			if (parse_port(optarg, false, &cfg->ssh_port) != 0)
-				return bad(err, "bad port %s", optarg);
-			port_given = true;
-			break;
-		case 'i':
-			if (cfg->nidentities >= PX_MAX_IDENTITIES)
-				return bad(err, "too many -i (max %s)", "16");
-			cfg->identities[cfg->nidentities++] = optarg;
-			cfg->identities_given = true;
-			break;
-		case 'l':
-			if (set_copy(cfg->user, sizeof(cfg->user), optarg) != 0)
-				return bad(err, "login too long: %s", optarg);
-			break;
-		case 'o':
-			if (parse_o(optarg, cfg, err) != 0)
-				return -1;
-			break;
-		case 'q':
-			cfg->verbosity = -1;
-			break;
-		case 'v':
-			if (cfg->verbosity < 0)
-				cfg->verbosity = 0;
-			cfg->verbosity++;
-			break;
-		case 'V':
-			fprintf(out, "ftpssh %s (libssh2 %s, libuv %s)\n", FTPSSH_VERSION,
-				mux_libssh2_version(), uv_version_string());
-			return 1;
-		case 'h':
-			fprintf(out, "%s%s", usage_text, help_text);
-			return 1;
-		case OPT_WINDOW: {
-			char *end;
-			errno = 0;
-			unsigned long long v = strtoull(optarg, &end, 10);
-			if (errno || *end || v < 65536 || v > (1ull << 30))
-				return bad(err, "--window-max %s: bytes from 65536 to 1073741824",
-					   optarg);
-			cfg->window_max = (uint32_t)v;
-			break;
-		}
-		case OPT_DATA_TIMEOUT: {
-			uint16_t v;
-			if (parse_port(optarg, false, &v) != 0)
-				return bad(err, "--data-timeout %s: seconds", optarg);
-			cfg->data_timeout_sec = v;
-			break;
-		}
-		case OPT_NO_UID_CHECK:
-			cfg->no_uid_check = true;
-			break;
-		case OPT_DATA_HOST:
-			if (strcmp(optarg, "control") == 0)
-				cfg->data_host_reported = false;
-			else if (strcmp(optarg, "reported") == 0)
-				cfg->data_host_reported = true;
-			else
-				return bad(err, "--data-host %s: use control or reported", optarg);
-			break;
-		case ':':
-			return bad(err, "option -%c needs an argument",
-				   (const char[]){(char)optopt, 0});
-		default:
-			if (optopt)
-				return bad(err, "unknown option -%c", (const char[]){(char)optopt, 0});
-			return bad(err, "unknown option %s", argv[optind - 1]);
-		}
-	}
-	if (optind != argc - 1)
-		return bad(err, "%s", optind >= argc ? "missing gateway" : "too many arguments");
-	uint16_t cli_port = cfg->ssh_port;
-	if (parse_target(argv[optind], cfg, err) != 0)
-		return -1;
-	if (port_given)
-		cfg->ssh_port = cli_port;
 
 	const char *home = getenv("HOME");
 	struct passwd *pw = getpwuid(getuid());
 	if (!home || !*home)
 		home = pw ? pw->pw_dir : "/";
+
+	/* -F first: it decides which files are read before the command line */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "-F") == 0 && i + 1 < argc)
+			config = argv[i + 1];
+		else if (strncmp(argv[i], "-F", 2) == 0 && argv[i][2])
+			config = argv[i] + 2;
+	}
+	if (config) {
+		if (strcmp(config, "none") != 0 &&
+		    config_file(cfg, config, true, gateway, sizeof(gateway), out, err) != 0)
+			return -1;
+	} else {
+		char user_cfg[4096];
+		snprintf(user_cfg, sizeof(user_cfg), "%s/.config/ftpssh/config", home);
+		if (config_file(cfg, "/etc/ftpssh.conf", false, gateway, sizeof(gateway), out,
+				err) != 0 ||
+		    config_file(cfg, user_cfg, false, gateway, sizeof(gateway), out, err) != 0)
+			return -1;
+	}
+	uint16_t cfg_port = cfg->ssh_port;
+	bool cfg_port_given = cfg_port != 22;
+
+	rc = parse_args(cfg, argc, argv, &cli, out, err, &first);
+	if (rc != 0)
+		return rc;
+	if (first < argc - 1)
+		return bad(err, "%s", "too many arguments");
+	const char *target = first == argc - 1 ? argv[first] : gateway[0] ? gateway : NULL;
+	if (!target)
+		return bad(err, "%s", "missing gateway");
+	/* user@host:port in the target; -p (command line, then config) wins */
+	if (parse_target(target, cfg, err) != 0)
+		return -1;
+	if (cli.port_given)
+		cfg->ssh_port = cli.port;
+	else if (cfg_port_given && !strchr(target, ':'))
+		cfg->ssh_port = cfg_port;
+
 	if (!cfg->user[0]) {
 		const char *u = getenv("USER");
 		if (!u || !*u)

@@ -27,6 +27,7 @@ struct px_dataport {
 	char host[256];
 	uint16_t port;
 	long owner_uid;
+	char what[128];    /* transfer label, handed to the transfer */
 	bool closing;
 	int pending_closes;
 };
@@ -38,6 +39,7 @@ struct px_xfer {
 	unsigned sid, xid;
 	uint64_t t0;
 	uv_connect_t connect;  /* active mode: our connection to the client */
+	char what[128];        /* "RETR big.iso", or "" until the command is seen */
 	char host[256];
 	uint16_t port;
 };
@@ -90,20 +92,22 @@ static void xfer_done_cb(mux_pump *p, const mux_pump_result *r, void *data)
 {
 	struct px_xfer *x = data;
 	px_server *srv = x->srv;
+	char sz[32];
 	(void)p;
 	double secs = (uv_now(srv->loop) - x->t0) / 1000.0;
 	uint64_t bytes = r->bytes_down + r->bytes_up;
 	double rate = secs > 0 ? bytes / secs / 1e6 : 0;
+	const char *what = x->what[0] ? x->what : "data";
+	const char *dir = r->bytes_up > r->bytes_down ? "to server" : "from server";
+	px_fmt_bytes(sz, sizeof(sz), (double)bytes);
 	if (r->status == 0)
-		px_log(1, "[#%u.%u] transfer done: %llu bytes from server, %llu to server, "
-			  "%.2f s, %.1f MB/s",
-		       x->sid, x->xid, (unsigned long long)r->bytes_down,
-		       (unsigned long long)r->bytes_up, secs, rate);
+		px_log(1, "[#%u.%u] %s: %s %s in %.2f s, %.1f MB/s", x->sid, x->xid, what, sz,
+		       dir, secs, rate);
 	else
-		px_log(1, "[#%u.%u] transfer ended: %s after %llu bytes from server, %llu to "
-			  "server",
-		       x->sid, x->xid, mux_strerror(r->status), (unsigned long long)r->bytes_down,
-		       (unsigned long long)r->bytes_up);
+		px_log(1, "[#%u.%u] %s: ended after %s %s: %s", x->sid, x->xid, what, sz, dir,
+		       mux_strerror(r->status));
+	srv->bytes_done += bytes;
+	srv->xfers_done++;
 	if (x->prev)
 		x->prev->next = x->next;
 	else if (srv->xfers == x)
@@ -162,11 +166,12 @@ static void active_connected_cb(uv_connect_t *req, int status)
 }
 
 int px_active_start(px_server *srv, unsigned sid, unsigned xid, const struct sockaddr *client,
-		    const char *host, uint16_t port)
+		    const char *host, uint16_t port, const char *what)
 {
 	struct px_xfer *x = xfer_new(srv, sid, xid);
 	if (!x)
 		return UV_ENOMEM;
+	snprintf(x->what, sizeof(x->what), "%s", what);
 	snprintf(x->host, sizeof(x->host), "%s", host);
 	x->port = port;
 	int rc = uv_tcp_connect(&x->connect, mux_pump_tcp(x->pump), client, active_connected_cb);
@@ -190,6 +195,7 @@ static void connection_cb(uv_stream_t *listener, int status)
 		px_log(0, "[#%u.%u] out of memory", dp->sid, dp->xid);
 		return;
 	}
+	memcpy(x->what, dp->what, sizeof(x->what));
 	int rc = uv_accept(listener, (uv_stream_t *)mux_pump_tcp(x->pump));
 	if (rc < 0) {
 		px_log(0, "[#%u.%u] data accept: %s", dp->sid, dp->xid, uv_strerror(rc));
@@ -287,4 +293,57 @@ void px_xfers_abort_all(px_server *srv)
 		next = x->next;
 		mux_pump_close(x->pump);
 	}
+}
+
+void px_xfer_label(px_server *srv, px_dataport *dp, unsigned sid, unsigned xid,
+		   const char *what)
+{
+	if (dp && dp->sid == sid && dp->xid == xid && !dp->closing) {
+		snprintf(dp->what, sizeof(dp->what), "%s", what);
+		return;
+	}
+	for (struct px_xfer *x = srv->xfers; x; x = x->next)
+		if (x->sid == sid && x->xid == xid) {
+			snprintf(x->what, sizeof(x->what), "%s", what);
+			return;
+		}
+}
+
+uint64_t px_xfers_report(px_server *srv, FILE *out)
+{
+	uint64_t live = 0;
+	uint64_t now = uv_now(srv->loop);
+	if (out)
+		fprintf(out, "%-9s %-40s %12s %10s %8s\n", "TRANSFER", "COMMAND", "BYTES",
+			"MB/s", "AGE");
+	for (struct px_xfer *x = srv->xfers; x; x = x->next) {
+		uint64_t up = 0, down = 0;
+		mux_pump_stats(x->pump, &up, &down);
+		live += up + down;
+		if (!out)
+			continue;
+		double secs = (now - x->t0) / 1000.0;
+		char id[24];
+		snprintf(id, sizeof(id), "#%u.%u", x->sid, x->xid);
+		fprintf(out, "%-9s %-40.40s %12llu %10.1f %7.1fs\n", id,
+			x->what[0] ? x->what : "(waiting for command)",
+			(unsigned long long)(up + down), secs > 0 ? (up + down) / secs / 1e6 : 0.0,
+			secs);
+	}
+	return live;
+}
+
+char *px_fmt_bytes(char *buf, size_t cap, double b)
+{
+	static const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int u = 0;
+	while (b >= 1024 && u < 4) {
+		b /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, cap, "%.0f B", b);
+	else
+		snprintf(buf, cap, "%.1f %s", b, unit[u]);
+	return buf;
 }

@@ -60,6 +60,8 @@ struct px_server {
 	unsigned next_sid;
 	unsigned nsessions;
 	unsigned nxfers;
+	uint64_t bytes_done;      /* data bytes of finished transfers */
+	uint64_t xfers_done;
 	bool closing;
 	int pending_closes;
 	void (*close_cb)(void *);
@@ -77,13 +79,24 @@ void px_session_list_unlink(px_session *s);
 int px_dataport_open(px_server *srv, unsigned sid, unsigned xid,
 		     const struct sockaddr *bind_addr, const char *host, uint16_t port,
 		     long owner_uid, px_dataport **slot, uint16_t *local_port);
+/* Name transfer sid.xid ("RETR big.iso") for logs and status: on its data
+ * port if it has not connected yet, else on the running transfer. */
+void px_xfer_label(px_server *srv, px_dataport *dp, unsigned sid, unsigned xid,
+		   const char *what);
 void px_dataport_close(px_dataport *dp);
 /* Active mode: connect to the client's data address and pump it to
  * host:port over a new channel. */
 int px_active_start(px_server *srv, unsigned sid, unsigned xid,
-		    const struct sockaddr *client, const char *host, uint16_t port);
+		    const struct sockaddr *client, const char *host, uint16_t port,
+		    const char *what);
 /* Abort every running transfer (shutdown). */
 void px_xfers_abort_all(px_server *srv);
 void px_server_maybe_closed(px_server *srv);
+
+/* status: the table printed on SIGUSR1 and written to --status-file. */
+void px_sessions_report(px_server *srv, FILE *out);
+uint64_t px_xfers_report(px_server *srv, FILE *out); /* returns live bytes */
+/* "1.5 GiB", "812 KiB", "17 B" */
+char *px_fmt_bytes(char *buf, size_t cap, double bytes);
 
 #endif

@@ -31,8 +31,11 @@ static struct {
 	bool up_once;
 	bool reconnecting;       /* px_ask: use remembered answers only */
 	px_server *srv;
-	uv_signal_t sigint, sigterm;
-	uv_timer_t retry, drain;
+	uv_signal_t sigint, sigterm, sigusr1;
+	uv_timer_t retry, drain, status;
+	bool status_line;        /* stderr is a terminal: keep a status line */
+	uint64_t status_bytes, status_ms;
+	double rate;
 	uint64_t backoff_ms;
 	uint64_t drain_start, quiet_since;
 	int exit_code;
@@ -50,8 +53,12 @@ static void app_maybe_exit(void)
 		return;
 	uv_close((uv_handle_t *)&app.sigint, NULL);
 	uv_close((uv_handle_t *)&app.sigterm, NULL);
+	uv_close((uv_handle_t *)&app.sigusr1, NULL);
 	uv_close((uv_handle_t *)&app.retry, NULL);
 	uv_close((uv_handle_t *)&app.drain, NULL);
+	uv_close((uv_handle_t *)&app.status, NULL);
+	if (app.status_line)
+		px_log_status("");
 }
 
 static void conn_open(void)
@@ -176,6 +183,65 @@ static void drain_cb(uv_timer_t *t)
 		app_stop(PX_EXIT_OK);
 }
 
+static const char *ssh_state(void)
+{
+	if (app.conn && mux_conn_is_up(app.conn))
+		return "up";
+	return app.up_once ? "down, reconnecting" : "connecting";
+}
+
+/* Every second: the terminal status line, and every other second the
+ * status file (written aside and renamed, so readers never see half). */
+static void status_cb(uv_timer_t *t)
+{
+	(void)t;
+	if (!app.srv)
+		return;
+	uint64_t now = uv_now(app.loop), bytes = px_server_bytes(app.srv);
+	if (now > app.status_ms) {
+		double inst = (double)(bytes - app.status_bytes) * 1000.0 / (double)(now - app.status_ms);
+		app.rate = app.rate * 0.5 + inst * 0.5; /* smooth a little */
+	}
+	app.status_bytes = bytes;
+	app.status_ms = now;
+	if (app.status_line) {
+		char line[256];
+		px_server_summary(app.srv, ssh_state(), app.rate, line, sizeof(line));
+		px_log_status(line);
+	}
+	if (app.cfg.status_file[0] && (now / 1000) % 2 == 0) {
+		char tmp[4200];
+		snprintf(tmp, sizeof(tmp), "%s.tmp", app.cfg.status_file);
+		FILE *f = fopen(tmp, "w");
+		if (f) {
+			px_server_report(app.srv, ssh_state(), f);
+			if (fclose(f) == 0)
+				rename(tmp, app.cfg.status_file);
+		}
+	}
+}
+
+static void sigusr1_cb(uv_signal_t *h, int signum)
+{
+	(void)h;
+	(void)signum;
+	if (!app.srv) {
+		px_log(0, "status: ssh %s, not serving yet", ssh_state());
+		return;
+	}
+	char *text = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&text, &len);
+	if (!m)
+		return;
+	px_server_report(app.srv, ssh_state(), m);
+	fclose(m);
+	/* one log line per table row */
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+		px_log(0, "%s", line);
+	free(text);
+}
+
 static void signal_cb(uv_signal_t *h, int signum)
 {
 	(void)h;
@@ -203,6 +269,9 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		return rc > 0 ? PX_EXIT_OK : PX_EXIT_USAGE;
 	px_log_init(app.cfg.verbosity);
+	if (app.cfg.syslog)
+		px_log_use_syslog();
+	app.status_line = !app.cfg.syslog && app.cfg.verbosity >= 0 && isatty(2);
 	signal(SIGPIPE, SIG_IGN);
 	app.loop = uv_default_loop();
 
@@ -210,6 +279,12 @@ int main(int argc, char **argv)
 	uv_signal_init(app.loop, &app.sigterm);
 	uv_signal_start(&app.sigint, signal_cb, SIGINT);
 	uv_signal_start(&app.sigterm, signal_cb, SIGTERM);
+	uv_signal_init(app.loop, &app.sigusr1);
+	uv_signal_start(&app.sigusr1, sigusr1_cb, SIGUSR1);
+	uv_timer_init(app.loop, &app.status);
+	if (app.status_line || app.cfg.status_file[0])
+		uv_timer_start(&app.status, status_cb, 1000, 1000);
+	uv_unref((uv_handle_t *)&app.status);
 	uv_timer_init(app.loop, &app.retry);
 	uv_timer_init(app.loop, &app.drain);
 	app.backoff_ms = BACKOFF_FIRST_MS;

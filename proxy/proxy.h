@@ -58,6 +58,8 @@ typedef struct px_config {
 	bool data_host_reported;   /* data channels to the 227's address */
 	bool no_uid_check;         /* accept data connections from any local user */
 	int verbosity;             /* -q: -1, default 0, -v 1, -vv 2 */
+	bool syslog;
+	char status_file[4096];
 } px_config;
 
 /* Parse argv into cfg. Returns 0 to run, 1 when --help/--version was
@@ -68,6 +70,9 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err);
  * One line per event on stderr: "ftpssh: [#12] text". Levels: 0 error
  * (always), 1 normal, 2 verbose (-v), 3 trace (-vv). */
 void px_log_init(int verbosity);
+void px_log_use_syslog(void);
+/* The terminal status line kept under the log ("" removes it). */
+void px_log_status(const char *line);
 bool px_log_enabled(int level);
 void px_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* mux_log_fn-compatible hook. */
@@ -88,6 +93,13 @@ void px_server_set_conn(px_server *srv, mux_conn *conn);
 void px_server_stop_listening(px_server *srv);
 /* Transfers running now. */
 unsigned px_server_transfers(const px_server *srv);
+/* The full table (sessions, transfers, totals) for SIGUSR1 and
+ * --status-file; and the one-line summary for the terminal. */
+void px_server_report(px_server *srv, const char *ssh_state, FILE *out);
+void px_server_summary(px_server *srv, const char *ssh_state, double rate, char *buf,
+		       size_t cap);
+/* Data bytes moved so far, finished and running transfers together. */
+uint64_t px_server_bytes(px_server *srv);
 /* Stop listening and end every session and transfer now; cb runs once
  * every handle is closed. */
 void px_server_close(px_server *srv, void (*cb)(void *data), void *data);

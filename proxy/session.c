@@ -51,6 +51,9 @@ struct px_session {
 	px_dataport *dp;
 	struct sockaddr_storage local; /* our side of the control connection */
 	long client_uid;               /* owner of the client's socket, -1 unknown */
+	char user[64];                 /* from USER, for status */
+	char last_cmd[96];             /* last command (PASS masked), for status */
+	uint64_t last_cmd_ms;
 	char peer[INET6_ADDRSTRLEN + 10];
 
 	fp_framer cin, sin;
@@ -498,14 +501,27 @@ static void client_line(px_session *s, const fp_line *l)
 	}
 	if (verb == FP_CMD_PASV || verb == FP_CMD_EPSV)
 		s->active_armed = false;
+	if (verb == FP_CMD_USER) {
+		size_t n = cmd.arg_len < sizeof(s->user) - 1 ? cmd.arg_len : sizeof(s->user) - 1;
+		fp_printable(s->user, sizeof(s->user), cmd.arg, n);
+	}
+	if (rc == FP_OK) {
+		if (verb == FP_CMD_PASS)
+			snprintf(s->last_cmd, sizeof(s->last_cmd), "PASS ****");
+		else
+			fp_printable(s->last_cmd, sizeof(s->last_cmd), l->p, l->text_len);
+		s->last_cmd_ms = uv_now(s->srv->loop);
+	}
 	if (verb_transfers(verb) && s->active_armed) {
 		/* connect to the client as the server would, then pump */
 		s->active_armed = false;
 		int arc = px_active_start(s->srv, s->id, ++s->next_xid,
 					  (struct sockaddr *)&s->active_addr, s->active_host,
-					  s->active_port);
+					  s->active_port, s->last_cmd);
 		if (arc < 0)
 			px_log(0, "[#%u] active data connection: %s", s->id, uv_strerror(arc));
+	} else if (verb_transfers(verb) && s->next_xid) {
+		px_xfer_label(s->srv, s->dp, s->id, s->next_xid, s->last_cmd);
 	}
 	px_outq_push(&s->to_server, l->p, l->len);
 	fifo_push(s, verb);
@@ -801,5 +817,23 @@ void px_sessions_close_all(px_server *srv)
 	for (px_session *s = srv->sessions, *next; s; s = next) {
 		next = s->next;
 		px_session_close(s, "ftpssh stopping");
+	}
+}
+
+void px_sessions_report(px_server *srv, FILE *out)
+{
+	uint64_t now = uv_now(srv->loop);
+	fprintf(out, "%-7s %-16s %-24s %6s %8s  %s\n", "SESSION", "USER", "CLIENT", "UID", "AGE",
+		"LAST COMMAND");
+	for (px_session *s = srv->sessions; s; s = s->next) {
+		char id[16], uid[24];
+		snprintf(id, sizeof(id), "#%u", s->id);
+		if (s->client_uid >= 0)
+			snprintf(uid, sizeof(uid), "%ld", s->client_uid);
+		else
+			snprintf(uid, sizeof(uid), "-");
+		fprintf(out, "%-7s %-16.16s %-24.24s %6s %7.0fs  %s\n", id,
+			s->user[0] ? s->user : "-", s->peer, uid, (now - s->started_ms) / 1000.0,
+			s->last_cmd[0] ? s->last_cmd : "-");
 	}
 }
