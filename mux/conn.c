@@ -245,6 +245,18 @@ static void conn_update_reading(mux_conn *c)
 
 /* ---- state changes ------------------------------------------------------ */
 
+/* Stop all I/O and fail every channel with err; owners then close them. */
+static void conn_go_dead(mux_conn *c, int err)
+{
+	c->state = CS_DEAD;
+	uv_timer_stop(&c->timer);
+	if (c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+	mux__chan_fail_all(c, err);
+}
+
 void mux__fail(mux_conn *c, int kind, int err, const char *fmt, ...)
 {
 	char msg[1024];
@@ -256,13 +268,7 @@ void mux__fail(mux_conn *c, int kind, int err, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	bool was_up = c->state == CS_UP;
-	c->state = CS_DEAD;
-	uv_timer_stop(&c->timer);
-	if (c->reading) {
-		uv_read_stop((uv_stream_t *)&c->tcp);
-		c->reading = false;
-	}
-	mux__chan_fail_all(c, err ? err : UV_ECONNRESET);
+	conn_go_dead(c, err ? err : UV_ECONNRESET);
 	if (c->cb)
 		c->cb(c, was_up ? MUX_CONN_LOST : MUX_CONN_FAILED, kind, msg, c->cb_data);
 	mux__maybe_finish_close(c);
@@ -533,17 +539,8 @@ void mux_conn_close(mux_conn *c)
 	c->close_wanted = true;
 	if (c->state == CS_RESOLVING)
 		uv_cancel((uv_req_t *)&c->gai);
-	if (c->state != CS_DEAD && c->state != CS_CLOSING) {
-		bool was_up = c->state == CS_UP;
-		c->state = CS_DEAD;
-		uv_timer_stop(&c->timer);
-		if (c->reading) {
-			uv_read_stop((uv_stream_t *)&c->tcp);
-			c->reading = false;
-		}
-		(void)was_up;
-		mux__chan_fail_all(c, UV_ECANCELED);
-	}
+	if (c->state != CS_DEAD && c->state != CS_CLOSING)
+		conn_go_dead(c, UV_ECANCELED);
 	mux__kick(c);
 	mux__maybe_finish_close(c);
 }

@@ -107,15 +107,11 @@ static void listener_open_v6(px_server *srv, const px_forward *f, uint16_t port)
 
 static int listener_open(px_server *srv, const px_forward *f)
 {
-	struct px_listener *l = calloc(1, sizeof(*l));
+	struct px_listener *l = listener_new(srv, f);
 	uint16_t port = 0;
 	int rc;
 	if (!l)
 		return UV_ENOMEM;
-	l->srv = srv;
-	l->fwd = f;
-	uv_tcp_init(srv->loop, &l->tcp);
-	l->tcp.data = l;
 	rc = listener_bind(l, f->bind_addr, f->bind_port, &port);
 	if (rc < 0 && f->default_port && (rc == UV_EACCES || rc == UV_EADDRINUSE)) {
 		/* Port 21 needs privilege (or is taken): the documented fallback. */
@@ -123,13 +119,9 @@ static int listener_open(px_server *srv, const px_forward *f)
 		       uv_strerror(rc));
 		uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
 		/* a fresh handle: a failed bind leaves the old one unusable */
-		l = calloc(1, sizeof(*l));
+		l = listener_new(srv, f);
 		if (!l)
 			return UV_ENOMEM;
-		l->srv = srv;
-		l->fwd = f;
-		uv_tcp_init(srv->loop, &l->tcp);
-		l->tcp.data = l;
 		rc = listener_bind(l, f->bind_addr, 2121, &port);
 	}
 	l->next = srv->listeners;
