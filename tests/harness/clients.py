@@ -11,6 +11,17 @@ ftplib: PASV on IPv4). "pasv" and "epsv" force one of them; for ftplib
 "pasv" also trusts the address in the 227 (like lftp always does), so a
 wrongly rewritten 227 fails the transfer instead of going unnoticed.
 
+Active modes (the client listens, the other side connects to it):
+"active" is the client's own active default (curl `-P -`: EPRT, then
+PORT; lftp `ftp:passive-mode off`, wget `--no-passive-ftp`, ftplib
+`set_pasv(False)`: PORT on IPv4, EPRT on IPv6); "port" and "eprt" force
+one command (curl: `--disable-eprt` for PORT; ftplib: EPRT |1| on IPv4
+by hand; lftp and wget cannot be told, so they refuse what they would
+not send). ACTIVE_FLAVOURS lists what each client can do.
+
+A target whose host is an IPv6 address ("::1") is bracketed in URLs
+(curl also gets -g, so the brackets are not a glob).
+
 Every client run has a timeout; a client failure raises ClientError
 carrying the command, its exit status and its protocol transcript.
 """
@@ -26,6 +37,15 @@ from .testbed import FTP_PASSWORD, FTP_USER
 CLIENTS = ("curl", "lftp", "wget", "ftplib")
 UPLOAD_CLIENTS = ("curl", "lftp", "ftplib")  # wget only downloads
 MODE_CLIENTS = ("curl", "lftp", "ftplib")    # clients that can be told PASV or EPSV
+ACTIVE_MODES = ("active", "port", "eprt")
+# Active commands each client can be made to send on IPv4 ("active" is
+# always its default, the first one listed).
+ACTIVE_FLAVOURS = {
+    "curl": ("eprt", "port"),
+    "lftp": ("port",),
+    "wget": ("port",),
+    "ftplib": ("port", "eprt"),
+}
 CMD_TIMEOUT = 60.0
 
 _seq = itertools.count(1)
@@ -64,7 +84,16 @@ class _Client:
         self.password = password
 
     def url(self, path=""):
-        return "ftp://%s:%d/%s" % (self.target.host, self.target.port, path)
+        return "ftp://%s:%d/%s" % (url_host(self.target.host), self.target.port, path)
+
+    def ipv6(self):
+        return ":" in self.target.host
+
+    def refuse_active(self, mode, can):
+        """ClientError for an active MODE this client cannot be told to use."""
+        if mode in ("port", "eprt") and mode not in can:
+            raise ClientError("%s cannot be made to send %s here (it sends %s)"
+                              % (self.name, mode.upper(), "/".join(c.upper() for c in can)))
 
     def env(self):
         return dict(os.environ, HOME=self.bed.home, LC_ALL="C")
@@ -98,9 +127,18 @@ class Curl(_Client):
 
     def base(self, mode):
         argv = ["curl", "-sS", "-v", "--max-time", int(timeout()), "--connect-timeout", "10",
-                "-u", "%s:%s" % (self.user, self.password), "--ftp-pasv"]
-        if mode == "pasv":
-            argv.append("--disable-epsv")
+                "-u", "%s:%s" % (self.user, self.password)]
+        if mode in ACTIVE_MODES:
+            # "-": listen on the control connection's local address.
+            argv += ["--ftp-port", "-"]
+            if mode == "port":
+                argv.append("--disable-eprt")
+        else:
+            argv.append("--ftp-pasv")
+            if mode == "pasv":
+                argv.append("--disable-epsv")
+        if self.ipv6():
+            argv.append("-g")
         return argv
 
     @staticmethod
@@ -126,8 +164,15 @@ class Curl(_Client):
 class Lftp(_Client):
     name = "lftp"
 
+    def __init__(self, *a, settings=(), **kw):
+        """settings: extra lftp `set` lines, after the harness's own."""
+        super().__init__(*a, **kw)
+        self.settings = list(settings)
+
     def script(self, mode, body, log):
         t = int(timeout())
+        if mode in ACTIVE_MODES:
+            self.refuse_active(mode, ("eprt",) if self.ipv6() else ("port",))
         lines = [
             "set cmd:fail-exit yes",
             "set cmd:interactive no",
@@ -136,15 +181,17 @@ class Lftp(_Client):
             "set net:reconnect-interval-base 1",
             "set net:timeout %d" % t,
             "set ftp:ssl-allow no",
-            "set ftp:passive-mode on",
+            "set ftp:passive-mode %s" % ("off" if mode in ACTIVE_MODES else "on"),
             # Use the address in the 227 exactly as sent: this is the
             # client that proves the rewritten 227.
             "set ftp:ignore-pasv-address no",
             "set ftp:fix-pasv-address no",
             "set ftp:prefer-epsv %s" % ("yes" if mode == "epsv" else "no"),
             "set xfer:clobber on",
+        ] + ["set " + s for s in self.settings] + [
             "debug -o %s 5" % log,
-            "open -u %s,%s -p %d %s" % (self.user, self.password, self.target.port, self.target.host),
+            "open -u %s,%s -p %d %s" % (self.user, self.password, self.target.port,
+                                        url_host(self.target.host)),
         ] + body + ["quit"]
         return "; ".join(lines)
 
@@ -177,8 +224,11 @@ class Lftp(_Client):
 class Wget(_Client):
     name = "wget"
 
-    def base(self):
-        return ["wget", "-d", "--tries=1", "--timeout=%d" % int(timeout()), "--passive-ftp",
+    def base(self, mode=None):
+        if mode in ACTIVE_MODES:
+            self.refuse_active(mode, ("eprt",) if self.ipv6() else ("port",))
+        return ["wget", "-d", "--tries=1", "--timeout=%d" % int(timeout()),
+                "--no-passive-ftp" if mode in ACTIVE_MODES else "--passive-ftp",
                 "--no-hsts", "--ftp-user=%s" % self.user, "--ftp-password=%s" % self.password]
 
     @staticmethod
@@ -193,7 +243,7 @@ class Wget(_Client):
     def retr(self, remote, local, mode=None):
         if mode == "epsv":
             raise ClientError("wget uses PASV on IPv4; no EPSV switch")
-        out, err = self.run(self.base() + ["-O", local, self.url(remote)], "RETR " + remote)
+        out, err = self.run(self.base(mode) + ["-O", local, self.url(remote)], "RETR " + remote)
         sent, received = self.parse(err)
         return Result(err, out, sent, received)
 
@@ -202,7 +252,7 @@ class Wget(_Client):
 
     def listing(self, mode=None):
         d = self.tempdir()
-        out, err = self.run(self.base() + ["--no-remove-listing", "-nH", "-P", d, self.url("")], "LIST")
+        out, err = self.run(self.base(mode) + ["--no-remove-listing", "-nH", "-P", d, self.url("")], "LIST")
         with open(os.path.join(d, ".listing"), encoding="utf-8", errors="replace") as f:
             listing = f.read()
         sent, received = self.parse(err)
@@ -211,14 +261,21 @@ class Wget(_Client):
 
 class TracingFTP(ftplib.FTP):
     """ftplib.FTP that records its control dialogue and can do EPSV on
-    IPv4 (ftplib only uses EPSV for IPv6)."""
+    IPv4 (ftplib only uses EPSV for IPv6), and EPRT on IPv4 in active
+    mode (eprt=True; ftplib only uses EPRT for IPv6)."""
 
-    def __init__(self, *a, epsv=False, **kw):
+    def __init__(self, *a, epsv=False, eprt=False, **kw):
         self.trace_sent = []
         self.trace_received = []
         self.use_epsv = epsv
+        self.use_eprt = eprt
         self.last_passive = None
         super().__init__(*a, **kw)
+
+    def sendport(self, host, port):
+        if self.use_eprt:
+            return self.sendeprt(host, port)
+        return super().sendport(host, port)
 
     def putline(self, line):
         self.trace_sent.append("PASS ****" if line.upper().startswith("PASS ") else line)
@@ -241,12 +298,16 @@ class TracingFTP(ftplib.FTP):
         return "\n".join(["> " + s for s in self.trace_sent] + ["< " + r for r in self.trace_received])
 
 
-def open_ftplib(target, user=FTP_USER, password=FTP_PASSWORD, mode=None, login=True):
+def open_ftplib(target, user=FTP_USER, password=FTP_PASSWORD, mode=None, login=True, cls=None):
     """A logged-in TracingFTP (mode as for client()); login=False leaves
-    the login to the caller."""
-    ftp = TracingFTP(timeout=timeout(), epsv=(mode == "epsv"))
+    the login to the caller; cls: a TracingFTP subclass to use."""
+    if mode == "port" and ":" in target.host:
+        raise ClientError("ftplib sends EPRT, not PORT, over IPv6")
+    ftp = (cls or TracingFTP)(timeout=timeout(), epsv=(mode == "epsv"), eprt=(mode == "eprt"))
     if mode == "pasv":
         ftp.trust_server_pasv_ipv4_address = True
+    if mode in ACTIVE_MODES:
+        ftp.set_pasv(False)
     ftp.connect(target.host, target.port)
     if login:
         ftp.login(user, password)
@@ -294,6 +355,11 @@ _KINDS = {"curl": Curl, "lftp": Lftp, "wget": Wget, "ftplib": FtpLib}
 
 def client(name, bed, target, **kw):
     return _KINDS[name](bed, target, **kw)
+
+
+def url_host(host):
+    """HOST as it goes in a URL or lftp's open: IPv6 literals bracketed."""
+    return "[%s]" % host if ":" in host and not host.startswith("[") else host
 
 
 def download_path(bed, tag):
