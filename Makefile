@@ -142,7 +142,14 @@ check-valgrind: deps-test deps-valgrind all $(UNIT_REL)
 	$(Q)PYTHON=$(PYTHON) FTPSSH_TEST_SIZES=$${FTPSSH_TEST_SIZES:-0,1,1M} FTPSSH_WRAP="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q" \
 	  FTPSSH_BIN=$(REL)/ftpssh tests/run-all
 
-bench: deps-test all
+# Benchmark helper: libssh2's own one-channel ceiling (bench/README.md).
+$(REL)/bench/ssh_reader: bench/ssh_reader.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(PURE_CFLAGS) $(shell $(PKG_CONFIG) --cflags libssh2) $(OPT) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+	  $(shell $(PKG_CONFIG) --libs libssh2)
+
+bench: deps-test all $(REL)/bench/ssh_reader
 	$(Q)PYTHON=$(PYTHON) bench/run
 
 demo: deps-test all

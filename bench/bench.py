@@ -1,0 +1,696 @@
+"""ftpssh benchmark suite (issue #6): ftpssh against the classic `ssh -N -L`
+recipe, side by side in one run, with direct FTP and an in-process libssh2
+reader as ceilings. See bench/README.md for what each row measures.
+
+Run with `make bench` (or bench/run). Prints a table and writes it to
+bench/results/latest.txt (plus a time-stamped copy).
+"""
+
+import datetime
+import ftplib
+import hashlib
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+sys.path.insert(0, HERE)
+
+from harness.testbed import FTP_PASSWORD, FTP_USER  # noqa: E402
+from rig import (GIB, MIB, REPO, BenchError, Rig, cpu_seconds, curl_argv, io_counters,  # noqa: E402
+                 loadavg, parse_curl, status_kib, time_limit)
+
+# --- configuration ------------------------------------------------------------
+
+
+def parse_size(s):
+    s = s.strip().upper()
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if s and s[-1] in mult:
+        return int(float(s[:-1]) * mult[s[-1]])
+    return int(s)
+
+
+def human(n):
+    for unit, m in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if n >= m and n % m == 0:
+            return "%d %s" % (n // m, unit)
+    return "%d B" % n
+
+
+class Config:
+    def __init__(self):
+        e = os.environ.get
+        self.quick = e("BENCH_QUICK") == "1"
+        q = self.quick
+        self.pairs = int(e("BENCH_PAIRS", "1" if q else "3"))
+        self.rtt_ms = float(e("BENCH_RTT_MS", "50"))
+        self.rtt_size = parse_size(e("BENCH_RTT_SIZE", "64M" if q else "256M"))
+        self.loop_size = parse_size(e("BENCH_LOOP_SIZE", "64M" if q else "1G"))
+        self.conc_size = parse_size(e("BENCH_CONC_SIZE", "16M" if q else "256M"))
+        self.conc_streams = int(e("BENCH_CONC_STREAMS", "8"))
+        self.small_count = int(e("BENCH_SMALL_COUNT", "100" if q else "1000"))
+        self.sessions = int(e("BENCH_SESSIONS", "30" if q else "200"))
+        self.session_threads = int(e("BENCH_SESSION_THREADS", str(self.sessions)))
+        self.rss_size = parse_size(e("BENCH_RSS_SIZE", "1G"))
+        self.rss_seconds = int(e("BENCH_RSS_SECONDS", "5" if q else "20"))
+        self.rows = [int(x) for x in e("BENCH_ROWS", "1,2,3,4,5,6,7").split(",") if x.strip()]
+        self.cipher = e("BENCH_CIPHER", "aes128-ctr")
+        self.mac = e("BENCH_MAC", "hmac-sha2-256")
+        self.ftpssh_args = e("BENCH_FTPSSH_ARGS", "").split()
+        base = int(e("BENCH_PASV_BASE", "2534"))
+        self.pasv_ports = [base, base + 1, base + 2]
+        self.ref_host = e("BENCH_REF_HOST", "127.0.0.2")
+        self.reader_window = parse_size(e("BENCH_READER_BIG_WINDOW", "34M"))
+        self.results = e("BENCH_RESULTS", os.path.join(HERE, "results"))
+
+    def describe(self):
+        return ("%d pair%s; %s; sizes: RTT %s, loopback %s, %d x %s concurrent, %d x 1 KiB, "
+                "%d sessions, RSS %s for %d s; %s + %s%s" % (
+                    self.pairs, "" if self.pairs == 1 else "s",
+                    "QUICK (small sizes: not the issue's figures)" if self.quick else "full sizes",
+                    human(self.rtt_size), human(self.loop_size), self.conc_streams,
+                    human(self.conc_size), self.small_count, self.sessions,
+                    human(self.rss_size), self.rss_seconds, self.cipher, self.mac,
+                    ("; ftpssh " + " ".join(self.ftpssh_args)) if self.ftpssh_args else ""))
+
+
+def progress(msg):
+    print("bench: " + msg, file=sys.stderr, flush=True)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+# --- the table ------------------------------------------------------------------
+
+
+class Table:
+    COLS = ("row", "measure", "ssh -L / base", "ftpssh", "ratio", "target", "verdict")
+
+    def __init__(self):
+        self.lines = []   # (row, measure, ref, ftpssh, ratio, target, verdict)
+        self.notes = []   # (row, text)
+        self.details = []
+
+    def add(self, row, measure, ref="", ftp="", ratio="", target="report", verdict=""):
+        self.lines.append((str(row), measure, ref, ftp, ratio, target, verdict))
+
+    def note(self, row, text):
+        self.notes.append((str(row), text))
+
+    def detail(self, text):
+        self.details.append(text)
+
+    def render(self, header):
+        rows = [self.COLS] + self.lines
+        w = [max(len(r[i]) for r in rows) for i in range(len(self.COLS))]
+        out = list(header)
+        out.append("")
+        for i, r in enumerate(rows):
+            out.append("  ".join(c.ljust(w[j]) for j, c in enumerate(r)).rstrip())
+            if i == 0:
+                out.append("  ".join("-" * w[j] for j in range(len(w))))
+        if self.notes:
+            out.append("")
+            out.append("Notes:")
+            for row, text in self.notes:
+                out.append("  [%s] %s" % (row, text))
+        if self.details:
+            out.append("")
+            out.append("Runs (every measurement, in order):")
+            out += ["  " + d for d in self.details]
+        return "\n".join(out) + "\n"
+
+
+def f1(x):
+    return "-" if x is None else "%.1f" % x
+
+
+def f2(x):
+    return "-" if x is None else "%.2f" % x
+
+
+def f3(x):
+    return "-" if x is None else "%.3f" % x
+
+
+def verdict(ok):
+    if ok is None:
+        return "?"
+    return "met" if ok else "NOT met"
+
+
+def per_gib(r):
+    return r["cpu"] * GIB / r["bytes"] if r.get("bytes") else None
+
+
+# --- helpers for the rows -----------------------------------------------------------
+
+
+def check_crossed(ep, r, what, size):
+    """The reference's data must really cross ssh: the ssh client read (RETR)
+    or wrote (STOR) at least SIZE bytes during the transfer."""
+    moved = r.get("rchar", 0) if what == "RETR" else r.get("wchar", 0)
+    if moved < size:
+        raise BenchError("%s %s: the %s process moved only %d bytes for a %d-byte transfer: "
+                         "data did not cross ssh" % (ep.name, what, ep.name, moved, size))
+
+
+def pair_runs(cfg, table, row, tag, a_ep, b_ep, fn):
+    """Run fn(ep) alternately A B A B for cfg.pairs pairs."""
+    A, B = [], []
+    for i in range(cfg.pairs):
+        for ep, acc in ((a_ep, A), (b_ep, B)):
+            r = fn(ep)
+            acc.append(r)
+            table.detail("[%s] %s pair %d %-7s %s" % (row, tag, i + 1, ep.name, fmt_run(r)))
+            progress("[%s] %s pair %d/%d %s: %s" % (row, tag, i + 1, cfg.pairs, ep.name, fmt_run(r)))
+    return A, B
+
+
+def fmt_run(r):
+    parts = []
+    if "mbps" in r:
+        parts.append("%.1f MB/s" % r["mbps"])
+    if r.get("data_mbps"):
+        parts.append("data phase %.1f MB/s" % r["data_mbps"])
+    if "seconds" in r:
+        parts.append("%.3f s" % r["seconds"])
+    if r.get("cpu") is not None and r.get("bytes"):
+        parts.append("cpu %.2f s (%.2f s/GiB)" % (r["cpu"], per_gib(r)))
+    for k in ("ok", "of", "max_rss_kib", "list_s"):
+        if k in r:
+            parts.append("%s=%s" % (k, r[k]))
+    return ", ".join(parts)
+
+
+def ratios(A, B, key):
+    return [b[key] / a[key] for a, b in zip(A, B) if a.get(key) and b.get(key) is not None]
+
+
+# --- row 1: long link ------------------------------------------------------------------
+
+
+def row1(cfg, rig, table):
+    relay = rig.start_relay(cfg.rtt_ms)
+    ref = ftp = None
+    try:
+        ref = rig.start_ref(ssh_port=relay.port, tag="ssh-L-rtt")
+        ftp = rig.start_ftpssh(ssh_port=relay.port)
+        name, local = rig.data_file(cfg.rtt_size)
+        size = cfg.rtt_size
+
+        def retr(ep):
+            r = ep.retr(name, size)
+            if ep is ref:
+                check_crossed(ep, r, "RETR", size)
+            return r
+
+        def stor(ep):
+            r = ep.stor(local, size, rig.upload_name("rtt"))
+            if ep is ref:
+                check_crossed(ep, r, "STOR", size)
+            return r
+
+        A, B = pair_runs(cfg, table, 1, "RTT RETR", ref, ftp, retr)
+        ratio = median(ratios(A, B, "mbps"))
+        table.add(1, "%g ms RTT, %s RETR MB/s" % (cfg.rtt_ms, human(size)),
+                  f1(median([a["mbps"] for a in A])), f1(median([b["mbps"] for b in B])),
+                  f2(ratio), ">= 4", verdict(ratio is not None and ratio >= 4))
+        A, B = pair_runs(cfg, table, 1, "RTT STOR", ref, ftp, stor)
+        table.add(1, "%g ms RTT, %s STOR MB/s" % (cfg.rtt_ms, human(size)),
+                  f1(median([a["mbps"] for a in A])), f1(median([b["mbps"] for b in B])),
+                  f2(median(ratios(A, B, "mbps"))), "report", "")
+        table.note(1, "STOR is bounded by sshd's own receive window (OpenSSH: 2 MiB per "
+                      "direct-tcpip channel), for ftpssh as for ssh -L.")
+        # libssh2's own figures on the same link, for orientation.
+        small = rig.reader(size, ssh_port=relay.port)
+        big = rig.reader(size, ssh_port=relay.port, window=cfg.reader_window)
+        table.detail("[1] ssh_reader at %g ms, window 2 MiB: %s" % (cfg.rtt_ms, fmt_run(small)))
+        table.detail("[1] ssh_reader at %g ms, window %s: %s" % (cfg.rtt_ms, human(cfg.reader_window),
+                                                                 fmt_run(big)))
+        table.note(1, "libssh2 reader on the same link: %.1f MB/s with its default 2 MiB window, "
+                      "%.1f MB/s with a %s window (one run each)."
+                   % (small["mbps"], big["mbps"], human(cfg.reader_window)))
+    finally:
+        rig.stop(ref)
+        bad = rig.stop(ftp)
+        if bad:
+            table.note(1, "ftpssh did not stop cleanly: " + bad)
+        relay.stop()
+
+
+# --- rows 2 and 7: loopback bulk and CPU ------------------------------------------------
+
+
+def row2(cfg, rig, table, ref, ftp):
+    size = cfg.loop_size
+    name, local = rig.data_file(size)
+    direct = rig.direct()
+    chans0 = rig.ref_channels()
+
+    def retr(ep):
+        r = ep.retr(name, size)
+        if ep is ref:
+            check_crossed(ep, r, "RETR", size)
+        return r
+
+    def stor(ep):
+        r = ep.stor(local, size, rig.upload_name("loop"))
+        if ep is ref:
+            check_crossed(ep, r, "STOR", size)
+        return r
+
+    RA, RB, SA, SB, DR, DS, RD = [], [], [], [], [], [], []
+    for i in range(cfg.pairs):
+        for what, fn, a, b in (("RETR", retr, RA, RB), ("STOR", stor, SA, SB)):
+            for ep, acc in ((ref, a), (ftp, b)):
+                r = fn(ep)
+                acc.append(r)
+                table.detail("[2] loopback %s pair %d %-7s %s" % (what, i + 1, ep.name, fmt_run(r)))
+                progress("[2] loopback %s pair %d/%d %s: %s" % (what, i + 1, cfg.pairs, ep.name, fmt_run(r)))
+        r = direct.retr(name, size)
+        DR.append(r)
+        table.detail("[2] direct RETR %d %s" % (i + 1, fmt_run(r)))
+        r = direct.stor(local, size, rig.upload_name("direct"))
+        DS.append(r)
+        table.detail("[2] direct STOR %d %s" % (i + 1, fmt_run(r)))
+        r = rig.reader(size)
+        RD.append(r)
+        table.detail("[2] ssh_reader %d %s" % (i + 1, fmt_run(r)))
+        progress("[2] pair %d/%d: direct %.0f/%.0f MB/s, libssh2 reader %.0f MB/s %.2f cpu-s/GiB"
+                 % (i + 1, cfg.pairs, DR[-1]["mbps"], DS[-1]["mbps"], r["mbps"], per_gib(r)))
+    chans = rig.ref_channels() - chans0
+    table.note(2, "reference data crossed ssh: sshd opened %d direct-tcpip channels to %s:%d-%d, "
+                  "and the ssh client read/wrote at least the file size in every transfer."
+               % (chans, "127.0.0.1", cfg.pasv_ports[0], cfg.pasv_ports[-1]))
+    if chans < 2 * cfg.pairs:
+        raise BenchError("only %d reference data channels in sshd's log" % chans)
+
+    s = human(size)
+    for what, A, B in (("RETR", RA, RB), ("STOR", SA, SB)):
+        ratio = median(ratios(A, B, "mbps"))
+        table.add(2, "loopback %s %s MB/s" % (s, what), f1(median([a["mbps"] for a in A])),
+                  f1(median([b["mbps"] for b in B])), f2(ratio), ">= 1.0 (goal)",
+                  verdict(ratio is not None and ratio >= 1.0))
+    rd_cpu = median([per_gib(r) for r in RD])
+    for what, B in (("RETR", RB), ("STOR", SB)):
+        fc = median([per_gib(b) for b in B])
+        ratio = fc / rd_cpu if fc and rd_cpu else None
+        table.add(2, "CPU s/GiB %s: ftpssh vs libssh2 reader" % what, f2(rd_cpu) + " (reader)",
+                  f2(fc), f2(ratio), "<= 1.2", verdict(ratio is not None and ratio <= 1.2))
+    table.add(2, "ceiling: direct curl RETR / STOR MB/s", "%s / %s" % (
+        f1(median([r["mbps"] for r in DR])), f1(median([r["mbps"] for r in DS]))), "", "", "", "")
+    table.add(2, "ceiling: libssh2 reader, 1 channel, MB/s", f1(median([r["mbps"] for r in RD])),
+              "", "", "", "")
+    return {"RA": RA, "RB": RB, "SA": SA, "SB": SB, "RD": RD}
+
+
+def row7(cfg, table, r2):
+    if not r2:
+        table.add(7, "CPU s/GiB (needs row 2)", "", "", "", "report", "")
+        return
+    for what, A, B in (("RETR", r2["RA"], r2["RB"]), ("STOR", r2["SA"], r2["SB"])):
+        a = median([per_gib(x) for x in A])
+        b = median([per_gib(x) for x in B])
+        table.add(7, "CPU user+sys s/GiB, loopback %s" % what, f2(a) + " (ssh)", f2(b),
+                  f2(b / a if a and b else None), "report", "")
+
+
+# --- row 3: concurrent streams ------------------------------------------------------------
+
+
+def row3(cfg, rig, table, ftp):
+    size = cfg.conc_size
+    n = cfg.conc_streams
+    name, _ = rig.data_file(size)
+    singles, aggs, fairs, lists = [], [], [], []
+    late = 0
+    for i in range(cfg.pairs):
+        single = ftp.retr(name, size)
+        singles.append(single["mbps"])
+        # A logged-in session for the LIST, ready before the bulk starts.
+        lister = ftplib.FTP(timeout=60)
+        lister.connect(ftp.host, ftp.port)
+        lister.login(FTP_USER, FTP_PASSWORD)
+        argv = curl_argv(ftp.host, ftp.port, name, ["-o", "/dev/null", "--max-time", str(time_limit(size))])
+        rchar0 = io_counters(ftp.pid)[0]
+        t0 = time.monotonic()
+        curls = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE) for _ in range(n)]
+        # Issue the LIST once the bulk is flowing (an eighth of it moved).
+        deadline = t0 + 5
+        while time.monotonic() < deadline and io_counters(ftp.pid)[0] - rchar0 < n * size / 8:
+            time.sleep(0.01)
+        lt0 = time.monotonic()
+        lines = []
+        lister.retrlines("LIST", lines.append)
+        list_s = time.monotonic() - lt0
+        running = sum(1 for p in curls if p.poll() is None)
+        if running < n:
+            late += 1
+        lister.quit()
+        speeds, ends = [], []
+        for p in curls:
+            out, err = p.communicate(timeout=time_limit(size) + 30)
+            ends.append(time.monotonic())
+            down, _, total = parse_curl(out.decode())
+            if p.returncode != 0 or down != size:
+                raise BenchError("concurrent RETR failed: exit %d, %d of %d bytes: %s"
+                                 % (p.returncode, down, size, err.decode()[-500:]))
+            speeds.append(down / total / 1e6)
+        wall = max(ends) - t0
+        agg = n * size / wall / 1e6
+        aggs.append(agg)
+        fairs.append(min(speeds) / max(speeds))
+        lists.append(list_s)
+        d = ("[3] rep %d: single %.1f MB/s; %d streams aggregate %.1f MB/s, per stream %s; "
+             "LIST %.3f s (%d lines, %d of %d streams still running at its end)"
+             % (i + 1, single["mbps"], n, agg, " ".join("%.1f" % s for s in speeds), list_s,
+                len(lines), running, n))
+        table.detail(d)
+        progress(d)
+    s, a = median(singles), median(aggs)
+    table.add(3, "%d x %s RETR: aggregate vs single MB/s" % (n, human(size)), f1(s) + " (single)",
+              f1(a), f2(a / s), ">= 1.0", verdict(a >= s))
+    fair = median(fairs)
+    table.add(3, "%d x %s RETR: slowest/fastest stream" % (n, human(size)), "", f2(fair), "",
+              ">= 0.67", verdict(fair >= 0.67))
+    ls = max(lists)
+    table.add(3, "LIST during them, s (worst of %d)" % len(lists), "", f3(ls), "", "< 1 s",
+              verdict(ls < 1.0))
+    table.note(3, "ftpssh only: the reference's passive range (3 ports) cannot hold %d transfers." % n)
+    if late:
+        table.note(3, "in %d repetition(s) some streams had ended before the LIST finished "
+                      "(sizes too small for the machine?)" % late)
+
+
+# --- row 4: many small transfers -------------------------------------------------------------
+
+
+def small_retrs(ep, name, count, limit_s):
+    ftp = ftplib.FTP(timeout=30)
+    ftp.connect(ep.host, ep.port)
+    ftp.login(FTP_USER, FTP_PASSWORD)
+    cpu0 = cpu_seconds(ep.pid) if ep.pid else None
+    t0 = time.monotonic()
+    done = 0
+    for _ in range(count):
+        buf = bytearray()
+        ftp.retrbinary("RETR " + name, buf.extend)  # ftplib: PASV on IPv4
+        if len(buf) != 1024:
+            raise BenchError("%s: small RETR returned %d bytes" % (ep.name, len(buf)))
+        done += 1
+        if time.monotonic() - t0 > limit_s:
+            break
+    secs = time.monotonic() - t0
+    cpu = cpu_seconds(ep.pid) - cpu0 if ep.pid else None
+    ftp.quit()
+    if done != count:
+        raise BenchError("%s: only %d of %d small RETRs within %d s" % (ep.name, done, count, limit_s))
+    return {"seconds": secs, "cpu_small": cpu, "ms_each": secs / count * 1000}
+
+
+def row4(cfg, rig, table, ref, ftp):
+    name, _ = rig.data_file(1024)
+    A, B = pair_runs(cfg, table, 4, "%d x 1 KiB RETR" % cfg.small_count, ref, ftp,
+                     lambda ep: small_retrs(ep, name, cfg.small_count, 300))
+    direct = small_retrs(rig.direct(), name, cfg.small_count, 300)
+    table.detail("[4] direct %s" % fmt_run(direct))
+    ratio = median(ratios(A, B, "seconds"))
+    table.add(4, "%d x 1 KiB RETR, one session, total s" % cfg.small_count,
+              f2(median([a["seconds"] for a in A])), f2(median([b["seconds"] for b in B])),
+              f2(ratio), "<= 1.1", verdict(ratio is not None and ratio <= 1.1))
+    table.note(4, "per RETR: ssh -L %.2f ms, ftpssh %.2f ms, direct %.2f ms (TYPE + PASV + RETR, "
+                  "a new channel each); CPU for the run: ssh %.2f s, ftpssh %.2f s"
+               % (median([a["ms_each"] for a in A]), median([b["ms_each"] for b in B]), direct["ms_each"],
+                  median([a["cpu_small"] for a in A]), median([b["cpu_small"] for b in B])))
+
+
+# --- row 5: many sessions --------------------------------------------------------------------------
+
+
+def many_sessions(ep, n, name, want_sha, threads_max):
+    """N sessions log in and hold; once all are in (or failed), each does
+    LIST and RETRs 1 MiB. Returns counts; every wait is bounded."""
+    go = threading.Event()
+    lock = threading.Lock()
+    state = {"in": 0, "fail_login": 0, "ok": 0, "errors": {}}
+    sem = threading.Semaphore(threads_max)
+
+    def err(kind, e):
+        key = "%s: %s" % (kind, str(e).strip().splitlines()[0][:70] if str(e).strip() else type(e).__name__)
+        with lock:
+            state["errors"][key] = state["errors"].get(key, 0) + 1
+
+    def one():
+        with sem:
+            ftp = ftplib.FTP(timeout=60)
+            try:
+                ftp.connect(ep.host, ep.port)
+                ftp.login(FTP_USER, FTP_PASSWORD)
+            except Exception as e:  # noqa: BLE001 - counted and reported
+                with lock:
+                    state["fail_login"] += 1
+                err("login", e)
+                ftp.close()
+                return
+            with lock:
+                state["in"] += 1
+            go.wait(120)
+            try:
+                lines = []
+                ftp.retrlines("LIST", lines.append)
+                if not any(name in ln for ln in lines):
+                    raise BenchError("LIST lacks %s" % name)
+                h = hashlib.sha256()
+                got = [0]
+
+                def take(b):
+                    h.update(b)
+                    got[0] += len(b)
+                ftp.retrbinary("RETR " + name, take, blocksize=65536)
+                if got[0] != MIB or h.hexdigest() != want_sha:
+                    raise BenchError("RETR: %d bytes, checksum %s" % (got[0], "ok" if h.hexdigest() == want_sha else "bad"))
+                with lock:
+                    state["ok"] += 1
+                try:
+                    ftp.quit()
+                except Exception:  # noqa: BLE001
+                    pass
+            except Exception as e:  # noqa: BLE001
+                err("transfer", e)
+            finally:
+                ftp.close()
+
+    ts = [threading.Thread(target=one, daemon=True) for _ in range(n)]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    deadline = t0 + 120
+    while time.monotonic() < deadline:
+        with lock:
+            if state["in"] + state["fail_login"] >= n:
+                break
+        time.sleep(0.05)
+    logged_in = state["in"]
+    login_s = time.monotonic() - t0
+    go.set()
+    end = time.monotonic() + 300
+    for t in ts:
+        t.join(max(0.1, end - time.monotonic()))
+    hung = sum(1 for t in ts if t.is_alive())
+    return {"ok": state["ok"], "of": n, "logged_in": logged_in, "login_s": login_s,
+            "seconds": time.monotonic() - t0, "hung": hung, "errors": state["errors"]}
+
+
+def row5(cfg, rig, table, ref, ftp):
+    name, src = rig.data_file(MIB)
+    want = hashlib.sha256(open(src, "rb").read()).hexdigest()
+    A, B = pair_runs(cfg, table, 5, "%d sessions" % cfg.sessions, ref, ftp,
+                     lambda ep: many_sessions(ep, cfg.sessions, name, want, cfg.session_threads))
+    n = cfg.sessions
+    fo = min(b["ok"] for b in B)
+    table.add(5, "%d sessions, LIST + 1 MiB RETR: correct" % n,
+              "%d/%d" % (median([a["ok"] for a in A]), n), "%d/%d" % (fo, n), "",
+              "%d/%d" % (n, n), verdict(fo == n))
+    for tag, runs in (("ssh -L", A), ("ftpssh", B)):
+        errs = {}
+        for r in runs:
+            for k, v in r["errors"].items():
+                errs[k] = errs.get(k, 0) + v
+        hung = sum(r["hung"] for r in runs)
+        table.note(5, "%s: logged in at once %s of %d (%.1f s to log in), whole run %.1f s%s%s" % (
+            tag, "/".join(str(r["logged_in"]) for r in runs), n,
+            median([r["login_s"] for r in runs]), median([r["seconds"] for r in runs]),
+            "; failures: " + "; ".join("%dx %s" % (v, k) for k, v in sorted(errs.items(), key=lambda kv: -kv[1])) if errs else "",
+            "; %d threads still hung at the deadline" % hung if hung else ""))
+
+
+# --- row 6: memory ---------------------------------------------------------------------------------
+
+
+def slow_reader_rss(ep, name, size, seconds):
+    """RETR at ~1 MB/s for SECONDS; the forwarder's VmRSS sampled every 0.1 s."""
+    base = status_kib(ep.pid, "VmRSS")
+    argv = curl_argv(ep.host, ep.port, name, ["-o", "/dev/null", "--limit-rate", "1M",
+                                              "--max-time", str(seconds)])
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = base
+    t_end = time.monotonic() + seconds + 15
+    while p.poll() is None and time.monotonic() < t_end:
+        peak = max(peak, status_kib(ep.pid, "VmRSS"))
+        time.sleep(0.1)
+    if p.poll() is None:
+        p.kill()
+    out, _ = p.communicate()
+    down, _, total = parse_curl(out.decode())
+    # curl ends with 28 (timeout) by design; the bytes show the rate held.
+    time.sleep(1.0)
+    after = status_kib(ep.pid, "VmRSS")
+    return {"base_kib": base, "max_rss_kib": peak, "after_kib": after, "bytes": down,
+            "seconds": total, "rc": p.returncode}
+
+
+def row6(cfg, rig, table, ref, ftp, idle_kib):
+    table.add(6, "RSS of ftpssh idle, MiB", "", f1(idle_kib / 1024), "", "<= 8",
+              verdict(idle_kib <= 8 * 1024))
+    name, _ = rig.data_file(cfg.rss_size)
+    res = {}
+    for ep in (ref, ftp):
+        r = slow_reader_rss(ep, name, cfg.rss_size, cfg.rss_seconds)
+        res[ep.name] = r
+        d = ("[6] %s: %s RETR at --limit-rate 1M for %d s: %.1f MB received, RSS %.1f MiB before, "
+             "max %.1f MiB, %.1f MiB 1 s after (curl exit %d)"
+             % (ep.name, human(cfg.rss_size), cfg.rss_seconds, r["bytes"] / 1e6, r["base_kib"] / 1024,
+                r["max_rss_kib"] / 1024, r["after_kib"] / 1024, r["rc"]))
+        table.detail(d)
+        progress(d)
+    a, b = res["ssh -L"], res["ftpssh"]
+    table.add(6, "max RSS during %s RETR at 1 MB/s, MiB" % human(cfg.rss_size), f1(a["max_rss_kib"] / 1024),
+              f1(b["max_rss_kib"] / 1024), "", "<= 32", verdict(b["max_rss_kib"] <= 32 * 1024))
+    table.note(6, "slow client received %.1f MB (ssh -L) and %.1f MB (ftpssh) in %d s."
+               % (a["bytes"] / 1e6, b["bytes"] / 1e6, cfg.rss_seconds))
+
+
+# --- main ------------------------------------------------------------------------------------------------
+
+
+def git_state():
+    def run(*a):
+        try:
+            return subprocess.run(["git", "-C", REPO] + list(a), capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    head = run("rev-parse", "--short", "HEAD")
+    dirty = run("status", "--porcelain", "--", "mux", "proxy", "ftpparse")
+    return head + (" + uncommitted changes in mux/proxy/ftpparse" if dirty else "")
+
+
+def main():
+    cfg = Config()
+    if os.geteuid() != 0:
+        print("bench: runs as root (the test bed runs sshd and vsftpd)", file=sys.stderr)
+        return 2
+    # Hundreds of sessions: make sure descriptors are not the limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < min(hard, 8192):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    if "FTPSSH_TEST_TMPDIR" not in os.environ:
+        tmp = os.environ.get("BENCH_TMPDIR", "/dev/shm" if os.access("/dev/shm", os.W_OK) else "")
+        if tmp:
+            os.environ["FTPSSH_TEST_TMPDIR"] = tmp
+
+    started = datetime.datetime.now()
+    load0 = loadavg()
+    progress("starting: %s; load %.2f" % (cfg.describe(), load0))
+    table = Table()
+    errors = []
+    rig = Rig(cfg, progress)
+    ref = ftp = None
+    idle_kib = hwm_note = None
+    try:
+        loop_rows = [r for r in cfg.rows if r in (2, 3, 4, 5, 6, 7)]
+        r2 = None
+        if loop_rows:
+            ftp = rig.start_ftpssh()
+            time.sleep(1.0)
+            idle_kib = status_kib(ftp.pid, "VmRSS")
+            ref = rig.start_ref()
+            for row, fn in ((2, lambda: row2(cfg, rig, table, ref, ftp)),
+                            (3, lambda: row3(cfg, rig, table, ftp)),
+                            (4, lambda: row4(cfg, rig, table, ref, ftp)),
+                            (5, lambda: row5(cfg, rig, table, ref, ftp)),
+                            (6, lambda: row6(cfg, rig, table, ref, ftp, idle_kib))):
+                if row not in cfg.rows:
+                    continue
+                progress("row %d" % row)
+                try:
+                    out = fn()
+                    if row == 2:
+                        r2 = out
+                except Exception as e:  # noqa: BLE001 - one broken row must not hide the rest
+                    errors.append((row, e))
+                    table.add(row, "ERROR: %s" % str(e).splitlines()[0][:100], "", "", "", "", "ERROR")
+                    table.detail("[%d] %s" % (row, traceback.format_exc()))
+                if not ftp.daemon.alive():
+                    raise BenchError("ftpssh died during row %d:\n%s" % (row, ftp.daemon.describe()))
+            if 7 in cfg.rows:
+                row7(cfg, table, r2)
+            time.sleep(1.0)
+            hwm_note = "ftpssh RSS after the loopback rows, idle: %.1f MiB; peak (VmHWM) over them: %.1f MiB" % (
+                status_kib(ftp.pid, "VmRSS") / 1024, status_kib(ftp.pid, "VmHWM") / 1024)
+            table.note(6, hwm_note)
+            rig.stop(ref)
+            ref = None
+            bad = rig.stop(ftp)
+            ftp = None
+            if bad:
+                table.note(6, "ftpssh did not stop cleanly after the loopback rows: " + bad)
+        if 1 in cfg.rows:
+            progress("row 1")
+            try:
+                row1(cfg, rig, table)
+            except Exception as e:  # noqa: BLE001
+                errors.append((1, e))
+                table.add(1, "ERROR: %s" % str(e).splitlines()[0][:100], "", "", "", "", "ERROR")
+                table.detail("[1] %s" % traceback.format_exc())
+    finally:
+        rig.stop(ref)
+        rig.stop(ftp)
+        rig.close()
+
+    table.lines.sort(key=lambda line: int(line[0]))
+    table.notes.sort(key=lambda n: int(n[0]))
+    load1 = loadavg()
+    header = [
+        "ftpssh benchmark, %s, ftpssh %s" % (started.strftime("%Y-%m-%d %H:%M"), git_state()),
+        cfg.describe(),
+        "load average %.2f at start, %.2f at end (2 cores; other work on the machine skews "
+        "wall-clock figures, ratios within this run are what count)" % (load0, load1),
+        "MB/s = 10^6 bytes/s. Ratio = ftpssh / reference (median of pair ratios); "
+        "reference = curl through `ssh -N -L` (classic recipe).",
+    ]
+    text = table.render(header)
+    print(text, end="")
+    os.makedirs(cfg.results, exist_ok=True)
+    with open(os.path.join(cfg.results, "latest.txt"), "w") as f:
+        f.write(text)
+    with open(os.path.join(cfg.results, started.strftime("bench-%Y%m%d-%H%M%S.txt")), "w") as f:
+        f.write(text)
+    print("bench: written to %s" % os.path.join(cfg.results, "latest.txt"), file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
