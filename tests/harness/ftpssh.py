@@ -19,10 +19,14 @@ Environment:
     Tests that only make sense for ftpssh are skipped in the other modes.
 """
 
+import fcntl
 import os
 import re
+import select
 import shlex
 import signal
+import subprocess
+import termios
 import time
 
 from . import procs
@@ -82,10 +86,19 @@ class Ftpssh:
     as the process is started (for tests that expect it to fail)."""
 
     def __init__(self, bed, servers, known_hosts=None, strict="yes", identity=None,
-                 use_l_option=False, extra=(), wait=True, ssh_port=None):
+                 use_l_option=False, extra=(), wait=True, ssh_port=None,
+                 ssh=None, login=None, env=None, home=None, tty=False):
+        """ssh: the SshServer to go through (default bed.sshd());
+        identity: a key file, a list of them, or False for no -i at all;
+        known_hosts / strict: False leaves the option out (ftpssh's default);
+        login: the SSH login (default the sshd's); env: variables to set
+        (None as a value removes one; SSH_AUTH_SOCK is removed unless given);
+        home: $HOME (default the test bed's); tty: run on a pseudo-terminal
+        of its own (its controlling terminal, for prompts; see tty_expect)."""
         self.bed = bed
         self.servers = list(servers)
-        ssh = bed.sshd()
+        ssh = bed.sshd() if ssh is None else ssh
+        self.ssh = ssh
         self.ssh_port = ssh.port if ssh_port is None else ssh_port
         self.known_hosts = ssh.known_hosts if known_hosts is None else known_hosts
         self.name = _next_name("ftpssh")
@@ -98,28 +111,61 @@ class Ftpssh:
             argv.append("-v")
         for srv in self.servers:
             argv += ["-L", "127.0.0.1:0:%s:%d" % (srv.host, srv.port)]
-        argv += ["-p", str(self.ssh_port),
-                 "-i", ssh.user_key if identity is None else identity,
-                 "-o", "UserKnownHostsFile=%s" % self.known_hosts,
-                 "-o", "StrictHostKeyChecking=%s" % strict]
+        argv += ["-p", str(self.ssh_port)]
+        if identity is None:
+            identity = [ssh.user_key]
+        elif identity is False:
+            identity = []
+        elif isinstance(identity, str):
+            identity = [identity]
+        for key in identity:
+            argv += ["-i", key]
+        if self.known_hosts is not False:
+            argv += ["-o", "UserKnownHostsFile=%s" % self.known_hosts]
+        if strict is not False:
+            argv += ["-o", "StrictHostKeyChecking=%s" % strict]
         argv += list(extra)
+        login = ssh.login if login is None else login
         if use_l_option:
-            argv += ["-l", ssh.login, "127.0.0.1"]
+            argv += ["-l", login, "127.0.0.1"]
         else:
-            argv += ["%s@127.0.0.1" % ssh.login]
-        env = dict(os.environ)
-        env["HOME"] = bed.home
-        env.pop("SSH_AUTH_SOCK", None)  # key file only: no agent surprises
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+            argv += ["%s@127.0.0.1" % login]
+        env_ = dict(os.environ)
+        env_["HOME"] = bed.home if home is None else home
+        env_.pop("SSH_AUTH_SOCK", None)  # key file only: no agent surprises
+        env_.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env_.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        for k, v in (env or {}).items():
+            if v is None:
+                env_.pop(k, None)
+            else:
+                env_[k] = v
         self.argv = argv
-        self.daemon = procs.Daemon(self.name, argv, bed.logdir, env=env, cwd=bed.home)
+        self.env = env_
+        cwd = env_["HOME"]
+        if tty:
+            self.daemon = PtyDaemon(self.name, argv, bed.logdir, env=env_, cwd=cwd)
+        else:
+            self.daemon = procs.Daemon(self.name, argv, bed.logdir, env=env_, cwd=cwd)
         self.pid = self.daemon.pid
         self.ports = []
         self.targets = []
         self.stopped = False
         if wait:
             self.wait_ready()
+
+    # --- the terminal (tty=True) ------------------------------------------
+    def tty_expect(self, text, timeout=READY_TIMEOUT):
+        """Wait until TEXT appears on the terminal (after what earlier calls
+        consumed); everything read up to and including it."""
+        return self.daemon.expect(text, timeout)
+
+    def tty_send(self, text):
+        self.daemon.send(text)
+
+    def tty_text(self):
+        """Everything ftpssh wrote on its terminal so far."""
+        return self.daemon.tty_text()
 
     # --- start up --------------------------------------------------------
     def announcements(self):
@@ -214,6 +260,92 @@ class Ftpssh:
                              % (STOP_TIMEOUT, self.describe()))
         if rc not in CLEAN_EXIT:
             raise ProxyError("ftpssh exited with status %s after SIGTERM:\n%s" % (rc, self.describe()))
+        return rc
+
+
+class PtyDaemon(procs.Daemon):
+    """A procs.Daemon whose stdin is the slave side of a new pseudo-
+    terminal, made its controlling terminal (so /dev/tty is that terminal);
+    stdout and stderr still go to files. The test holds the master side."""
+
+    def __init__(self, name, argv, logdir, env=None, cwd=None):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.stdout_path = os.path.join(logdir, name + ".stdout")
+        self.stderr_path = os.path.join(logdir, name + ".stderr")
+        self.returncode = None
+        self.master, slave = os.openpty()
+        self._seen = b""
+        self._pos = 0
+
+        def setup():
+            procs._child_setup()  # new session, parent-death signal
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        try:
+            with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+                self.proc = subprocess.Popen(self.argv, stdin=slave, stdout=out, stderr=err,
+                                             env=env, cwd=cwd, preexec_fn=setup, close_fds=True)
+        finally:
+            os.close(slave)
+        self.pid = self.proc.pid
+        with procs._LOCK:
+            procs._REGISTRY.append(self)
+
+    def _pull(self, wait):
+        if self.master is None:
+            return False
+        r, _, _ = select.select([self.master], [], [], wait)
+        if not r:
+            return False
+        try:
+            b = os.read(self.master, 4096)
+        except OSError:  # EIO: nobody holds the slave side any more
+            b = b""
+        if not b:
+            time.sleep(wait)
+            return False
+        self._seen += b
+        return True
+
+    def expect(self, text, timeout):
+        want = text.encode()
+        deadline = time.monotonic() + timeout * procs.time_scale()
+        while True:
+            i = self._seen.find(want, self._pos)
+            if i >= 0:
+                out = self._seen[self._pos:i + len(want)]
+                self._pos = i + len(want)
+                return out.decode("utf-8", "replace")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProxyError("%r never appeared on ftpssh's terminal within %.0fs; "
+                                 "terminal so far: %r\n%s"
+                                 % (text, timeout, self.tty_text(), self.describe()))
+            if not self._pull(min(left, 0.2)) and not self.alive():
+                while self._pull(0):
+                    pass
+                if self._seen.find(want, self._pos) < 0:
+                    raise ProxyError("ftpssh exited before %r appeared on its terminal; "
+                                     "terminal: %r\n%s" % (text, self.tty_text(), self.describe()))
+
+    def send(self, text):
+        os.write(self.master, text.encode())
+
+    def tty_text(self):
+        while self._pull(0):
+            pass
+        return self._seen.decode("utf-8", "replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        rc = super().stop(sig, timeout)
+        if self.master is not None:
+            try:
+                self.tty_text()
+            except OSError:
+                pass
+            os.close(self.master)
+            self.master = None
         return rc
 
 

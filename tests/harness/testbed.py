@@ -21,6 +21,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -102,9 +103,16 @@ class DataFile:
 
 
 class SshServer:
-    def __init__(self, bed):
+    """An OpenSSH sshd on its own free port. The default instance (name
+    "ssh", from Testbed.sshd()) takes only the generated ed25519 user key;
+    Testbed.extra_sshd() makes more, e.g. with password_auth=True (the FTP
+    test user's password) or kbdint=True (keyboard-interactive through
+    PAM), for tests that must not disturb the shared one."""
+
+    def __init__(self, bed, name="ssh", password_auth=False, kbdint=False, extra_config=()):
         self.bed = bed
-        d = bed.path("ssh")
+        self.name = name
+        d = bed.path(name)
         os.makedirs(d, exist_ok=True)
         self.dir = d
         self.port = procs.free_port()
@@ -126,6 +134,7 @@ class SshServer:
         self.host_key_entry = "%s %s" % (keytype, blob)
         self.known_hosts = self.write_known_hosts("known_hosts", self.host_key_entry)
 
+        self.log_path = os.path.join(bed.logdir, "sshd.log" if name == "ssh" else name + "-sshd.log")
         self.config = os.path.join(d, "sshd_config")
         _write(self.config, "\n".join([
             "Port %d" % self.port,
@@ -135,9 +144,10 @@ class SshServer:
             "AuthorizedKeysFile %s" % self.authorized_keys,
             "PermitRootLogin prohibit-password",
             "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
+            "PasswordAuthentication %s" % ("yes" if password_auth else "no"),
+            "KbdInteractiveAuthentication %s" % ("yes" if kbdint else "no"),
+            # Keyboard-interactive needs PAM on Linux; passwords do not.
+            "UsePAM %s" % ("yes" if kbdint else "no"),
             "StrictModes no",
             "AllowTcpForwarding yes",
             "AllowAgentForwarding no",
@@ -146,15 +156,48 @@ class SshServer:
             "PrintMotd no",
             "MaxStartups 100",
             "LogLevel DEBUG1",  # direct-tcpip targets are logged at debug1
-            "",
-        ]))
+        ] + list(extra_config) + [""]))
         # Compiled-in privilege separation directory.
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         _run(["/usr/sbin/sshd", "-t", "-f", self.config])
-        self.daemon = procs.Daemon("sshd", [
-            "/usr/sbin/sshd", "-D", "-f", self.config,
-            "-E", os.path.join(bed.logdir, "sshd.log")], bed.logdir)
+        self.argv = ["/usr/sbin/sshd", "-D", "-f", self.config, "-E", self.log_path]
+        self._starts = 0
+        self.start()
+
+    def start(self):
+        """Start the listener (again, after stop(): same config and port)."""
+        self._starts += 1
+        label = "sshd" if self.name == "ssh" else self.name + "-sshd"
+        if self._starts > 1:
+            label += "-%d" % self._starts
+        self.daemon = procs.Daemon(label, self.argv, self.bed.logdir)
         self.daemon.wait_port(self.port)
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def connection_pids(self):
+        """PIDs of every process below the listener: sshd's per-connection
+        children (they run in sessions of their own, so stopping the
+        listener's process group leaves them alive), and those a stopped
+        listener left behind."""
+        pids = procs_below(self.daemon.pid) if self.daemon.alive() else []
+        for pid in getattr(self, "_orphans", ()):
+            if pid not in pids and _comm(pid) == "sshd":
+                pids.append(pid)
+        return pids
+
+    def kill_connections(self, sig=signal.SIGKILL):
+        """Signal every per-connection sshd process (the TCP connections
+        of its clients die with them); the list of PIDs signalled."""
+        pids = self.connection_pids()
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        return pids
 
     def write_known_hosts(self, name, *entries):
         """A known_hosts file for this server with the given key entries
@@ -170,13 +213,47 @@ class SshServer:
 
     def log_text(self):
         try:
-            with open(os.path.join(self.bed.logdir, "sshd.log")) as f:
+            with open(self.log_path) as f:
                 return f.read()
         except OSError:
             return ""
 
     def stop(self):
+        if self.name != "ssh" and self.daemon.alive():
+            # remember the connections the listener leaves behind
+            self._orphans = self.connection_pids()
         self.daemon.stop()
+
+
+def _comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def procs_below(root):
+    """PIDs of every descendant of process ROOT (from /proc), deepest last."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: split after it
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(0), ()):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 class FtpServer:
@@ -298,6 +375,7 @@ class Testbed:
         self.home = self.path("home")
         os.makedirs(self.home)
         self._ssh = None
+        self._extra_ssh = {}
         self._servers = {}
         self._proftpd = None
         self._uid_gid = None
@@ -355,6 +433,13 @@ class Testbed:
             self._ssh = SshServer(self)
         return self._ssh
 
+    def extra_sshd(self, name, **kw):
+        """Another sshd (see SshServer), made once per name and stopped
+        with the test bed."""
+        if name not in self._extra_ssh:
+            self._extra_ssh[name] = SshServer(self, name=name, **kw)
+        return self._extra_ssh[name]
+
     def ftp_server(self, kind):
         if kind not in self._servers:
             self._servers[kind] = FtpServer(self, kind)
@@ -377,6 +462,10 @@ class Testbed:
         if self._ssh is not None:
             self._ssh.stop()
             self._ssh = None
+        for ssh in self._extra_ssh.values():
+            ssh.kill_connections()
+            ssh.stop()
+        self._extra_ssh.clear()
         if self.keep:
             return
         if not keep_logs:
