@@ -311,10 +311,7 @@ void mux__auth_step(mux_conn *c)
 		case CS_HANDSHAKE: {
 			/* libssh2 only looks at the descriptor's blocking mode (it is
 			 * already non-blocking); all I/O goes through our callbacks. */
-			uv_os_fd_t fd;
-			if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
-				fd = -1;
-			rc = libssh2_session_handshake(c->ssh, (libssh2_socket_t)fd);
+			rc = libssh2_session_handshake(c->ssh, (libssh2_socket_t)c->fd);
 			if (rc == LIBSSH2_ERROR_EAGAIN)
 				return;
 			if (rc) {

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "mux/internal.h"
 
@@ -88,12 +89,26 @@ const char *mux_libssh2_version(void)
 
 /* ---- libssh2 I/O callbacks ---------------------------------------------- */
 
+/* libssh2 1.10 talks to ssh-agent through the session's send/recv
+ * callbacks, on the agent's socket: those bytes are not ours. */
+static ssize_t plain_recv(libssh2_socket_t fd, void *buf, size_t len, int flags)
+{
+	ssize_t n = recv(fd, buf, len, flags);
+	return n < 0 ? -errno : n;
+}
+
+static ssize_t plain_send(libssh2_socket_t fd, const void *buf, size_t len, int flags)
+{
+	ssize_t n = send(fd, buf, len, flags | MSG_NOSIGNAL);
+	return n < 0 ? -errno : n;
+}
+
 static ssize_t conn_recv_cb(libssh2_socket_t fd, void *buf, size_t len, int flags,
 			    void **abstract)
 {
 	mux_conn *c = *abstract;
-	(void)fd;
-	(void)flags;
+	if (fd != c->fd) /* libssh2's ssh-agent client uses these callbacks too */
+		return plain_recv(fd, buf, len, flags);
 	if (c->in_len == 0) {
 		if (c->in_err)
 			return -ECONNRESET;
@@ -158,8 +173,8 @@ static ssize_t conn_send_cb(libssh2_socket_t fd, const void *buf, size_t len, in
 	mux_conn *c = *abstract;
 	const char *p = buf;
 	size_t left = len;
-	(void)fd;
-	(void)flags;
+	if (fd != c->fd)
+		return plain_send(fd, buf, len, flags);
 
 	if (c->out_err)
 		return -EPIPE;
@@ -364,6 +379,8 @@ static void conn_connect_cb(uv_connect_t *req, int status)
 		return;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
+	uv_os_fd_t fd;
+	c->fd = uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 ? fd : -1;
 	c->state = CS_HANDSHAKE;
 	conn_update_reading(c);
 	conn_service(c);
@@ -459,6 +476,7 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 		ssh_inited = true;
 	}
 	c->loop = loop;
+	c->fd = -1;
 	c->cb = cb;
 	c->cb_data = data;
 	c->opts = *o;

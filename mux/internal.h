@@ -86,6 +86,7 @@ struct mux_conn {
 	uv_write_t wreq;
 	int handles_open;          /* uv handles not yet closed */
 	bool tcp_inited;
+	int fd;                    /* the SSH socket, to tell it from the agent's */
 	bool gai_pending;          /* getaddrinfo running: c must outlive it */
 	enum conn_state state;
 	mux_conn_cb cb;

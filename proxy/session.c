@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "proxy/internal.h"
 
@@ -332,9 +333,24 @@ static void server_line(px_session *s, const fp_line *l)
 	int head = fifo_head(s);
 
 	if (fp_reply_feed(&s->rep, l->p, l->text_len, &info) != FP_OK) {
-		/* Not a reply line where one must be: pass it on untouched, the
-		 * client is the judge. */
 		log_line(s, "<- (not a reply)", l->p, l->text_len, false);
+		if (head == FP_CMD_PASV || head == FP_CMD_EPSV || head == EXP_ACTIVE_EPSV ||
+		    head == EXP_ACTIVE_PASV) {
+			/* It may still hold the server's real data port: never pass
+			 * it on. It ends the reply to that command. */
+			s->pasv_found = false;
+			s->pasv_err = FP_E_SYNTAX;
+			if (head == FP_CMD_PASV || head == FP_CMD_EPSV) {
+				answer_passive(s, head == FP_CMD_EPSV);
+			} else {
+				s->active_setup = false;
+				reply_local(s, 425, "ftpssh: the server's passive reply was "
+						    "malformed");
+			}
+			fifo_pop(s);
+			return;
+		}
+		/* Elsewhere: pass it on untouched, the client is the judge. */
 		px_outq_push(&s->to_client, l->p, l->len);
 		return;
 	}
@@ -418,6 +434,15 @@ static bool sockaddr_is_loopback(const struct sockaddr_storage *ss)
 	return false;
 }
 
+static bool sockaddr_is_unspecified(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == 0;
+	if (ss->ss_family == AF_INET6)
+		return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+	return false;
+}
+
 /* PORT/EPRT: checked and answered here. The server side of every transfer
  * stays passive inside SSH; only a loopback address and a port >= 1024 are
  * accepted, so ftpssh can never be used to bounce to another host. */
@@ -453,6 +478,19 @@ static void client_active(px_session *s, const fp_cmd *cmd)
 		snprintf(msg, sizeof(msg), "ftpssh: cannot parse the %s argument", verb);
 		reply_local(s, 501, msg);
 		return;
+	}
+	if (sockaddr_is_unspecified(&s->active_addr)) {
+		/* "::" or 0.0.0.0 (lftp over IPv6 says EPRT |2|::|port|): the
+		 * client means its own host, the peer of the control connection. */
+		struct sockaddr_storage peer;
+		int plen = sizeof(peer);
+		if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&peer, &plen) == 0) {
+			if (peer.ss_family == AF_INET6)
+				((struct sockaddr_in6 *)&peer)->sin6_port = htons(port);
+			else
+				((struct sockaddr_in *)&peer)->sin_port = htons(port);
+			s->active_addr = peer;
+		}
 	}
 	if (!sockaddr_is_loopback(&s->active_addr)) {
 		char a[64];
@@ -777,6 +815,14 @@ int px_session_accept(px_server *srv, uv_stream_t *listener, const px_forward *f
 		snprintf(s->peer, sizeof(s->peer), "?");
 	}
 	uv_tcp_nodelay(&s->client, 1);
+	/* Clients send ABOR's Telnet "Synch" as TCP urgent data (ftplib sends
+	 * the whole "ABOR\r\n" urgent). Keep the urgent byte in the stream, as
+	 * FTP servers do, or the command loses its LF. */
+	uv_os_fd_t cfd;
+	if (uv_fileno((uv_handle_t *)&s->client, &cfd) == 0) {
+		int one = 1;
+		setsockopt(cfd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one));
+	}
 	if (s->client_uid >= 0)
 		px_log(1, "[#%u] FTP client %s (uid %ld) -> %s:%u", s->id, s->peer, s->client_uid,
 		       fwd->host, fwd->port);
