@@ -20,12 +20,14 @@ FEAT: USER PASS SYST FEAT PWD CWD TYPE MODE STRU OPTS NOOP SIZE MDTM PASV
 EPSV RETR STOR AUTH PBSZ PROT QUIT; anything else gets 502. Every socket
 has a timeout; a data listener nobody connects to gives up after
 accept_timeout seconds (then 425), so a test of a wrong data address ends
-quickly.
+quickly (accept_timeout is scaled like every harness time limit).
 """
 
 import socket
 import threading
 import time
+
+from . import procs
 
 IO_TIMEOUT = 30.0
 
@@ -53,7 +55,7 @@ class StubFtp:
     def __init__(self, pasv_host="127.0.0.2", accept_timeout=3.0):
         self.host = "127.0.0.1"
         self.pasv_host = pasv_host
-        self.accept_timeout = accept_timeout
+        self.accept_timeout = accept_timeout * procs.time_scale()
         self.files = {}
         self.stored = {}
         self.lines = []
