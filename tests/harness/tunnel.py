@@ -193,6 +193,56 @@ class Control:
         self.sock.close()
 
 
+class RawRetr:
+    """A RETR driven by hand over a Control session (EPSV), so the test
+    decides when the data is read and sees the final reply itself, as a
+    client that does not know the file's size would (226 or an error)."""
+
+    def __init__(self, target, name, timeout=10.0):
+        self.ctl = Control(target, timeout)
+        r = self.ctl.cmd("TYPE I")
+        assert r.startswith("200"), "TYPE I: %r" % r
+        r = self.ctl.cmd("EPSV")
+        assert r.startswith("229"), "EPSV: %r" % r
+        port = int(r[r.index("(|||") + 4:r.index("|)")])
+        self.data = socket.create_connection((target.host, port), timeout=timeout)
+        r = self.ctl.cmd("RETR " + name)
+        assert r.startswith("150") or r.startswith("125"), "RETR: %r" % r
+        self.got = 0
+
+    def read(self, n, timeout=10.0):
+        """Read N bytes of the file (fewer only if the data connection ends)."""
+        self.data.settimeout(timeout * procs.time_scale())
+        while n > 0:
+            b = self.data.recv(min(n, 1 << 16))
+            if not b:
+                break
+            self.got += len(b)
+            n -= len(b)
+
+    def drain(self, timeout=10.0):
+        """Read until the data connection ends: 'eof', 'reset' or 'open'
+        (still open after TIMEOUT without a byte)."""
+        self.data.settimeout(timeout * procs.time_scale())
+        try:
+            while True:
+                b = self.data.recv(1 << 16)
+                if not b:
+                    return "eof"
+                self.got += len(b)
+        except ConnectionResetError:
+            return "reset"
+        except socket.timeout:
+            return "open"
+
+    def final_reply(self, timeout=10.0):
+        return self.ctl.reply(timeout)
+
+    def close(self):
+        self.data.close()
+        self.ctl.close()
+
+
 # --- a download in the background ------------------------------------------
 
 class SlowRetr:
