@@ -77,7 +77,16 @@ static int key_typebits(int hostkey_type, const char **name)
 	}
 }
 
-/* Append one known_hosts line for the current host key. */
+static void host_entry_name(const mux_conn *c, char *name, size_t cap)
+{
+	if (c->opts.port == 22)
+		snprintf(name, cap, "%s", c->host);
+	else
+		snprintf(name, cap, "[%s]:%u", c->host, c->opts.port);
+}
+
+/* Append one known_hosts line for the current host key, creating the
+ * file's directory (~/.ssh, mode 700) as ssh does. */
 static int hostkey_append(mux_conn *c, LIBSSH2_KNOWNHOSTS *kh, const char *key, size_t klen,
 			  int typemask)
 {
@@ -86,10 +95,15 @@ static int hostkey_append(mux_conn *c, LIBSSH2_KNOWNHOSTS *kh, const char *key, 
 	size_t outlen = 0;
 	struct libssh2_knownhost *entry = NULL;
 
-	if (c->opts.port == 22)
-		snprintf(name, sizeof(name), "%s", c->host);
-	else
-		snprintf(name, sizeof(name), "[%s]:%u", c->host, c->opts.port);
+	host_entry_name(c, name, sizeof(name));
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", c->known_hosts);
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+			return -1;
+	}
 	if (libssh2_knownhost_addc(kh, name, NULL, key, klen, NULL, 0, typemask, &entry) != 0)
 		return -1;
 	if (libssh2_knownhost_writeline(kh, entry, line, sizeof(line), &outlen,
@@ -136,9 +150,13 @@ static int hostkey_check(mux_conn *c)
 	    libssh2_knownhost_readfile(kh, c->known_hosts, LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0)
 		mux__log(c, 0, "warning: cannot parse all of %s", c->known_hosts);
 
+	/* OpenSSH's names: "host" for port 22, "[host]:port" otherwise, and
+	 * nothing else (libssh2's own port handling would also accept a
+	 * portless entry for any port). Hashed entries hash the same name. */
+	char name[300];
+	host_entry_name(c, name, sizeof(name));
 	struct libssh2_knownhost *found = NULL;
-	int r = libssh2_knownhost_checkp(kh, c->host, c->opts.port == 22 ? -1 : c->opts.port,
-					 key, klen, typemask, &found);
+	int r = libssh2_knownhost_checkp(kh, name, -1, key, klen, typemask, &found);
 	switch (r) {
 	case LIBSSH2_KNOWNHOST_CHECK_MATCH:
 		mux__log(c, 2, "host key for %s matches %s (%s SHA256:%s)", c->host,
@@ -155,10 +173,8 @@ static int hostkey_check(mux_conn *c)
 			  "attack), or the host key has just been changed.\n"
 			  "The fingerprint of the key sent by the server is SHA256:%s.\n"
 			  "Refusing to connect. If the change is expected, remove the old entry\n"
-			  "(ssh-keygen -R '%s%s%s' -f %s) and connect again.",
-			  tname, c->host, c->opts.port, c->known_hosts, fp,
-			  c->opts.port == 22 ? "" : "[", c->host,
-			  c->opts.port == 22 ? "" : "]:PORT", c->known_hosts);
+			  "(ssh-keygen -R '%s' -f %s) and connect again.",
+			  tname, c->host, c->opts.port, c->known_hosts, fp, name, c->known_hosts);
 		break;
 	case LIBSSH2_KNOWNHOST_CHECK_NOTFOUND:
 		if (c->opts.hostkey_policy == MUX_HOSTKEY_STRICT) {

@@ -485,3 +485,11 @@ void mux__chan_service_all(mux_conn *c)
 	if (more)
 		c->reservice = true;
 }
+
+bool mux__has_open_chan(const mux_conn *c)
+{
+	for (const mux_chan *ch = c->chans; ch; ch = ch->next)
+		if (ch->state == CH_OPEN)
+			return true;
+	return false;
+}

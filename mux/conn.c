@@ -295,6 +295,21 @@ static void conn_keepalive_cb(uv_timer_t *t)
 	int next = 0;
 	if (c->state != CS_UP)
 		return;
+	/* Any byte from the server proves it alive; keepalives (which ask for
+	 * a reply) go out only when it has been silent for an interval, and
+	 * keepalive_count silent intervals in a row end the connection. */
+	if (c->bytes_in != c->alive_bytes_in) {
+		c->alive_bytes_in = c->bytes_in;
+		c->alive_missed = 0;
+		return;
+	}
+	unsigned max = c->opts.keepalive_count ? c->opts.keepalive_count : 3;
+	if (++c->alive_missed > max) {
+		mux__fail(c, MUX_FAIL_NET, UV_ETIMEDOUT,
+			  "SSH server %s not answering (%u keepalives in %u s)", c->host, max,
+			  max * c->opts.keepalive_sec);
+		return;
+	}
 	int rc = libssh2_keepalive_send(c->ssh, &next);
 	if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN)
 		mux__fail(c, MUX_FAIL_NET, MUX_ESSH(rc), "keepalive failed: %s",
@@ -307,7 +322,11 @@ void mux__set_up(mux_conn *c)
 	c->up_once = true;
 	mux__auth_cleanup(c);
 	if (c->opts.keepalive_sec) {
-		libssh2_keepalive_config(c->ssh, 0, c->opts.keepalive_sec);
+		/* want_reply: the reply is what shows the server alive. libssh2
+		 * keeps such replies in its packet list; they are only sent after
+		 * a silent interval, so that costs ~100 bytes per idle interval. */
+		libssh2_keepalive_config(c->ssh, 1, 1);
+		c->alive_bytes_in = c->bytes_in;
 		uv_timer_start(&c->timer, conn_keepalive_cb, c->opts.keepalive_sec * 1000ull,
 			       c->opts.keepalive_sec * 1000ull);
 	}
@@ -330,7 +349,12 @@ static void conn_service(mux_conn *c)
 			mux__auth_step(c);
 		if (c->state == CS_UP || c->state == CS_DEAD)
 			mux__chan_service_all(c);
-		if (c->state == CS_UP && (c->out_err || c->in_err || (c->in_eof && c->in_len == 0))) {
+		/* EOF counts once every byte before it was taken by libssh2; with
+		 * no open channel nothing will take them (an idle session's
+		 * trailing global requests), so EOF counts at once. */
+		if (c->state == CS_UP &&
+		    (c->out_err || c->in_err ||
+		     (c->in_eof && (c->in_len == 0 || !mux__has_open_chan(c))))) {
 			int err = c->out_err ? c->out_err : c->in_err ? c->in_err : UV_EOF;
 			mux__fail(c, MUX_FAIL_NET, err, "SSH connection to %s lost: %s", c->host,
 				  err == UV_EOF ? "closed by the server" : uv_strerror(err));

@@ -128,6 +128,8 @@ struct mux_conn {
 	bool close_wanted;
 	bool up_once;
 	uint64_t bytes_in, bytes_out;
+	uint64_t alive_bytes_in;   /* bytes_in at the last keepalive tick */
+	unsigned alive_missed;     /* keepalive ticks with nothing received */
 	uint32_t window_budget;    /* unallocated share of the global window budget */
 };
 
@@ -147,5 +149,6 @@ void mux__auth_cleanup(mux_conn *c);
 /* chan.c */
 void mux__chan_service_all(mux_conn *c);
 void mux__chan_fail_all(mux_conn *c, int err);
+bool mux__has_open_chan(const mux_conn *c);
 
 #endif

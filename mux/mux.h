@@ -57,6 +57,7 @@ typedef struct mux_conn_opts {
 	const char *known_hosts;     /* file to check the host key against */
 	enum mux_hostkey_policy hostkey_policy;
 	unsigned keepalive_sec;      /* 0: no keepalive */
+	unsigned keepalive_count;    /* silent intervals before giving up (3) */
 	const char *ciphers;         /* libssh2 method preference strings, or NULL */
 	const char *macs;
 	uint32_t window_max;         /* per-channel receive window cap (bytes) */

@@ -46,6 +46,8 @@ static const char help_text[] =
 	"        yes (default): refuse unknown keys; accept-new: record unknown keys;\n"
 	"        no: accept unknown keys unrecorded. A changed key always refuses.\n"
 	"  -o ServerAliveInterval=SECONDS   SSH keepalive interval (default 30, 0 off)\n"
+	"  -o ServerAliveCountMax=N         silent intervals before the connection is\n"
+	"                                   declared dead and reopened (default 3)\n"
 	"  -o Ciphers=LIST, -o MACs=LIST    SSH algorithm preferences\n"
 	"  -o Port=N, -o User=NAME, -o IdentityFile=FILE  as -p, -l, -i\n"
 	"  --window-max=BYTES  largest SSH receive window per data channel\n"
@@ -213,6 +215,11 @@ static int parse_o(const char *opt, px_config *cfg, FILE *err)
 		if (parse_port(val, true, &v) != 0)
 			return bad(err, "-o %s: expected seconds", opt);
 		cfg->keepalive_sec = v;
+	} else if (strcasecmp(key, "ServerAliveCountMax") == 0) {
+		uint16_t v;
+		if (parse_port(val, false, &v) != 0)
+			return bad(err, "-o %s: expected a count", opt);
+		cfg->keepalive_count = v;
 	} else if (strcasecmp(key, "Ciphers") == 0) {
 		if (set_copy(cfg->ciphers, sizeof(cfg->ciphers), val) != 0)
 			return bad(err, "-o %s: too long", opt);
@@ -236,14 +243,18 @@ static int parse_o(const char *opt, px_config *cfg, FILE *err)
 	return 0;
 }
 
-static int parse_target(const char *arg, px_config *cfg, FILE *err)
+/* [user@]host[:port]. The user part is taken unless -l was given on the
+ * command line (ssh: -l, then user@host, then the config's User); a port
+ * here goes to *port (0 when none). */
+static int parse_target(const char *arg, px_config *cfg, bool login_given, uint16_t *port,
+			FILE *err)
 {
 	const char *at = strrchr(arg, '@');
 	const char *host = arg;
 	if (at) {
 		if (at == arg || (size_t)(at - arg) >= sizeof(cfg->user))
 			return bad(err, "bad user in %s", arg);
-		if (!cfg->user[0]) {
+		if (!login_given) {
 			memcpy(cfg->user, arg, (size_t)(at - arg));
 			cfg->user[at - arg] = '\0';
 		}
@@ -257,7 +268,8 @@ static int parse_target(const char *arg, px_config *cfg, FILE *err)
 		n = (strlen(host) < 256) ? (strcpy(fl[0], host), 1) : -1; /* bare IPv6 */
 	if (n < 1 || !fl[0][0])
 		return bad(err, "bad gateway %s", arg);
-	if (n == 2 && parse_port(fl[1], false, &cfg->ssh_port) != 0)
+	*port = 0;
+	if (n == 2 && parse_port(fl[1], false, port) != 0)
 		return bad(err, "bad port in %s", arg);
 	if (set_copy(cfg->gateway, sizeof(cfg->gateway), fl[0]) != 0)
 		return bad(err, "gateway name too long: %s", arg);
@@ -303,14 +315,30 @@ struct src_state {
 	bool cli;
 	bool port_given;
 	uint16_t port;
+	bool login_given;
 	bool fwd_reset, id_reset;
 };
 
-/* Strings from config files must outlive parsing: keep copies. */
+/* Strings from config files must outlive parsing: keep copies, freed by
+ * px_cli_free() at exit. */
+static char *kept[64];
+static size_t nkept;
+
 static char *keep(const char *s)
 {
-	char *d = strdup(s);
-	return d ? d : (char *)s;
+	char *d = nkept < sizeof(kept) / sizeof(kept[0]) ? strdup(s) : NULL;
+	if (!d)
+		return NULL;
+	kept[nkept++] = d;
+	return d;
+}
+
+void px_cli_free(px_config *cfg)
+{
+	(void)cfg;
+	for (size_t i = 0; i < nkept; i++)
+		free(kept[i]);
+	nkept = 0;
 }
 
 /* Apply one option. 0: go on; 1: --help/--version handled; -1: error. */
@@ -318,8 +346,8 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 		     FILE *err)
 {
 	char c[2] = {(char)optopt, 0};
-	if (!st->cli && arg)
-		arg = keep(arg);
+	if (!st->cli && arg && !(arg = keep(arg)))
+		return bad(err, "%s", "config file too long");
 	switch (ch) {
 	case 'F':
 		break; /* handled before parsing */
@@ -353,6 +381,7 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 	case 'l':
 		if (set_copy(cfg->user, sizeof(cfg->user), arg) != 0)
 			return bad(err, "login too long: %s", arg);
+		st->login_given = true;
 		break;
 	case 'o':
 		if (parse_o(arg, cfg, err) != 0)
@@ -438,8 +467,8 @@ static int parse_args(px_config *cfg, int argc, char **argv, struct src_state *s
 static bool is_ssh_key(const char *k)
 {
 	static const char *keys[] = {"UserKnownHostsFile", "StrictHostKeyChecking",
-				     "ServerAliveInterval", "Ciphers", "MACs", "Port", "User",
-				     "IdentityFile"};
+				     "ServerAliveInterval", "ServerAliveCountMax", "Ciphers", "MACs",
+				     "Port", "User", "IdentityFile"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (strcasecmp(k, keys[i]) == 0)
 			return true;
@@ -550,6 +579,7 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->ssh_port = 22;
 	cfg->keepalive_sec = 30;
+	cfg->keepalive_count = 3;
 	cfg->hostkey_policy = MUX_HOSTKEY_STRICT;
 	cfg->window_max = 32u * 1024 * 1024;
 	cfg->data_timeout_sec = 60;
@@ -580,8 +610,10 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 		    config_file(cfg, user_cfg, false, gateway, sizeof(gateway), out, err) != 0)
 			return -1;
 	}
-	uint16_t cfg_port = cfg->ssh_port;
-	bool cfg_port_given = cfg_port != 22;
+	/* the port: command line (-p, -o Port), then gateway:port, then the
+	 * config's, then 22 */
+	uint16_t cfg_port = cfg->ssh_port, target_port = 0;
+	cfg->ssh_port = 0;
 
 	rc = parse_args(cfg, argc, argv, &cli, out, err, &first);
 	if (rc != 0)
@@ -591,13 +623,10 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 	const char *target = first == argc - 1 ? argv[first] : gateway[0] ? gateway : NULL;
 	if (!target)
 		return bad(err, "%s", "missing gateway");
-	/* user@host:port in the target; -p (command line, then config) wins */
-	if (parse_target(target, cfg, err) != 0)
+	uint16_t cli_port = cfg->ssh_port;
+	if (parse_target(target, cfg, cli.login_given, &target_port, err) != 0)
 		return -1;
-	if (cli.port_given)
-		cfg->ssh_port = cli.port;
-	else if (cfg_port_given && !strchr(target, ':'))
-		cfg->ssh_port = cfg_port;
+	cfg->ssh_port = cli_port ? cli_port : target_port ? target_port : cfg_port;
 
 	if (!cfg->user[0]) {
 		const char *u = getenv("USER");

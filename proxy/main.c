@@ -266,8 +266,10 @@ static void signal_cb(uv_signal_t *h, int signum)
 int main(int argc, char **argv)
 {
 	int rc = px_cli_parse(argc, argv, &app.cfg, stdout, stderr);
-	if (rc != 0)
+	if (rc != 0) {
+		px_cli_free(&app.cfg);
 		return rc > 0 ? PX_EXIT_OK : PX_EXIT_USAGE;
+	}
 	px_log_init(app.cfg.verbosity);
 	if (app.cfg.syslog)
 		px_log_use_syslog();
@@ -299,6 +301,7 @@ int main(int argc, char **argv)
 		.known_hosts = app.cfg.known_hosts,
 		.hostkey_policy = app.cfg.hostkey_policy,
 		.keepalive_sec = app.cfg.keepalive_sec,
+		.keepalive_count = app.cfg.keepalive_count,
 		.ciphers = app.cfg.ciphers[0] ? app.cfg.ciphers : NULL,
 		.macs = app.cfg.macs[0] ? app.cfg.macs : NULL,
 		.window_max = app.cfg.window_max,
@@ -310,6 +313,7 @@ int main(int argc, char **argv)
 	conn_open();
 	uv_run(app.loop, UV_RUN_DEFAULT);
 	px_ask_forget();
+	px_cli_free(&app.cfg);
 	rc = uv_loop_close(app.loop);
 #ifdef FTPSSH_DEBUG_LOOP_CLOSE
 	if (rc != 0) {

@@ -51,6 +51,7 @@ typedef struct px_config {
 	char known_hosts[4096];
 	enum mux_hostkey_policy hostkey_policy;
 	unsigned keepalive_sec;
+	unsigned keepalive_count;
 	char ciphers[256];
 	char macs[256];
 	uint32_t window_max;
@@ -65,6 +66,8 @@ typedef struct px_config {
 /* Parse argv into cfg. Returns 0 to run, 1 when --help/--version was
  * handled (exit 0), or -1 after printing a usage error to err. */
 int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err);
+/* Free what parsing kept (strings from config files). */
+void px_cli_free(px_config *cfg);
 
 /* ---- log -----------------------------------------------------------------
  * One line per event on stderr: "ftpssh: [#12] text". Levels: 0 error
