@@ -21,6 +21,7 @@ from .clients import TracingFTP
 from .testbed import FTP_PASSWORD, FTP_USER
 
 OP_TIMEOUT = 20.0
+SECOND_WAIT = 2.0
 
 
 def timeout():
@@ -119,10 +120,12 @@ def read_reply(ftp):
 
 
 def drain(conn, limit=None):
-    """Read a data connection to EOF (or LIMIT bytes); sha256 and length."""
+    """Read a data connection to EOF (or LIMIT bytes, or for at most twice
+    the op timeout); sha256 and length."""
     h = hashlib.sha256()
     n = 0
-    while limit is None or n < limit:
+    deadline = time.monotonic() + 2 * timeout()
+    while (limit is None or n < limit) and time.monotonic() < deadline:
         b = conn.recv(1 << 16)
         if not b:
             break
@@ -210,19 +213,27 @@ def op_never_connect(target, replace=True):
 
 
 def op_connect_twice(target, f):
-    """Connect twice to one offered data port: the second connection is
-    refused, or closed without a byte; the first carries the RETR intact."""
+    """Connect twice to one offered data port; the first connection must
+    carry the RETR intact, the second no byte at all. Returns how the
+    second one ended: "refused" (refused or reset while connecting; the
+    usual case when ftpssh has already closed the port), "closed" (it got
+    into the kernel's accept queue before the port closed, then EOF or
+    RST), or "silent" (connected, then neither data nor close within
+    SECOND_WAIT s: a handshake still half-done in the kernel when the
+    listener closed is dropped without a RST; ftpssh holds nothing for it),
+    and the port."""
     ftp = login(target)
     try:
         ftp.voidcmd("TYPE I")
         host, port = pasv(ftp)
         c1 = socket.create_connection((host, port), timeout=timeout())
+        c2 = None
         second = "refused"
         try:
-            c2 = socket.create_connection((host, port), timeout=timeout())
-        except ConnectionRefusedError:
-            c2 = None
-        try:
+            try:
+                c2 = socket.create_connection((host, port), timeout=timeout())
+            except (ConnectionRefusedError, ConnectionResetError):
+                c2 = None
             r = ftp.sendcmd("RETR " + f.name)
             assert r[:1] == "1", "RETR: %r" % r
             sha, n = drain(c1)
@@ -230,13 +241,17 @@ def op_connect_twice(target, f):
             ftp.voidresp()
             assert (n, sha) == (f.size, f.sha256), "first data connection: %d bytes, want %d" % (n, f.size)
             if c2 is not None:
-                c2.settimeout(timeout())
+                c2.settimeout(SECOND_WAIT)
                 try:
                     extra = c2.recv(1 << 16)
+                    second = "closed"
                 except ConnectionResetError:
                     extra = b""
+                    second = "closed"
+                except (socket.timeout, TimeoutError):
+                    extra = b""
+                    second = "silent"
                 assert extra == b"", "the second data connection got %d bytes" % len(extra)
-                second = "closed"
         finally:
             c1.close()
             if c2 is not None:
@@ -245,7 +260,7 @@ def op_connect_twice(target, f):
         ftp.quit()
     finally:
         ftp.close()
-    return second
+    return second, port
 
 
 ABOR_IN_BAND = b"\xff\xf4\xff\xf2ABOR\r\n"  # IAC IP, IAC DM, ABOR (RFC 959 4.1.3), no urgent data
