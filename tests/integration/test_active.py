@@ -4,10 +4,11 @@ the server side passive (EPSV, else PASV, sent upstream by ftpssh), and
 when the transfer command comes connects to the client's port and pumps
 it to the server's data port over a direct-tcpip channel.
 
-Per server, for curl (`--ftp-port -`: EPRT, and PORT with
+Against vsftpd and proftpd, for curl (`--ftp-port -`: EPRT, and PORT with
 --disable-eprt), lftp (`ftp:passive-mode off`: PORT) and ftplib
 (`set_pasv(False)`: PORT, and EPRT |1| by hand): RETR and STOR of 1 MiB,
-sha256 on both sides, and LIST. wget (`--no-passive-ftp`) retrieves.
+sha256 on both sides, and LIST; per server (pyftpdlib too), wget
+(`--no-passive-ftp`) retrieves and ftplib is active after the refusals.
 Under ftpssh the client must have got ftpssh's own 200, and sshd must
 have opened a direct-tcpip channel to a port other than the control port
 for each transfer: the bytes went through SSH, not server -> client.
@@ -15,8 +16,10 @@ for each transfer: the bytes went through SSH, not server -> client.
 Refusals (ftpssh only): PORT/EPRT naming a non-loopback address (FTP
 bounce) and ports below 1024 get 501, nothing else happens, and the
 session goes on: NOOP, an active and a passive transfer on the same
-control connection. A PORT followed by PASV/EPSV leaves the client's
-listener alone (the later passive request wins).
+control connection. The unspecified address (PORT 0,0,0,0,…, EPRT
+|1|0.0.0.0|…|; lftp sends EPRT |2|::|…| over IPv6) means the client's own
+host, the peer of the control connection. A PORT followed by PASV/EPSV
+leaves the client's listener alone (the later passive request wins).
 """
 
 import ftplib
@@ -62,6 +65,7 @@ def channels_before(bed):
 
 
 @pytest.mark.parametrize("client_name,flavour", FLAVOURS, ids=["%s-%s" % f for f in FLAVOURS])
+@pytest.mark.parametrize("server", ["vsftpd", "proftpd"], indirect=True)
 def test_active_retr_stor_list(bed, server, proxy, client_name, flavour, scratch):
     c = clients.client(client_name, bed, proxy.target)
     mode = "active" if flavour == clients.ACTIVE_FLAVOURS[client_name][0] else flavour
@@ -118,7 +122,6 @@ def expect_501(ftp, line, words):
 REFUSED = [
     ("PORT 10,0,0,1,4,1", "PORT " + BOUNCE_501),
     ("PORT 192,0,2,1,200,10", "PORT " + BOUNCE_501),
-    ("PORT 0,0,0,0,4,1", "PORT " + BOUNCE_501),
     ("EPRT |1|198.51.100.7|2000|", "EPRT " + BOUNCE_501),
     ("EPRT |2|2001:db8::1|2000|", "EPRT " + BOUNCE_501),
     ("EPRT |2|::ffff:10.0.0.1|2000|", "EPRT " + BOUNCE_501),
@@ -126,6 +129,7 @@ REFUSED = [
     ("PORT 127,0,0,1,3,255", "PORT " + LOW_501),
     ("EPRT |1|127.0.0.1|80|", "EPRT " + LOW_501),
     ("EPRT |2|::1|22|", "EPRT " + LOW_501),
+    ("PORT 0,0,0,0,0,80", "PORT " + LOW_501),
     ("PORT 127,0,0,1,300,1", "cannot parse the PORT argument"),
     ("PORT 127,0,0,1", "cannot parse the PORT argument"),
     ("EPRT |3|127.0.0.1|2000|", "cannot parse the EPRT argument"),
@@ -189,3 +193,27 @@ def test_port_then_passive_leaves_client_alone(bed, server, proxy):
     finally:
         ftp.close()
         lis.close()
+
+
+class UnspecifiedFTP(clients.TracingFTP):
+    """Listens on 127.0.0.1 as usual but names 0.0.0.0 in PORT/EPRT."""
+
+    def sendport(self, host, port):
+        return super().sendport("0.0.0.0", port)
+
+
+@pytest.mark.ftpssh_only
+@pytest.mark.parametrize("mode", ["port", "eprt"])
+def test_unspecified_address_means_client_host(bed, server, proxy, mode):
+    ftp = clients.open_ftplib(proxy.target, mode=mode, cls=UnspecifiedFTP)
+    try:
+        src = bed.data["1M"]
+        h = hashlib.sha256()
+        ftp.retrbinary("RETR " + src.name, h.update, blocksize=1 << 16)
+        assert h.hexdigest() == src.sha256, "RETR after %s naming 0.0.0.0: content differs" % mode
+        named = [s for s in ftp.trace_sent if s.startswith(("PORT", "EPRT"))]
+        assert named and ("0,0,0,0," in named[0] or "|0.0.0.0|" in named[0]), named
+        assert any(r.startswith("200 %s command successful" % mode.upper()) for r in ftp.trace_received)
+        ftp.quit()
+    finally:
+        ftp.close()
