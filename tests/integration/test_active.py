@@ -217,3 +217,40 @@ def test_unspecified_address_means_client_host(bed, server, proxy, mode):
         ftp.quit()
     finally:
         ftp.close()
+
+
+ACTIVE_CONNECT_BUG = (
+    "ftpssh bug: when it cannot connect to the client's PORT/EPRT address it only logs "
+    "\"cannot connect to the client's data port: connection refused\" and says nothing on the "
+    "control connection; the client then waits for the server's own data timeout (vsftpd: "
+    "425 after 60 s; pyftpdlib: 421 after 30 s, which also ends the session), where an "
+    "active-mode server answers 425 at once")
+
+
+@pytest.mark.ftpssh_only
+@pytest.mark.parametrize("server", ["vsftpd"], indirect=True)
+@pytest.mark.xfail(reason=ACTIVE_CONNECT_BUG, raises=socket.timeout, strict=False)
+def test_active_client_port_closed_fails_fast(bed, server, proxy):
+    """PORT naming a loopback port nobody listens on, then RETR: the client
+    should get a 4xx soon (5 s here) and keep its session."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    ftp = clients.open_ftplib(proxy.target)
+    try:
+        ftp.voidcmd("TYPE I")
+        assert ftp.sendcmd("PORT 127,0,0,1,%d,%d" % (port >> 8, port & 255)).startswith("200")
+        ftp.sock.settimeout(5)
+        reply = None
+        try:
+            reply = ftp.sendcmd("RETR " + bed.data["1"].name)
+            if reply.startswith("1"):
+                reply = ftp.getresp()
+        except (ftplib.error_temp, ftplib.error_perm) as e:
+            reply = str(e)
+        assert reply[:1] in ("4", "5"), "RETR to a closed client port answered %r" % reply
+        ftp.sock.settimeout(clients.timeout())
+        assert ftp.voidcmd("NOOP").startswith("200")
+    finally:
+        ftp.close()
