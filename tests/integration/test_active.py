@@ -20,6 +20,9 @@ control connection. The unspecified address (PORT 0,0,0,0,…, EPRT
 |1|0.0.0.0|…|; lftp sends EPRT |2|::|…| over IPv6) means the client's own
 host, the peer of the control connection. A PORT followed by PASV/EPSV
 leaves the client's listener alone (the later passive request wins).
+Pipelined commands get ftpssh's own answers (200/501 to PORT/EPRT, 534 to
+AUTH) in their place among the server's replies. A PORT to a port
+nobody listens on should fail fast (xfail: it does not, see the reason).
 """
 
 import ftplib
@@ -189,6 +192,32 @@ def test_port_then_passive_leaves_client_alone(bed, server, proxy):
         with open(server.file(name), "rb") as f:
             assert f.read() == b"after PORT, EPSV\n"
         os.unlink(server.file(name))
+        ftp.quit()
+    finally:
+        ftp.close()
+        lis.close()
+
+
+@pytest.mark.ftpssh_only
+def test_local_answers_keep_order_when_pipelined(bed, server, proxy):
+    """Commands sent in one write: ftpssh's own answers (PORT/EPRT 200 or
+    501, AUTH 534) come in their place among the server's replies."""
+    lis = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lis.bind(("127.0.0.1", 0))
+    lis.listen(1)
+    port = lis.getsockname()[1]
+    ftp = clients.open_ftplib(proxy.target)
+    try:
+        lines = ["NOOP", "PORT 10,0,0,1,4,1", "NOOP", "AUTH TLS", "TYPE I",
+                 "PORT 127,0,0,1,%d,%d" % (port >> 8, port & 255), "NOOP",
+                 "EPRT |1|127.0.0.1|80|", "NOOP"]
+        ftp.sock.sendall("".join(l + "\r\n" for l in lines).encode())
+        replies = [ftp.getmultiline() for _ in lines]
+        codes = [r[:3] for r in replies]
+        assert codes == ["200", "501", "200", "534", "200", "200", "200", "501", "200"], (
+            "replies out of order:\n%s" % "\n".join("%s -> %s" % lr for lr in zip(lines, replies)))
+        assert BOUNCE_501 in replies[1] and LOW_501 in replies[7] and PORT_OK in replies[5], replies
+        assert ftp.voidcmd("NOOP").startswith("200")
         ftp.quit()
     finally:
         ftp.close()

@@ -12,7 +12,7 @@ its connection closed without a byte of data, ftpssh must log
 "data connection from uid 65534 refused: the session belongs to uid 0",
 and the real client's transfer on the same port must then complete with
 the right sha256 (the STOR's file holds the client's bytes, not the
-thief's).
+thief's). Three thieves at once on one port are all turned away too.
 
 With --no-uid-check (a separate ftpssh): the documented behaviour is that
 the first loopback connection wins. The thief's connection is the one
@@ -117,6 +117,40 @@ def test_thief_refused_stor_keeps_client_bytes(bed, server, proxy, scratch):
     assert testbed.sha256_file(server.file(name)) == up.sha256, (
         "%s: the stored file is not the client's upload (thief's bytes got in?)" % what)
     assert REFUSAL % (Thief.uid(), os.geteuid()) in proxy.stderr()
+
+
+def test_several_thieves_then_client(bed, server, proxy):
+    """Three nobody processes at once on the same EPSV port: all turned
+    away, and the port still serves the real client."""
+    line = REFUSAL % (Thief.uid(), os.geteuid())
+    before = proxy.stderr().count(line)
+    results = []
+
+    def race(host, port):
+        thieves = [Thief(host, port) for _ in range(3)]
+        try:
+            for t in thieves:
+                r = t.result()
+                r["port"] = port
+                results.append(r)
+        finally:
+            for t in thieves:
+                t.kill()
+
+    ftp = clients.open_ftplib(proxy.target, mode="epsv", cls=RacedFTP)
+    try:
+        ftp.race = race
+        src = bed.data["1M"]
+        h = hashlib.sha256()
+        ftp.retrbinary("RETR " + src.name, h.update, blocksize=1 << 16)
+        assert len(results) == 3
+        for i, r in enumerate(results):
+            check_turned_away(r, "thief %d of 3 on %s" % (i + 1, server.kind))
+        assert h.hexdigest() == src.sha256, "the real client's content differs after 3 thieves"
+        ftp.quit()
+    finally:
+        ftp.close()
+    assert proxy.stderr().count(line) == before + 3, proxy.stderr()[-3000:]
 
 
 @pytest.fixture(scope="module")
