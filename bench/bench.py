@@ -201,6 +201,10 @@ def ratios(A, B, key):
 
 
 def row1(cfg, rig, table):
+    rtt, rate = rig.relay_selfcheck(cfg.rtt_ms, size=cfg.rtt_size)
+    table.note(1, "relay self-check: round trip %.1f ms, bulk %.0f MB/s through it (to a local sink)"
+               % (rtt, rate))
+    progress("[1] relay self-check: round trip %.1f ms, bulk %.0f MB/s" % (rtt, rate))
     relay = rig.start_relay(cfg.rtt_ms)
     ref = ftp = None
     try:
@@ -499,7 +503,7 @@ def many_sessions(ep, n, name, want_sha, threads_max):
     deadline = t0 + 120
     while time.monotonic() < deadline:
         with lock:
-            if state["in"] + state["fail_login"] >= n:
+            if state["in"] + state["fail_login"] >= min(n, threads_max):
                 break
         time.sleep(0.05)
     logged_in = state["in"]
@@ -645,6 +649,10 @@ def main():
                     table.detail("[%d] %s" % (row, traceback.format_exc()))
                 if not ftp.daemon.alive():
                     raise BenchError("ftpssh died during row %d:\n%s" % (row, ftp.daemon.describe()))
+                # VmHWM only grows: read after each row, it tells which row
+                # set ftpssh's peak memory.
+                table.detail("[%d] ftpssh after row %d: VmRSS %.1f MiB, VmHWM %.1f MiB" % (
+                    row, row, status_kib(ftp.pid, "VmRSS") / 1024, status_kib(ftp.pid, "VmHWM") / 1024))
             if 7 in cfg.rows:
                 row7(cfg, table, r2)
             time.sleep(1.0)

@@ -314,6 +314,84 @@ class Rig:
         d.port = port
         return d
 
+    def relay_selfcheck(self, rtt_ms, size=256 * MIB):
+        """The relay must not be the bottleneck: measure its round trip
+        and its bulk rate to a local sink, at the same delay."""
+        import socket
+        import threading
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        sink_port = lsock.getsockname()[1]
+
+        def handle(c):
+            try:
+                mode = c.recv(1)
+                if mode == b"E":  # echo
+                    while True:
+                        d = c.recv(65536)
+                        if not d:
+                            break
+                        c.sendall(d)
+                elif mode:        # sink: count to EOF, answer the count
+                    n = 1
+                    while True:
+                        d = c.recv(1 << 20)
+                        if not d:
+                            break
+                        n += len(d)
+                    c.sendall(b"%d" % n)
+            except OSError:
+                pass
+            finally:
+                c.close()
+
+        def serve():
+            while True:
+                try:
+                    c, _ = lsock.accept()
+                except OSError:
+                    return
+                threading.Thread(target=handle, args=(c,), daemon=True).start()
+        threading.Thread(target=serve, daemon=True).start()
+        port = procs.free_port()
+        d = procs.Daemon("delay-relay-check", [
+            sys.executable, os.path.join(HERE, "delay_relay.py"),
+            "--listen-port", port, "--target-port", sink_port,
+            "--delay-ms", "%g" % (rtt_ms / 2.0)], self.bed.logdir)
+        try:
+            d.wait_port(port)
+            # An echo for the round trip...
+            c = socket.create_connection(("127.0.0.1", port), timeout=30)
+            c.sendall(b"E")
+            t0 = time.monotonic()
+            for _ in range(5):
+                c.sendall(b"x")
+                c.recv(1)
+            rtt = (time.monotonic() - t0) / 5 * 1000
+            c.close()
+            # ...and a bulk transfer to the sink.
+            c = socket.create_connection(("127.0.0.1", port), timeout=60)
+            buf = b"\0" * MIB
+            t0 = time.monotonic()
+            c.sendall(b"S" + buf[1:])
+            for _ in range(size // MIB - 1):
+                c.sendall(buf)
+            c.shutdown(socket.SHUT_WR)
+            got = int(c.recv(64) or b"0")
+            secs = time.monotonic() - t0
+            c.close()
+        finally:
+            d.stop()
+            try:
+                lsock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            lsock.close()
+        if got != size:
+            raise BenchError("relay self-check: sink got %d of %d bytes" % (got, size))
+        return rtt, size / secs / 1e6
+
     # --- libssh2's own ceiling ---------------------------------------------
     def reader(self, size, ssh_port=None, window=None):
         if not os.access(self.reader_bin, os.X_OK):
