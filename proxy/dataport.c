@@ -148,9 +148,13 @@ static void active_connected_cb(uv_connect_t *req, int status)
 	struct px_xfer *x = container_of(req, struct px_xfer, connect);
 	if (status == UV_ECANCELED)
 		return; /* the pump is closing */
-	if (status < 0) {
-		px_log(1, "[#%u.%u] cannot connect to the client's data port: %s", x->sid,
-		       x->xid, uv_strerror(status));
+	/* The session sends the transfer command only now: a client port
+	 * that refuses gets a quick 425 instead of a server-side timeout. */
+	bool session_alive = px_session_active_connected(x->srv, x->sid, x->xid, status);
+	if (status < 0 || !session_alive) {
+		if (status < 0)
+			px_log(1, "[#%u.%u] cannot connect to the client's data port: %s", x->sid,
+			       x->xid, uv_strerror(status));
 		mux_pump_close(x->pump);
 		return;
 	}

@@ -71,6 +71,9 @@ struct px_server {
 /* session.c */
 int px_session_accept(px_server *srv, uv_stream_t *listener, const px_forward *fwd);
 void px_session_close(px_session *s, const char *why);
+/* The active data connection of session sid (transfer xid) to the client
+ * is up (status 0) or failed. Returns false when the session is gone. */
+bool px_session_active_connected(px_server *srv, unsigned sid, unsigned xid, int status);
 void px_session_list_unlink(px_session *s);
 
 /* dataport.c: a one-shot listener whose single connection is pumped to
@@ -85,7 +88,8 @@ void px_xfer_label(px_server *srv, px_dataport *dp, unsigned sid, unsigned xid,
 		   const char *what);
 void px_dataport_close(px_dataport *dp);
 /* Active mode: connect to the client's data address and pump it to
- * host:port over a new channel. */
+ * host:port over a new channel. The session is told the outcome of the
+ * connect (px_session_active_connected) before anything is pumped. */
 int px_active_start(px_server *srv, unsigned sid, unsigned xid,
 		    const struct sockaddr *client, const char *host, uint16_t port,
 		    const char *what);

@@ -74,6 +74,10 @@ struct px_session {
 	bool active_eprt;   /* the client said EPRT (for the reply text) */
 	uint16_t active_port;
 	char active_host[256];
+	char *held_cmd;     /* transfer command held until the client's port answers */
+	size_t held_len;
+	int held_verb;
+	unsigned held_xid;
 
 	px_outq to_client, to_server;
 	bool client_reading, server_reading;
@@ -137,6 +141,7 @@ static void session_free_if_done(px_session *s)
 		return;
 	px_server *srv = s->srv;
 	px_session_list_unlink(s);
+	free(s->held_cmd);
 	free(s);
 	px_server_maybe_closed(srv);
 }
@@ -513,6 +518,36 @@ static void client_active(px_session *s, const fp_cmd *cmd)
 	active_request(s, true);
 }
 
+static void active_held_fail(px_session *s, int err)
+{
+	char msg[160];
+	free(s->held_cmd);
+	s->held_cmd = NULL;
+	snprintf(msg, sizeof(msg), "ftpssh: cannot open the data connection to your port (%s)",
+		 uv_strerror(err));
+	reply_local(s, 425, msg);
+}
+
+bool px_session_active_connected(px_server *srv, unsigned sid, unsigned xid, int status)
+{
+	px_session *s;
+	for (s = srv->sessions; s; s = s->next)
+		if (s->id == sid)
+			break;
+	if (!s || s->closing || !s->held_cmd || s->held_xid != xid)
+		return false;
+	if (status < 0) {
+		active_held_fail(s, status);
+	} else {
+		px_outq_push(&s->to_server, s->held_cmd, s->held_len);
+		fifo_push(s, s->held_verb);
+		free(s->held_cmd);
+		s->held_cmd = NULL;
+	}
+	session_pump(s);
+	return status == 0;
+}
+
 static bool verb_transfers(int v)
 {
 	return v == FP_CMD_RETR || v == FP_CMD_STOR || v == FP_CMD_STOU || v == FP_CMD_APPE ||
@@ -551,13 +586,27 @@ static void client_line(px_session *s, const fp_line *l)
 		s->last_cmd_ms = uv_now(s->srv->loop);
 	}
 	if (verb_transfers(verb) && s->active_armed) {
-		/* connect to the client as the server would, then pump */
+		/* Connect to the client as the server would; the command goes
+		 * to the server once that connection stands (px_session_active_
+		 * connected), so a dead client port costs no server timeout. */
 		s->active_armed = false;
-		int arc = px_active_start(s->srv, s->id, ++s->next_xid,
+		s->held_cmd = malloc(l->len);
+		if (!s->held_cmd) {
+			reply_local(s, 425, "ftpssh: out of memory");
+			return;
+		}
+		memcpy(s->held_cmd, l->p, l->len);
+		s->held_len = l->len;
+		s->held_verb = verb;
+		s->held_xid = ++s->next_xid;
+		int arc = px_active_start(s->srv, s->id, s->held_xid,
 					  (struct sockaddr *)&s->active_addr, s->active_host,
 					  s->active_port, s->last_cmd);
-		if (arc < 0)
+		if (arc < 0) {
 			px_log(0, "[#%u] active data connection: %s", s->id, uv_strerror(arc));
+			active_held_fail(s, arc);
+		}
+		return;
 	} else if (verb_transfers(verb) && s->next_xid) {
 		px_xfer_label(s->srv, s->dp, s->id, s->next_xid, s->last_cmd);
 	}
@@ -575,7 +624,7 @@ static bool line_is_local(const fp_line *l)
 
 static void process_client(px_session *s)
 {
-	while (!s->closing && !s->active_setup && s->fcount < FIFO_CAP &&
+	while (!s->closing && !s->active_setup && !s->held_cmd && s->fcount < FIFO_CAP &&
 	       px_outq_room(&s->to_server) >= FP_LINE_MAX &&
 	       px_outq_room(&s->to_client) >= 512) {
 		/* A local answer must come after the replies to earlier
