@@ -174,9 +174,6 @@ def test_changed_key_refuses_loudly(bed, ssh, host_fp, wrong_entry, strict):
     assert read(kh) == before, "a changed key must not be written to %s" % kh
 
 
-@pytest.mark.xfail(reason="ftpssh bug (mux/auth.c hostkey_check): the ssh-keygen -R hint prints "
-                          "the literal text '[127.0.0.1]:PORT' instead of the port number",
-                   strict=False)
 def test_changed_key_hint_names_the_port(bed, ssh, wrong_entry):
     kh = ssh.write_known_hosts("kh-changed-hint-%d" % next(_names), wrong_entry)
     run = start(bed, known_hosts=kh, wait=False)
@@ -184,17 +181,17 @@ def test_changed_key_hint_names_the_port(bed, ssh, wrong_entry):
     assert "ssh-keygen -R '[127.0.0.1]:%d'" % ssh.port in text, text
 
 
-@pytest.mark.xfail(reason="ftpssh/libssh2 divergence from OpenSSH: libssh2_knownhost_checkp() also "
-                          "matches a portless '127.0.0.1 KEY' entry (the port-22 server's) for port N, "
-                          "so another key there reads as CHANGED (and the same key as known); "
-                          "OpenSSH looks up only '[127.0.0.1]:N' and calls the key unknown",
-                   strict=False)
-def test_portless_entry_is_not_this_port(bed, ssh, wrong_entry):
+@pytest.mark.parametrize("which", ["other-key", "same-key"])
+def test_portless_entry_is_not_this_port(bed, ssh, wrong_entry, which):
+    """As OpenSSH: for port N only "[127.0.0.1]:N" entries count; a
+    portless entry (the port-22 server's, say) makes the key unknown,
+    neither changed nor known."""
     kh = kh_path(bed, "portless")
+    entry = wrong_entry if which == "other-key" else ssh.host_key_entry
     with open(kh, "w") as f:
-        f.write("127.0.0.1 %s\n" % wrong_entry)  # the host's port-22 sshd, say
+        f.write("127.0.0.1 %s\n" % entry)
     run = start(bed, known_hosts=kh, wait=False)
-    text = expect_refusal(run, "portless entry with another key")
+    text = expect_refusal(run, "portless entry, %s" % which)
     assert "CHANGED" not in text and "Host key verification failed" in text, text
 
 
@@ -251,11 +248,8 @@ def test_default_known_hosts_in_home(bed, ssh):
         run.stop()
 
 
-@pytest.mark.xfail(reason="ftpssh gap (mux/auth.c hostkey_append): with no ~/.ssh, accept-new "
-                          "only warns 'could not add the host key ... No such file or directory' "
-                          "and connects with the key unrecorded; OpenSSH creates ~/.ssh (0700)",
-                   strict=False)
 def test_accept_new_without_dot_ssh_records_the_key(bed, ssh):
+    """No ~/.ssh yet: accept-new creates it, as OpenSSH does."""
     home = tunnel.empty_home(bed, "kh-nodir-%d" % next(_names))
     run = start(bed, known_hosts=False, strict="accept-new", home=home)
     run.stop()
