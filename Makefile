@@ -9,7 +9,10 @@ VERSION := 0.1.0
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR  ?= $(PREFIX)/share/doc/ftpssh
 DESTDIR ?=
+DOCS    := docs/ftpssh.env.example docs/USAGE.md docs/TROUBLESHOOTING.md docs/ARCHITECTURE.md
 
 CC      ?= cc
 PKG_CONFIG ?= pkg-config
@@ -156,13 +159,23 @@ demo: deps-test all
 	$(Q)PYTHON=$(PYTHON) scripts/demo
 
 # --- install -------------------------------------------------------------
+# The binary, ftpssh(1), the example systemd unit (its ExecStart pointed at
+# $(BINDIR)) and, as documentation, the unit's example env file and the
+# guides. Nothing is enabled or started: see docs/USAGE.md.
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(UNITDIR) \
+	  $(DESTDIR)$(DOCDIR)
 	install -m 755 $(REL)/ftpssh $(DESTDIR)$(BINDIR)/ftpssh
 	install -m 644 docs/ftpssh.1 $(DESTDIR)$(MANDIR)/man1/ftpssh.1
+	sed 's|/usr/local/bin/ftpssh|$(BINDIR)/ftpssh|' docs/ftpssh@.service \
+	  > $(DESTDIR)$(UNITDIR)/ftpssh@.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/ftpssh@.service
+	install -m 644 $(DOCS) $(DESTDIR)$(DOCDIR)/
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/ftpssh $(DESTDIR)$(MANDIR)/man1/ftpssh.1
+	rm -f $(DESTDIR)$(BINDIR)/ftpssh $(DESTDIR)$(MANDIR)/man1/ftpssh.1 \
+	  $(DESTDIR)$(UNITDIR)/ftpssh@.service $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS)))
+	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
 
 clean:
 	rm -rf build
