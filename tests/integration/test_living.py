@@ -514,8 +514,6 @@ def man_warnings(page):
 
 
 def test_make_install_and_uninstall(tmp_path):
-    if not shutil.which("man"):
-        pytest.skip("man (man-db) is not installed: cannot check that ftpssh(1) renders")
     dest = str(tmp_path / "dest")
     make("install", "PREFIX=/usr/local", "DESTDIR=" + dest)
     root = os.path.join(dest, "usr/local")
@@ -526,25 +524,47 @@ def test_make_install_and_uninstall(tmp_path):
         unit = f.read()
     assert re.search(r"^ExecStart=/usr/local/bin/ftpssh ", unit, re.M), (
         "the installed unit does not run $(BINDIR)/ftpssh:\n%s" % unit)
-    assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in unit and "User=ftpssh" in unit, unit
-
-    text, warn = man_warnings(os.path.join(root, "share/man/man1/ftpssh.1"))
-    assert not warn.strip(), "the installed ftpssh(1) renders with warnings:\n%s" % warn
-    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "EXIT STATUS", "FILES", "ENVIRONMENT",
-                    "EXAMPLES"):
-        assert re.search(r"^%s$" % section, text, re.M), "ftpssh(1) has no %s section" % section
-    # every option of --help, the files and the variables are in the page
-    flat = re.sub(r"[\u2010\u2011\u2212]", "-", text)  # groff may print hyphens as U+2010
-    for opt in ("-L", "-p", "-l", "-i", "-o", "-F", "-q", "-v", "-V", "-h", "--window-max",
-                "--data-timeout", "--data-host", "--no-uid-check", "--syslog", "--status-file",
-                "--help", "--version", "UserKnownHostsFile", "StrictHostKeyChecking",
-                "ServerAliveInterval", "ServerAliveCountMax", "Ciphers", "MACs", "IdentityFile", "SSH_AUTH_SOCK",
-                "HOME", "/etc/ftpssh.conf", "~/.config/ftpssh/config", "libssh2 1.10"):
-        assert opt in flat, "ftpssh(1) does not mention %s" % opt
-
+    for line in ("AmbientCapabilities=CAP_NET_BIND_SERVICE", "User=ftpssh",
+                 "EnvironmentFile=/etc/ftpssh/%i.env", "Restart=on-failure", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict"):
+        assert re.search(r"^%s$" % re.escape(line), unit, re.M), "the unit lacks %s" % line
     make("uninstall", "PREFIX=/usr/local", "DESTDIR=" + dest)
     left = [os.path.join(d, f)[len(dest):] for d, _, fs in os.walk(dest) for f in fs]
     assert not left, "make uninstall left %s" % left
+
+
+def help_options(binary):
+    """Every option `ftpssh --help` names: -X, --long, and -o Keys."""
+    r = subprocess.run([binary, "--help"], stdout=subprocess.PIPE, timeout=10)
+    assert r.returncode == 0
+    text = r.stdout.decode()
+    opts = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+|-[A-Za-z])\b", text))
+    opts |= set(re.findall(r"-o ([A-Z][A-Za-z]+)=", text))
+    assert {"-L", "--window-max", "UserKnownHostsFile"} <= opts, opts
+    return sorted(opts)
+
+
+def test_installed_man_page_renders(tmp_path):
+    if not shutil.which("man"):
+        pytest.skip("man (package man-db) is not installed: ftpssh(1) rendering is not checked")
+    dest = str(tmp_path / "dest")
+    make("install", "PREFIX=/usr/local", "DESTDIR=" + dest)
+    root = os.path.join(dest, "usr/local")
+    text, warn = man_warnings(os.path.join(root, "share/man/man1/ftpssh.1"))
+    assert not warn.strip(), "the installed ftpssh(1) renders with warnings:\n%s" % warn
+    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "CONFIGURATION FILES", "EXIT STATUS",
+                    "FILES", "ENVIRONMENT", "EXAMPLES"):
+        assert re.search(r"^%s$" % section, text, re.M), "ftpssh(1) has no %s section" % section
+    # every option of --help, the files and the variables are in the page
+    flat = re.sub(r"[\u2010\u2011\u2212]", "-", text)  # groff may print hyphens as U+2010
+    flat = re.sub(r"\s+", " ", flat)
+    for opt in help_options(os.path.join(root, "bin/ftpssh")) + [
+            "SSH_AUTH_SOCK", "HOME", "/etc/ftpssh.conf", "~/.config/ftpssh/config",
+            "libssh2 1.10", "--no-uid-check", "EXIT STATUS"]:
+        assert opt in flat, "ftpssh(1) does not mention %s" % opt
+    for code in range(7):
+        assert re.search(r"EXIT STATUS.* %d [A-Z]" % code, flat), "exit status %d undocumented" % code
+    make("uninstall", "PREFIX=/usr/local", "DESTDIR=" + dest)
 
 
 def test_systemd_unit_verifies(tmp_path):
