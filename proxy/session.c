@@ -249,7 +249,7 @@ static void answer_passive(px_session *s, bool epsv)
 		char msg[160];
 		snprintf(msg, sizeof(msg), "ftpssh: cannot open a local data port: %s",
 			 uv_strerror(rc));
-		px_log(0, "[#%u] %s", s->id, msg);
+		px_log(0, "[#%u] %s", s->id, msg + strlen("ftpssh: "));
 		reply_local(s, 425, msg);
 		return;
 	}
