@@ -13,6 +13,7 @@
  * to the server's list, not to the session: it ends by itself when both
  * sides have finished, and the server aborts it only at shutdown.
  */
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,7 @@ struct px_dataport {
 	char host[256];
 	uint16_t port;
 	long owner_uid;
+	bool grace;        /* the timer was extended once for a waiting client */
 	char what[128];    /* transfer label, handed to the transfer */
 	bool closing;
 	int pending_closes;
@@ -66,6 +68,17 @@ void px_dataport_close(px_dataport *dp)
 static void timeout_cb(uv_timer_t *t)
 {
 	px_dataport *dp = t->data;
+	/* A connection already waiting in the backlog wins over the timer
+	 * (a busy loop can reach the timer first): give it a moment. */
+	uv_os_fd_t fd;
+	if (!dp->grace && uv_fileno((uv_handle_t *)&dp->listener, &fd) == 0) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN)) {
+			dp->grace = true;
+			uv_timer_start(&dp->timer, timeout_cb, 1000, 0);
+			return;
+		}
+	}
 	px_log(2, "[#%u.%u] no data connection within %u s; port closed", dp->sid, dp->xid,
 	       dp->srv->cfg->data_timeout_sec);
 	px_dataport_close(dp);
