@@ -12,8 +12,8 @@
  * Flow control, receive side: channels are opened with a window of 0 and
  * credit is granted explicitly. A channel is read only while its consumer
  * gives buffers (alloc_cb), and credit is topped up only after reads, so
- * "promised or received but not delivered" (window + libssh2's queue) stays
- * under window_target. A consumer that stops reading stops the server
+ * "promised but not delivered" (libssh2's window, which it counts down on
+ * reads) stays under window_target. A consumer that stops reading stops the server
  * through the SSH window while every other channel keeps flowing. The
  * target doubles while the consumer keeps up, up to opts.window_max and
  * within the connection's budget, so long fat links fill.
@@ -267,8 +267,11 @@ static void chan_grant(mux_chan *ch)
 {
 	mux_conn *c = ch->conn;
 	unsigned long avail = 0;
+	/* libssh2 1.10 counts the window down when we read, not when data
+	 * arrives: win is credit given and not yet delivered, which includes
+	 * what sits in libssh2's queue (avail) and what is in flight. */
 	uint32_t win = libssh2_channel_window_read_ex(ch->lc, &avail, NULL);
-	uint64_t outstanding = (uint64_t)win + avail;
+	uint64_t outstanding = win;
 
 	if (outstanding >= ch->window_target / 2)
 		return;
@@ -278,6 +281,7 @@ static void chan_grant(mux_chan *ch)
 	    c->window_budget >= ch->window_target) {
 		c->window_budget -= ch->window_target;
 		ch->window_target *= 2;
+		mux__log(c, 3, "channel %u window grows to %u KiB", ch->id, ch->window_target / 1024);
 	}
 	uint32_t adj = (uint32_t)(ch->window_target - outstanding);
 	int rc = libssh2_channel_receive_window_adjust2(ch->lc, adj, 1, NULL);
