@@ -24,7 +24,7 @@ sys.path.insert(0, HERE)
 
 from harness.testbed import FTP_PASSWORD, FTP_USER  # noqa: E402
 from rig import (GIB, MIB, REPO, BenchError, Rig, cpu_seconds, curl_argv, io_counters,  # noqa: E402
-                 loadavg, parse_curl, status_kib, time_limit)
+                 loadavg, parse_curl, status_kib, time_limit, tree_cpu_seconds)
 
 # --- configuration ------------------------------------------------------------
 
@@ -79,6 +79,15 @@ class Config:
                     human(self.conc_size), self.small_count, self.sessions,
                     human(self.rss_size), self.rss_seconds, self.cipher, self.mac,
                     ("; ftpssh " + " ".join(self.ftpssh_args)) if self.ftpssh_args else ""))
+
+
+# Failures that did not break a row but deserve the daemons' logs.
+INCIDENTS = []
+
+
+def first_line(e):
+    text = str(e).strip()
+    return (text.splitlines()[0][:100] if text else "") or type(e).__name__
 
 
 def progress(msg):
@@ -170,7 +179,11 @@ def pair_runs(cfg, table, row, tag, a_ep, b_ep, fn):
     A, B = [], []
     for i in range(cfg.pairs):
         for ep, acc in ((a_ep, A), (b_ep, B)):
-            r = fn(ep)
+            try:
+                r = fn(ep)
+            except Exception as e:  # noqa: BLE001 - say which side broke
+                raise BenchError("%s, pair %d, %s: %s: %s" % (tag, i + 1, ep.name, type(e).__name__,
+                                                               first_line(e))) from e
             acc.append(r)
             table.detail("[%s] %s pair %d %-7s %s" % (row, tag, i + 1, ep.name, fmt_run(r)))
             progress("[%s] %s pair %d/%d %s: %s" % (row, tag, i + 1, cfg.pairs, ep.name, fmt_run(r)))
@@ -187,6 +200,8 @@ def fmt_run(r):
         parts.append("%.3f s" % r["seconds"])
     if r.get("cpu") is not None and r.get("bytes"):
         parts.append("cpu %.2f s (%.2f s/GiB)" % (r["cpu"], per_gib(r)))
+    if r.get("sshd_cpu") is not None and r.get("bytes"):
+        parts.append("sshd %.2f s/GiB" % (r["sshd_cpu"] * GIB / r["bytes"]))
     for k in ("ok", "of", "max_rss_kib", "list_s"):
         if k in r:
             parts.append("%s=%s" % (k, r[k]))
@@ -319,6 +334,10 @@ def row2(cfg, rig, table, ref, ftp):
     return {"RA": RA, "RB": RB, "SA": SA, "SB": SB, "RD": RD}
 
 
+def sshd_per_gib(r):
+    return r["sshd_cpu"] * GIB / r["bytes"] if r.get("sshd_cpu") is not None and r.get("bytes") else None
+
+
 def row7(cfg, table, r2):
     if not r2:
         table.add(7, "CPU s/GiB (needs row 2)", "", "", "", "report", "")
@@ -327,6 +346,11 @@ def row7(cfg, table, r2):
         a = median([per_gib(x) for x in A])
         b = median([per_gib(x) for x in B])
         table.add(7, "CPU user+sys s/GiB, loopback %s" % what, f2(a) + " (ssh)", f2(b),
+                  f2(b / a if a and b else None), "report", "")
+    for what, A, B in (("RETR", r2["RA"], r2["RB"]), ("STOR", r2["SA"], r2["SB"])):
+        a = median([sshd_per_gib(x) for x in A])
+        b = median([sshd_per_gib(x) for x in B])
+        table.add(7, "  sshd's CPU s/GiB serving each, %s" % what, f2(a), f2(b),
                   f2(b / a if a and b else None), "report", "")
 
 
@@ -338,6 +362,7 @@ def row3(cfg, rig, table, ftp):
     n = cfg.conc_streams
     name, _ = rig.data_file(size)
     singles, aggs, fairs, lists = [], [], [], []
+    cpus = {"single": [], "single_sshd": [], "conc": [], "conc_sshd": []}
     late = 0
     for i in range(cfg.pairs):
         single = ftp.retr(name, size)
@@ -348,6 +373,7 @@ def row3(cfg, rig, table, ftp):
         lister.login(FTP_USER, FTP_PASSWORD)
         argv = curl_argv(ftp.host, ftp.port, name, ["-o", "/dev/null", "--max-time", str(time_limit(size))])
         rchar0 = io_counters(ftp.pid)[0]
+        cpu0, sshd0 = cpu_seconds(ftp.pid), tree_cpu_seconds(ftp.sshd_pid)
         t0 = time.monotonic()
         curls = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE) for _ in range(n)]
@@ -373,14 +399,20 @@ def row3(cfg, rig, table, ftp):
                                  % (p.returncode, down, size, err.decode()[-500:]))
             speeds.append(down / total / 1e6)
         wall = max(ends) - t0
+        cpu = (cpu_seconds(ftp.pid) - cpu0) * GIB / (n * size)
+        sshd_cpu = (tree_cpu_seconds(ftp.sshd_pid) - sshd0) * GIB / (n * size)
         agg = n * size / wall / 1e6
         aggs.append(agg)
+        for k, v in (("single", per_gib(single)), ("single_sshd", sshd_per_gib(single)),
+                     ("conc", cpu), ("conc_sshd", sshd_cpu)):
+            cpus[k].append(v)
         fairs.append(min(speeds) / max(speeds))
         lists.append(list_s)
         d = ("[3] rep %d: single %.1f MB/s; %d streams aggregate %.1f MB/s, per stream %s; "
-             "LIST %.3f s (%d lines, %d of %d streams still running at its end)"
+             "LIST %.3f s (%d lines, %d of %d streams still running at its end); CPU s/GiB: "
+             "single ftpssh %.2f sshd %.2f, concurrent ftpssh %.2f sshd %.2f"
              % (i + 1, single["mbps"], n, agg, " ".join("%.1f" % s for s in speeds), list_s,
-                len(lines), running, n))
+                len(lines), running, n, per_gib(single), sshd_per_gib(single), cpu, sshd_cpu))
         table.detail(d)
         progress(d)
     s, a = median(singles), median(aggs)
@@ -393,6 +425,9 @@ def row3(cfg, rig, table, ftp):
     table.add(3, "LIST during them, s (worst of %d)" % len(lists), "", f3(ls), "", "< 1 s",
               verdict(ls < 1.0))
     table.note(3, "ftpssh only: the reference's passive range (3 ports) cannot hold %d transfers." % n)
+    table.note(3, "CPU s/GiB, single stream: ftpssh %s, sshd %s; %d concurrent: ftpssh %s, sshd %s"
+               % (f2(median(cpus["single"])), f2(median(cpus["single_sshd"])), n,
+                  f2(median(cpus["conc"])), f2(median(cpus["conc_sshd"]))))
     if late:
         table.note(3, "in %d repetition(s) some streams had ended before the LIST finished "
                       "(sizes too small for the machine?)" % late)
@@ -402,26 +437,44 @@ def row3(cfg, rig, table, ftp):
 
 
 def small_retrs(ep, name, count, limit_s):
-    ftp = ftplib.FTP(timeout=30)
-    ftp.connect(ep.host, ep.port)
-    ftp.login(FTP_USER, FTP_PASSWORD)
+    """COUNT RETRs of a 1 KiB file in one ftplib session (PASV each). A
+    lost control connection is logged, counted and replaced by a new
+    session (the time to log in again counts): one failure must not hide
+    the figures, and the count is reported."""
+    def login():
+        f = ftplib.FTP(timeout=30)
+        f.connect(ep.host, ep.port)
+        f.login(FTP_USER, FTP_PASSWORD)
+        return f
+    ftp = login()
     cpu0 = cpu_seconds(ep.pid) if ep.pid else None
     t0 = time.monotonic()
     done = 0
-    for _ in range(count):
+    failures = []
+    while done < count and time.monotonic() - t0 < limit_s:
         buf = bytearray()
-        ftp.retrbinary("RETR " + name, buf.extend)  # ftplib: PASV on IPv4
-        if len(buf) != 1024:
-            raise BenchError("%s: small RETR returned %d bytes" % (ep.name, len(buf)))
+        try:
+            ftp.retrbinary("RETR " + name, buf.extend)  # ftplib: PASV on IPv4
+            if len(buf) != 1024:
+                raise BenchError("returned %d bytes" % len(buf))
+        except (OSError, EOFError, ftplib.Error, BenchError) as e:
+            failures.append("RETR %d: %s: %s" % (done + 1, type(e).__name__, first_line(e)))
+            INCIDENTS.append(failures[-1])
+            progress("[4] %s: %s" % (ep.name, failures[-1]))
+            if len(failures) > 10:
+                raise BenchError("%s: more than 10 failures in small RETRs: %s" % (ep.name, failures))
+            ftp.close()
+            ftp = login()
         done += 1
-        if time.monotonic() - t0 > limit_s:
-            break
     secs = time.monotonic() - t0
     cpu = cpu_seconds(ep.pid) - cpu0 if ep.pid else None
-    ftp.quit()
+    try:
+        ftp.quit()
+    except (OSError, EOFError, ftplib.Error):
+        ftp.close()
     if done != count:
         raise BenchError("%s: only %d of %d small RETRs within %d s" % (ep.name, done, count, limit_s))
-    return {"seconds": secs, "cpu_small": cpu, "ms_each": secs / count * 1000}
+    return {"seconds": secs, "cpu_small": cpu, "ms_each": secs / count * 1000, "failures": failures}
 
 
 def row4(cfg, rig, table, ref, ftp):
@@ -434,6 +487,11 @@ def row4(cfg, rig, table, ref, ftp):
     table.add(4, "%d x 1 KiB RETR, one session, total s" % cfg.small_count,
               f2(median([a["seconds"] for a in A])), f2(median([b["seconds"] for b in B])),
               f2(ratio), "<= 1.1", verdict(ratio is not None and ratio <= 1.1))
+    for tag, runs in (("ssh -L", A), ("ftpssh", B)):
+        fails = [f for r in runs for f in r["failures"]]
+        if fails:
+            table.note(4, "%s lost the control connection %d time(s) (a new session took over): %s"
+                       % (tag, len(fails), "; ".join(fails[:3])))
     table.note(4, "per RETR: ssh -L %.2f ms, ftpssh %.2f ms, direct %.2f ms (TYPE + PASV + RETR, "
                   "a new channel each); CPU for the run: ssh %.2f s, ftpssh %.2f s"
                % (median([a["ms_each"] for a in A]), median([b["ms_each"] for b in B]), direct["ms_each"],
@@ -624,6 +682,14 @@ def main():
     ref = ftp = None
     idle_kib = hwm_note = None
     try:
+        if 1 in cfg.rows:
+            progress("row 1")
+            try:
+                row1(cfg, rig, table)
+            except Exception as e:  # noqa: BLE001
+                errors.append((1, e))
+                table.add(1, "ERROR: %s" % first_line(e), "", "", "", "", "ERROR")
+                table.detail("[1] %s" % traceback.format_exc())
         loop_rows = [r for r in cfg.rows if r in (2, 3, 4, 5, 6, 7)]
         r2 = None
         if loop_rows:
@@ -645,7 +711,7 @@ def main():
                         r2 = out
                 except Exception as e:  # noqa: BLE001 - one broken row must not hide the rest
                     errors.append((row, e))
-                    table.add(row, "ERROR: %s" % str(e).splitlines()[0][:100], "", "", "", "", "ERROR")
+                    table.add(row, "ERROR: %s" % first_line(e), "", "", "", "", "ERROR")
                     table.detail("[%d] %s" % (row, traceback.format_exc()))
                 if not ftp.daemon.alive():
                     raise BenchError("ftpssh died during row %d:\n%s" % (row, ftp.daemon.describe()))
@@ -665,18 +731,17 @@ def main():
             ftp = None
             if bad:
                 table.note(6, "ftpssh did not stop cleanly after the loopback rows: " + bad)
-        if 1 in cfg.rows:
-            progress("row 1")
-            try:
-                row1(cfg, rig, table)
-            except Exception as e:  # noqa: BLE001
-                errors.append((1, e))
-                table.add(1, "ERROR: %s" % str(e).splitlines()[0][:100], "", "", "", "", "ERROR")
-                table.detail("[1] %s" % traceback.format_exc())
+    except Exception as e:  # noqa: BLE001 - still print what was measured
+        errors.append((0, e))
+        table.add(0, "FATAL: %s" % first_line(e), "", "", "", "", "ERROR")
+        table.detail("[0] %s" % traceback.format_exc())
     finally:
         rig.stop(ref)
         rig.stop(ftp)
-        rig.close()
+        # On a broken measurement keep the daemons' logs and configs.
+        rig.close(keep_logs=bool(errors or INCIDENTS))
+        if errors or INCIDENTS:
+            table.note(0, "logs of this run kept in %s" % rig.bed.logdir)
 
     table.lines.sort(key=lambda line: int(line[0]))
     table.notes.sort(key=lambda n: int(n[0]))

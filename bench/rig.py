@@ -57,6 +57,43 @@ def status_kib(pid, key):
     raise BenchError("no %s for pid %d" % (key, pid))
 
 
+def tree_cpu_seconds(root_pid):
+    """user+sys CPU seconds of ROOT_PID's descendants (not itself): for the
+    sshd listener, the per-connection processes that do the crypto."""
+    parent, cpu = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(d)] = int(fields[1])
+        cpu[int(d)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    total = 0.0
+    for pid in cpu:
+        p = parent.get(pid)
+        while p and p != root_pid:
+            p = parent.get(p)
+        if p == root_pid:
+            total += cpu[pid]
+    return total
+
+
+def listening(host, port):
+    """Whether something listens on HOST:PORT (IPv4), from /proc/net/tcp:
+    no probe connection, so the ssh forwards open no channel for it."""
+    want = "%08X:%04X" % (int.from_bytes(bytes(int(x) for x in host.split(".")), "little"), port)
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1] == want and fields[3] == "0A":
+                return True
+    return False
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
@@ -93,12 +130,13 @@ class Endpoint:
     """Where curl and ftplib connect for one way of reaching the vsftpd:
     host:port, plus the process whose CPU/IO/RSS we watch (None: direct)."""
 
-    def __init__(self, name, host, port, pid=None, server_root=None):
+    def __init__(self, name, host, port, pid=None, server_root=None, sshd_pid=None):
         self.name = name
         self.host = host
         self.port = port
         self.pid = pid
         self.server_root = server_root
+        self.sshd_pid = sshd_pid
 
     def retr(self, remote, size, extra=(), max_time=None, check=True):
         """curl RETR to /dev/null. Returns a result dict."""
@@ -145,13 +183,19 @@ class Endpoint:
             r["cpu"] = after["cpu"] - before["cpu"]
             r["rchar"] = after["rchar"] - before["rchar"]
             r["wchar"] = after["wchar"] - before["wchar"]
+            if self.sshd_pid:
+                r["sshd_cpu"] = after["sshd_cpu"] - before["sshd_cpu"]
         return r
 
     def sample(self):
         if not self.pid:
             return None
         rchar, wchar = io_counters(self.pid)
-        return {"cpu": cpu_seconds(self.pid), "rchar": rchar, "wchar": wchar}
+        s = {"cpu": cpu_seconds(self.pid), "rchar": rchar, "wchar": wchar}
+        if self.sshd_pid:
+            # Every sshd connection process: the idle ones add nothing.
+            s["sshd_cpu"] = tree_cpu_seconds(self.sshd_pid)
+        return s
 
 
 # --- the rig -----------------------------------------------------------------
@@ -257,7 +301,7 @@ class Rig:
         c = self.cfg
         ssh_port = ssh_port or self.ssh.port
         for p in c.pasv_ports:
-            if procs.can_connect(p, c.ref_host, timeout=0.2):
+            if listening(c.ref_host, p):
                 raise BenchError("%s:%d is taken: another benchmark running? (BENCH_PASV_BASE)"
                                  % (c.ref_host, p))
         ctrl = procs.free_port()
@@ -274,10 +318,15 @@ class Rig:
         env = dict(os.environ, HOME=self.bed.home)
         env.pop("SSH_AUTH_SOCK", None)
         d = procs.Daemon(tag, argv, self.bed.logdir, env=env)
-        d.wait_port(ctrl, timeout=20, host=c.ref_host)
-        for p in c.pasv_ports:
-            d.wait_port(p, timeout=20, host=c.ref_host)
-        ep = Endpoint("ssh -L", c.ref_host, ctrl, pid=d.pid, server_root=self.root)
+        deadline = time.monotonic() + 20
+        while not all(listening(c.ref_host, p) for p in [ctrl] + c.pasv_ports):
+            if not d.alive():
+                raise BenchError("ssh -L exited:\n" + d.describe())
+            if time.monotonic() > deadline:
+                raise BenchError("ssh -L forwards not listening after 20 s:\n" + d.describe())
+            time.sleep(0.05)
+        ep = Endpoint("ssh -L", c.ref_host, ctrl, pid=d.pid, server_root=self.root,
+                      sshd_pid=self.ssh.daemon.pid)
         ep.daemon = d
         return ep
 
@@ -286,7 +335,8 @@ class Rig:
         extra = ["-o", "Ciphers=%s" % c.cipher, "-o", "MACs=%s" % c.mac] + c.ftpssh_args
         fx = Ftpssh(self.bed, [self.srv], known_hosts=self.known_hosts,
                     ssh_port=ssh_port or self.ssh.port, extra=extra)
-        ep = Endpoint("ftpssh", "127.0.0.1", fx.target.port, pid=fx.pid, server_root=self.root)
+        ep = Endpoint("ftpssh", "127.0.0.1", fx.target.port, pid=fx.pid, server_root=self.root,
+                      sshd_pid=self.ssh.daemon.pid)
         ep.daemon = fx
         return ep
 
@@ -416,5 +466,5 @@ class Rig:
         ports = set(self.cfg.pasv_ports)
         return sum(1 for p in self.ssh.direct_tcpip_targets() if p in ports)
 
-    def close(self):
-        self.bed.close()
+    def close(self, keep_logs=False):
+        self.bed.close(keep_logs=keep_logs)
