@@ -58,6 +58,7 @@ class Config:
         self.small_count = int(e("BENCH_SMALL_COUNT", "100" if q else "1000"))
         self.sessions = int(e("BENCH_SESSIONS", "30" if q else "200"))
         self.session_threads = int(e("BENCH_SESSION_THREADS", str(self.sessions)))
+        self.conc_diag = e("BENCH_CONC_DIAG", "1") == "1"
         self.rss_size = parse_size(e("BENCH_RSS_SIZE", "1G"))
         self.rss_seconds = int(e("BENCH_RSS_SECONDS", "5" if q else "20"))
         self.rows = [int(x) for x in e("BENCH_ROWS", "1,2,3,4,5,6,7").split(",") if x.strip()]
@@ -357,6 +358,46 @@ def row7(cfg, table, r2):
 # --- row 3: concurrent streams ------------------------------------------------------------
 
 
+def concurrent_retrs(ftp, name, size, n, with_list=True):
+    """N curl RETRs of NAME at once through FTP; with_list, a LIST on a
+    session logged in beforehand, issued once an eighth of the bulk moved."""
+    lister = None
+    if with_list:
+        lister = ftplib.FTP(timeout=60)
+        lister.connect(ftp.host, ftp.port)
+        lister.login(FTP_USER, FTP_PASSWORD)
+    argv = curl_argv(ftp.host, ftp.port, name, ["-o", "/dev/null", "--max-time", str(time_limit(size))])
+    rchar0 = io_counters(ftp.pid)[0]
+    cpu0, sshd0 = cpu_seconds(ftp.pid), tree_cpu_seconds(ftp.sshd_pid)
+    t0 = time.monotonic()
+    curls = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(n)]
+    list_s, lines, running = None, [], n
+    if lister:
+        deadline = t0 + 5
+        while time.monotonic() < deadline and io_counters(ftp.pid)[0] - rchar0 < n * size / 8:
+            time.sleep(0.01)
+        lt0 = time.monotonic()
+        lister.retrlines("LIST", lines.append)
+        list_s = time.monotonic() - lt0
+        running = sum(1 for p in curls if p.poll() is None)
+        lister.quit()
+    speeds, ends = [], []
+    for p in curls:
+        out, err = p.communicate(timeout=time_limit(size) + 30)
+        ends.append(time.monotonic())
+        down, _, total = parse_curl(out.decode())
+        if p.returncode != 0 or down != size:
+            raise BenchError("concurrent RETR failed: exit %d, %d of %d bytes: %s"
+                             % (p.returncode, down, size, err.decode()[-500:]))
+        speeds.append(down / total / 1e6)
+    wall = max(ends) - t0
+    return {"agg": n * size / wall / 1e6, "speeds": speeds, "list_s": list_s, "lines": len(lines),
+            "running": running,
+            "cpu": (cpu_seconds(ftp.pid) - cpu0) * GIB / (n * size),
+            "sshd": (tree_cpu_seconds(ftp.sshd_pid) - sshd0) * GIB / (n * size)}
+
+
 def row3(cfg, rig, table, ftp):
     size = cfg.conc_size
     n = cfg.conc_streams
@@ -367,52 +408,21 @@ def row3(cfg, rig, table, ftp):
     for i in range(cfg.pairs):
         single = ftp.retr(name, size)
         singles.append(single["mbps"])
-        # A logged-in session for the LIST, ready before the bulk starts.
-        lister = ftplib.FTP(timeout=60)
-        lister.connect(ftp.host, ftp.port)
-        lister.login(FTP_USER, FTP_PASSWORD)
-        argv = curl_argv(ftp.host, ftp.port, name, ["-o", "/dev/null", "--max-time", str(time_limit(size))])
-        rchar0 = io_counters(ftp.pid)[0]
-        cpu0, sshd0 = cpu_seconds(ftp.pid), tree_cpu_seconds(ftp.sshd_pid)
-        t0 = time.monotonic()
-        curls = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE) for _ in range(n)]
-        # Issue the LIST once the bulk is flowing (an eighth of it moved).
-        deadline = t0 + 5
-        while time.monotonic() < deadline and io_counters(ftp.pid)[0] - rchar0 < n * size / 8:
-            time.sleep(0.01)
-        lt0 = time.monotonic()
-        lines = []
-        lister.retrlines("LIST", lines.append)
-        list_s = time.monotonic() - lt0
-        running = sum(1 for p in curls if p.poll() is None)
-        if running < n:
+        c = concurrent_retrs(ftp, name, size, n)
+        if c["running"] < n:
             late += 1
-        lister.quit()
-        speeds, ends = [], []
-        for p in curls:
-            out, err = p.communicate(timeout=time_limit(size) + 30)
-            ends.append(time.monotonic())
-            down, _, total = parse_curl(out.decode())
-            if p.returncode != 0 or down != size:
-                raise BenchError("concurrent RETR failed: exit %d, %d of %d bytes: %s"
-                                 % (p.returncode, down, size, err.decode()[-500:]))
-            speeds.append(down / total / 1e6)
-        wall = max(ends) - t0
-        cpu = (cpu_seconds(ftp.pid) - cpu0) * GIB / (n * size)
-        sshd_cpu = (tree_cpu_seconds(ftp.sshd_pid) - sshd0) * GIB / (n * size)
-        agg = n * size / wall / 1e6
-        aggs.append(agg)
+        aggs.append(c["agg"])
+        fairs.append(min(c["speeds"]) / max(c["speeds"]))
+        lists.append(c["list_s"])
         for k, v in (("single", per_gib(single)), ("single_sshd", sshd_per_gib(single)),
-                     ("conc", cpu), ("conc_sshd", sshd_cpu)):
+                     ("conc", c["cpu"]), ("conc_sshd", c["sshd"])):
             cpus[k].append(v)
-        fairs.append(min(speeds) / max(speeds))
-        lists.append(list_s)
         d = ("[3] rep %d: single %.1f MB/s; %d streams aggregate %.1f MB/s, per stream %s; "
              "LIST %.3f s (%d lines, %d of %d streams still running at its end); CPU s/GiB: "
              "single ftpssh %.2f sshd %.2f, concurrent ftpssh %.2f sshd %.2f"
-             % (i + 1, single["mbps"], n, agg, " ".join("%.1f" % s for s in speeds), list_s,
-                len(lines), running, n, per_gib(single), sshd_per_gib(single), cpu, sshd_cpu))
+             % (i + 1, single["mbps"], n, c["agg"], " ".join("%.1f" % x for x in c["speeds"]),
+                c["list_s"], c["lines"], c["running"], n, per_gib(single), sshd_per_gib(single),
+                c["cpu"], c["sshd"]))
         table.detail(d)
         progress(d)
     s, a = median(singles), median(aggs)
@@ -431,6 +441,18 @@ def row3(cfg, rig, table, ftp):
     if late:
         table.note(3, "in %d repetition(s) some streams had ended before the LIST finished "
                       "(sizes too small for the machine?)" % late)
+    if cfg.conc_diag:
+        # Diagnostic, one run: the same bulk from an ftpssh whose windows
+        # cannot grow, to show what the window growth costs on loopback.
+        diag = rig.start_ftpssh(args=cfg.ftpssh_args + ["--window-max=%d" % (2 * MIB)])
+        try:
+            c = concurrent_retrs(diag, name, size, n, with_list=False)
+        finally:
+            rig.stop(diag)
+        d = ("diagnostic, one run: the same %d streams through an ftpssh with --window-max=2097152: "
+             "aggregate %.1f MB/s; CPU s/GiB ftpssh %.2f, sshd %.2f" % (n, c["agg"], c["cpu"], c["sshd"]))
+        table.note(3, d)
+        progress("[3] " + d)
 
 
 # --- row 4: many small transfers -------------------------------------------------------------
@@ -680,7 +702,7 @@ def main():
     errors = []
     rig = Rig(cfg, progress)
     ref = ftp = None
-    idle_kib = hwm_note = None
+    idle_kib = None
     try:
         if 1 in cfg.rows:
             progress("row 1")
@@ -697,11 +719,14 @@ def main():
             time.sleep(1.0)
             idle_kib = status_kib(ftp.pid, "VmRSS")
             ref = rig.start_ref()
-            for row, fn in ((2, lambda: row2(cfg, rig, table, ref, ftp)),
+            # Row 6 first, while this ftpssh is fresh: its slow-reader RSS
+            # must not inherit the heap that rows 2-5 leave behind (that
+            # is reported separately below).
+            for row, fn in ((6, lambda: row6(cfg, rig, table, ref, ftp, idle_kib)),
+                            (2, lambda: row2(cfg, rig, table, ref, ftp)),
                             (3, lambda: row3(cfg, rig, table, ftp)),
                             (4, lambda: row4(cfg, rig, table, ref, ftp)),
-                            (5, lambda: row5(cfg, rig, table, ref, ftp)),
-                            (6, lambda: row6(cfg, rig, table, ref, ftp, idle_kib))):
+                            (5, lambda: row5(cfg, rig, table, ref, ftp))):
                 if row not in cfg.rows:
                     continue
                 progress("row %d" % row)
@@ -722,9 +747,9 @@ def main():
             if 7 in cfg.rows:
                 row7(cfg, table, r2)
             time.sleep(1.0)
-            hwm_note = "ftpssh RSS after the loopback rows, idle: %.1f MiB; peak (VmHWM) over them: %.1f MiB" % (
-                status_kib(ftp.pid, "VmRSS") / 1024, status_kib(ftp.pid, "VmHWM") / 1024)
-            table.note(6, hwm_note)
+            table.add(6, "ftpssh RSS idle after the other rows / peak, MiB", "",
+                      "%.1f / %.1f" % (status_kib(ftp.pid, "VmRSS") / 1024,
+                                       status_kib(ftp.pid, "VmHWM") / 1024), "", "report", "")
             rig.stop(ref)
             ref = None
             bad = rig.stop(ftp)

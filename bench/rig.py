@@ -330,9 +330,10 @@ class Rig:
         ep.daemon = d
         return ep
 
-    def start_ftpssh(self, ssh_port=None):
+    def start_ftpssh(self, ssh_port=None, args=None):
         c = self.cfg
-        extra = ["-o", "Ciphers=%s" % c.cipher, "-o", "MACs=%s" % c.mac] + c.ftpssh_args
+        extra = ["-o", "Ciphers=%s" % c.cipher, "-o", "MACs=%s" % c.mac] + (
+            c.ftpssh_args if args is None else args)
         fx = Ftpssh(self.bed, [self.srv], known_hosts=self.known_hosts,
                     ssh_port=ssh_port or self.ssh.port, extra=extra)
         ep = Endpoint("ftpssh", "127.0.0.1", fx.target.port, pid=fx.pid, server_root=self.root,
