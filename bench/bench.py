@@ -677,6 +677,7 @@ def git_state():
         except (OSError, subprocess.SubprocessError):
             return ""
     head = run("rev-parse", "--short", "HEAD")
+    head = "tree at " + head
     dirty = run("status", "--porcelain", "--", "mux", "proxy", "ftpparse")
     return head + (" + uncommitted changes in mux/proxy/ftpparse" if dirty else "")
 
@@ -772,7 +773,8 @@ def main():
     table.notes.sort(key=lambda n: int(n[0]))
     load1 = loadavg()
     header = [
-        "ftpssh benchmark, %s, ftpssh %s" % (started.strftime("%Y-%m-%d %H:%M"), git_state()),
+        "ftpssh benchmark, %s, %s" % (started.strftime("%Y-%m-%d %H:%M"), git_state()),
+        "ftpssh binary: %s" % rig.binary_id,
         cfg.describe(),
         "load average %.2f at start, %.2f at end (2 cores; other work on the machine skews "
         "wall-clock figures, ratios within this run are what count)" % (load0, load1),

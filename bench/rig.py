@@ -7,6 +7,7 @@ Everything listens on 127.0.0.0/8. Every daemon is started through the
 harness's procs.Daemon, so it is stopped at the end whatever happens.
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -216,6 +217,10 @@ class Rig:
             raise BenchError("%s not built (make all)" % src)
         self.ftpssh_bin = self.bed.path("ftpssh-under-bench")
         shutil.copy2(src, self.ftpssh_bin)
+        with open(self.ftpssh_bin, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+        self.binary_id = "%s, built %s, sha256 %s" % (
+            src, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(src))), digest)
         os.environ["FTPSSH_BIN"] = self.ftpssh_bin
         os.environ.pop("FTPSSH_WRAP", None)
         os.environ.pop("FTPSSH_TEST_VERBOSE", None)
