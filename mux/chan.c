@@ -262,7 +262,21 @@ static void service_opens(mux_conn *c)
 	}
 }
 
-/* Keep window + queued near window_target (see the top of the file). */
+/* A channel's target, keeping the count of channels above the start size
+ * (the ones sharing the connection's window budget) right. */
+static void chan_set_target(mux_chan *ch, uint32_t target)
+{
+	mux_conn *c = ch->conn;
+	bool was_big = ch->window_target > MUX_WINDOW_START;
+	bool is_big = target > MUX_WINDOW_START;
+	c->nbig += (unsigned)is_big - (unsigned)was_big;
+	ch->window_target = target;
+}
+
+/* Keep the credit not yet delivered near window_target (see the top of
+ * the file). Big windows share a budget of 4 x window_max: each of the n
+ * channels that grew gets at most budget / (n + 1), so streams that start
+ * later are not starved by one that grew alone first. */
 static void chan_grant(mux_chan *ch)
 {
 	mux_conn *c = ch->conn;
@@ -272,15 +286,20 @@ static void chan_grant(mux_chan *ch)
 	 * what sits in libssh2's queue (avail) and what is in flight. */
 	uint32_t win = libssh2_channel_window_read_ex(ch->lc, &avail, NULL);
 	uint64_t outstanding = win;
+	uint64_t fair = (uint64_t)c->opts.window_max * 4 / (c->nbig + 1);
+	if (fair > c->opts.window_max)
+		fair = c->opts.window_max;
+	if (fair < MUX_WINDOW_START)
+		fair = MUX_WINDOW_START;
 
+	if (ch->window_target > fair)
+		chan_set_target(ch, (uint32_t)fair); /* others joined: give back */
 	if (outstanding >= ch->window_target / 2)
 		return;
 	/* The server used half its credit and we delivered nearly all of it:
 	 * the link, not the consumer, is the limit. Grow. */
-	if (avail < ch->window_target / 8 && ch->window_target < c->opts.window_max &&
-	    c->window_budget >= ch->window_target) {
-		c->window_budget -= ch->window_target;
-		ch->window_target *= 2;
+	if (avail < ch->window_target / 8 && (uint64_t)ch->window_target * 2 <= fair) {
+		chan_set_target(ch, ch->window_target * 2);
 		mux__log(c, 3, "channel %u window grows to %u KiB", ch->id, ch->window_target / 1024);
 	}
 	uint32_t adj = (uint32_t)(ch->window_target - outstanding);
@@ -408,8 +427,7 @@ static void chan_unlink(mux_chan *ch)
 	if (ch->next)
 		ch->next->prev = ch->prev;
 	c->nchans--;
-	if (ch->window_target > MUX_WINDOW_START)
-		c->window_budget += ch->window_target - MUX_WINDOW_START;
+	chan_set_target(ch, 0);
 }
 
 /* Free what the owner closed. Returns true when ch is gone. */

@@ -526,9 +526,6 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	c->opts.identities = (const char *const *)c->identities;
 	c->opts.ciphers = c->ciphers;
 	c->opts.macs = c->macs;
-	/* A global cap on promised-but-unread bytes across channels: eight
-	 * channels at the per-channel cap. */
-	c->window_budget = c->opts.window_max * 8u;
 
 	c->ssh = libssh2_session_init_ex(NULL, NULL, NULL, c);
 	if (!c->ssh)

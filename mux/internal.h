@@ -130,7 +130,7 @@ struct mux_conn {
 	uint64_t bytes_in, bytes_out;
 	uint64_t alive_bytes_in;   /* bytes_in at the last keepalive tick */
 	unsigned alive_missed;     /* keepalive ticks with nothing received */
-	uint32_t window_budget;    /* unallocated share of the global window budget */
+	unsigned nbig;             /* channels whose window grew past the start */
 };
 
 /* conn.c */
