@@ -30,6 +30,7 @@ typedef struct pump_buf {
 		mux_write_req mw;
 	} req;
 	mux_pump *p;
+	struct pump_buf *next_free;
 	char data[PUMP_CHUNK];
 } pump_buf;
 
@@ -48,6 +49,10 @@ struct mux_pump {
 	int pending_closes;
 	int status;
 	uint64_t up, down;
+	/* Buffers come back here instead of free(): a transfer reuses the
+	 * same few, so the heap does not grow and shrink (and the kernel zero
+	 * fresh pages) 64 KiB at a time. At most 2 x PUMP_DEPTH exist. */
+	pump_buf *free_bufs;
 };
 
 static void pump_check(mux_pump *p);
@@ -56,10 +61,24 @@ static void pump_tcp_read_start(mux_pump *p);
 
 static pump_buf *buf_get(mux_pump *p)
 {
-	pump_buf *b = malloc(sizeof(*b));
+	pump_buf *b = p->free_bufs;
+	if (b) {
+		p->free_bufs = b->next_free;
+		return b;
+	}
+	b = malloc(sizeof(*b));
 	if (b)
 		b->p = p;
 	return b;
+}
+
+static void buf_put(pump_buf *b)
+{
+	if (!b)
+		return;
+	mux_pump *p = b->p;
+	b->next_free = p->free_bufs;
+	p->free_bufs = b;
 }
 
 static pump_buf *buf_of(const char *base)
@@ -76,6 +95,11 @@ static void pump_maybe_free(mux_pump *p)
 		p->done_called = true;
 		if (p->cb)
 			p->cb(p, &r, p->data);
+	}
+	while (p->free_bufs) {
+		pump_buf *b = p->free_bufs;
+		p->free_bufs = b->next_free;
+		free(b);
 	}
 	free(p);
 }
@@ -129,7 +153,7 @@ static void up_write_cb(mux_write_req *req, int status)
 {
 	pump_buf *b = container_of(req, pump_buf, req.mw);
 	mux_pump *p = b->p;
-	free(b);
+	buf_put(b);
 	p->up_out--;
 	if (status < 0 && !p->closing)
 		pump_abort(p, status);
@@ -153,7 +177,7 @@ static void tcp_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		int rc = mux_chan_write(&b->req.mw, p->ch, b->data, (size_t)n, up_write_cb);
 		if (rc < 0) {
 			p->up_out--;
-			free(b);
+			buf_put(b);
 			pump_abort(p, rc);
 			return;
 		}
@@ -163,7 +187,7 @@ static void tcp_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		}
 		return;
 	}
-	free(b);
+	buf_put(b);
 	if (n == 0 || p->closing)
 		return;
 	if (n == UV_ENOBUFS) {
@@ -204,7 +228,7 @@ static void down_write_cb(uv_write_t *req, int status)
 {
 	pump_buf *b = container_of(req, pump_buf, req.uw);
 	mux_pump *p = b->p;
-	free(b);
+	buf_put(b);
 	p->down_out--;
 	if (status < 0 && !p->closing)
 		pump_abort(p, status);
@@ -241,12 +265,12 @@ static void ch_read_cb(mux_chan *ch, ssize_t n, const uv_buf_t *buf)
 		int rc = uv_write(&b->req.uw, (uv_stream_t *)&p->tcp, &w, 1, down_write_cb);
 		if (rc < 0) {
 			p->down_out--;
-			free(b);
+			buf_put(b);
 			pump_abort(p, rc);
 		}
 		return;
 	}
-	free(b);
+	buf_put(b);
 	if (n == 0 || p->closing)
 		return;
 	if (n == UV_EOF) {
