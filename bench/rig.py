@@ -473,4 +473,6 @@ class Rig:
         return sum(1 for p in self.ssh.direct_tcpip_targets() if p in ports)
 
     def close(self, keep_logs=False):
+        """Stop every daemon the rig started, then the test bed's."""
+        self.ref_vsftpd.stop()
         self.bed.close(keep_logs=keep_logs)
