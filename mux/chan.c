@@ -294,11 +294,14 @@ static void chan_grant(mux_chan *ch)
 
 	if (ch->window_target > fair)
 		chan_set_target(ch, (uint32_t)fair); /* others joined: give back */
-	if (outstanding >= ch->window_target / 2)
+	if (outstanding >= ch->window_target / 4 * 3)
 		return;
-	/* The server used half its credit and we delivered nearly all of it:
-	 * the link, not the consumer, is the limit. Grow. */
-	if (avail < ch->window_target / 8 && (uint64_t)ch->window_target * 2 <= fair) {
+	/* The server used a quarter of its credit, we delivered nearly all of
+	 * it and nothing waits undecrypted on our socket: the link, not the
+	 * consumer nor our CPU, is the limit. Grow. (A CPU-bound receiver on a
+	 * fast link would only make sshd buffer more.) */
+	if (avail < ch->window_target / 8 && (uint64_t)ch->window_target * 2 <= fair &&
+	    mux__socket_backlog(c) < 256 * 1024) {
 		chan_set_target(ch, ch->window_target * 2);
 		mux__log(c, 3, "channel %u window grows to %u KiB", ch->id, ch->window_target / 1024);
 	}

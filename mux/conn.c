@@ -25,6 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "mux/internal.h"
@@ -230,6 +233,15 @@ static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	if (n > 0) {
 		c->in_len += (size_t)n;
 		c->bytes_in += (uint64_t)n;
+		/* sshd does not set TCP_NODELAY on a non-interactive connection,
+		 * so its small packets (a control reply, a tiny file) wait for our
+		 * delayed ACK: 40 ms per exchange. Ask the kernel to ACK at once
+		 * while traffic is small; bulk reads don't need it. Linux clears
+		 * the flag by itself, hence after every small read. */
+		if (n < 16384 && c->fd >= 0) {
+			int one = 1;
+			setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+		}
 	} else if (n == UV_EOF) {
 		c->in_eof = true;
 	} else if (n < 0) {
@@ -597,4 +609,14 @@ void mux_conn_stats(const mux_conn *c, uint64_t *in, uint64_t *out, unsigned *ch
 		*out = c->bytes_out;
 	if (channels)
 		*channels = c->nchans;
+}
+
+/* Bytes that arrived on the SSH socket and wait in the kernel. Much there
+ * means we are slower than the data (CPU-bound), not starved by the link. */
+size_t mux__socket_backlog(const mux_conn *c)
+{
+	int n = 0;
+	if (c->fd < 0 || ioctl(c->fd, FIONREAD, &n) != 0 || n < 0)
+		return 0;
+	return (size_t)n + c->in_len;
 }

@@ -141,6 +141,7 @@ void mux__fail(mux_conn *c, int kind, int err, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void mux__set_up(mux_conn *c);
 void mux__maybe_finish_close(mux_conn *c);
+size_t mux__socket_backlog(const mux_conn *c);
 
 /* auth.c: drive the handshake/hostkey/auth states; returns when waiting. */
 void mux__auth_step(mux_conn *c);

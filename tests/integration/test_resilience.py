@@ -259,6 +259,10 @@ def test_silent_server_noticed_by_keepalive(bed, own_sshd):
 
 @pytest.mark.timeout(90)
 def test_sigterm_lets_the_running_transfer_finish(bed, big, scratch):
+    if procs.time_scale() > 1:
+        # ftpssh drains for at most 30 s; under memcheck a 64 MiB transfer
+        # takes longer than that, so the bound, not a bug, would cut it.
+        pytest.skip("under FTPSSH_WRAP the transfer outlasts ftpssh's 30 s drain bound")
     name, sha = big
     run = start(bed)
     dl = tunnel.SlowRetr(bed, run.target, name, rate="24M")  # about 2.7 s
