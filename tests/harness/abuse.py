@@ -54,22 +54,9 @@ def vm_rss_kib(pid):
     raise RuntimeError("no VmRSS for pid %d" % pid)
 
 
-def _socket_inodes(pid):
-    inodes = set()
-    d = "/proc/%d/fd" % pid
-    for fd in os.listdir(d):
-        try:
-            link = os.readlink(os.path.join(d, fd))
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    return inodes
-
-
 def listening_ports(pid):
     """Local TCP ports that process PID has in LISTEN state."""
-    inodes = _socket_inodes(pid)
+    inodes = procs.socket_inodes(pid)
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:

@@ -428,16 +428,8 @@ def start_gateway(bed, servers):
 def tcp_connections(pid, remote_port):
     """(local, remote) TCP endpoints that process PID holds towards
     REMOTE_PORT, read from /proc (no ss/netstat needed)."""
-    inodes = set()
-    fddir = "/proc/%d/fd" % pid
     try:
-        for fd in os.listdir(fddir):
-            try:
-                link = os.readlink(os.path.join(fddir, fd))
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
+        inodes = procs.socket_inodes(pid)
     except OSError:
         return []
     found = []

@@ -174,3 +174,18 @@ def stop_all():
 
 
 atexit.register(stop_all)
+
+
+def socket_inodes(pid):
+    """Inodes of the sockets process PID holds open (from /proc/PID/fd);
+    raises OSError when the process is gone."""
+    inodes = set()
+    d = "/proc/%d/fd" % pid
+    for fd in os.listdir(d):
+        try:
+            link = os.readlink(os.path.join(d, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
