@@ -107,11 +107,6 @@ void *mux_chan_data(const mux_chan *ch)
 	return ch->data;
 }
 
-void mux_chan_set_data(mux_chan *ch, void *data)
-{
-	ch->data = data;
-}
-
 int mux_chan_read_start(mux_chan *ch, mux_alloc_cb alloc, mux_read_cb read)
 {
 	if (!alloc || !read)
@@ -148,14 +143,8 @@ int mux_chan_write(mux_write_req *req, mux_chan *ch, const char *base, size_t le
 	else
 		ch->wq_head = req;
 	ch->wq_tail = req;
-	ch->wq_bytes += len;
 	chan_poke(ch);
 	return 0;
-}
-
-size_t mux_chan_write_queue_size(const mux_chan *ch)
-{
-	return ch->wq_bytes;
 }
 
 int mux_chan_shutdown(mux_chan *ch)
@@ -186,7 +175,6 @@ static void chan_fail_writes(mux_chan *ch, int err)
 		ch->wq_head = r->next;
 		if (!ch->wq_head)
 			ch->wq_tail = NULL;
-		ch->wq_bytes -= r->len - r->off;
 		r->cb(r, err);
 	}
 }
@@ -346,7 +334,6 @@ static bool chan_do_writes(mux_chan *ch)
 			break;
 		}
 		r->off += (size_t)n;
-		ch->wq_bytes -= (size_t)n;
 		quantum -= (size_t)n < quantum ? (size_t)n : quantum;
 	}
 	if (!ch->wq_head && ch->shutdown_wanted && !ch->eof_sent && ch->state == CH_OPEN) {

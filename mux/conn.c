@@ -208,7 +208,6 @@ static ssize_t conn_send_cb(libssh2_socket_t fd, const void *buf, size_t len, in
 		p += n;
 		left -= n;
 	}
-	c->bytes_out += len;
 	conn_write_next(c);
 	return (ssize_t)len;
 }
@@ -331,7 +330,6 @@ static void conn_keepalive_cb(uv_timer_t *t)
 void mux__set_up(mux_conn *c)
 {
 	c->state = CS_UP;
-	c->up_once = true;
 	mux__auth_cleanup(c);
 	if (c->opts.keepalive_sec) {
 		/* want_reply: the reply is what shows the server alive. libssh2
@@ -599,16 +597,6 @@ void mux_conn_close(mux_conn *c)
 bool mux_conn_is_up(const mux_conn *c)
 {
 	return c && c->state == CS_UP;
-}
-
-void mux_conn_stats(const mux_conn *c, uint64_t *in, uint64_t *out, unsigned *channels)
-{
-	if (in)
-		*in = c->bytes_in;
-	if (out)
-		*out = c->bytes_out;
-	if (channels)
-		*channels = c->nchans;
 }
 
 /* Bytes that arrived on the SSH socket and wait in the kernel. Much there

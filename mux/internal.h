@@ -66,7 +66,6 @@ struct mux_chan {
 	uint32_t window_target;    /* credit we keep outstanding */
 	/* writing */
 	mux_write_req *wq_head, *wq_tail;
-	size_t wq_bytes;
 	bool shutdown_wanted;
 	bool eof_sent;
 	/* closing */
@@ -126,8 +125,7 @@ struct mux_conn {
 	bool servicing, reservice;
 	bool kicked;
 	bool close_wanted;
-	bool up_once;
-	uint64_t bytes_in, bytes_out;
+	uint64_t bytes_in;         /* for keepalive: any byte proves the server alive */
 	uint64_t alive_bytes_in;   /* bytes_in at the last keepalive tick */
 	unsigned alive_missed;     /* keepalive ticks with nothing received */
 	unsigned nbig;             /* channels whose window grew past the start */

@@ -83,9 +83,6 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *opts, mux_conn_cb cb,
  * MUX_CONN_CLOSED. Idempotent. */
 void mux_conn_close(mux_conn *c);
 bool mux_conn_is_up(const mux_conn *c);
-/* Bytes carried over the SSH socket, and channels alive. */
-void mux_conn_stats(const mux_conn *c, uint64_t *bytes_in, uint64_t *bytes_out,
-		    unsigned *channels);
 
 /* libssh2 error codes overlap libuv's, so they travel shifted into their
  * own range; mux_strerror() names both kinds. */
@@ -126,13 +123,10 @@ struct mux_write_req {
 mux_chan *mux_chan_open(mux_conn *c, const char *host, uint16_t port,
 			mux_open_cb cb, void *data);
 void *mux_chan_data(const mux_chan *ch);
-void mux_chan_set_data(mux_chan *ch, void *data);
 int mux_chan_read_start(mux_chan *ch, mux_alloc_cb alloc, mux_read_cb read);
 void mux_chan_read_stop(mux_chan *ch);
 int mux_chan_write(mux_write_req *req, mux_chan *ch, const char *base,
 		   size_t len, mux_write_cb cb);
-/* Bytes queued and not yet taken by libssh2. */
-size_t mux_chan_write_queue_size(const mux_chan *ch);
 /* Send EOF once every queued write has gone. */
 int mux_chan_shutdown(mux_chan *ch);
 /* Pending writes complete with UV_ECANCELED; cb runs once the channel is
@@ -155,7 +149,6 @@ uv_tcp_t *mux_pump_tcp(mux_pump *p);
 int mux_pump_start(mux_pump *p, const char *host, uint16_t port);
 /* Abort: both ends closed now, done_cb later with UV_ECANCELED. Idempotent. */
 void mux_pump_close(mux_pump *p);
-void mux_pump_set_data(mux_pump *p, void *data);
 /* Bytes moved so far, for live status. */
 void mux_pump_stats(const mux_pump *p, uint64_t *bytes_up, uint64_t *bytes_down);
 

@@ -35,7 +35,6 @@ typedef struct pump_buf {
 } pump_buf;
 
 struct mux_pump {
-	uv_loop_t *loop;
 	mux_conn *conn;
 	uv_tcp_t tcp;
 	uv_timer_t linger;
@@ -44,7 +43,7 @@ struct mux_pump {
 	mux_pump_done_cb cb;
 	void *data;
 	int up_out, down_out;   /* buffers in flight per direction */
-	bool tcp_reading, tcp_eof, ch_eof, shut_started, shut_done;
+	bool tcp_reading, tcp_eof, ch_eof, shut_done;
 	bool started, closing, done_called;
 	int pending_closes;
 	int status;
@@ -277,7 +276,6 @@ static void ch_read_cb(mux_chan *ch, ssize_t n, const uv_buf_t *buf)
 		p->ch_eof = true;
 		mux_chan_read_stop(ch);
 		p->shut.data = p;
-		p->shut_started = true;
 		int rc = uv_shutdown(&p->shut, (uv_stream_t *)&p->tcp, shut_cb);
 		if (rc < 0)
 			pump_abort(p, rc);
@@ -329,7 +327,6 @@ mux_pump *mux_pump_new(uv_loop_t *loop, mux_conn *c, mux_pump_done_cb cb, void *
 	mux_pump *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
-	p->loop = loop;
 	p->conn = c;
 	p->cb = cb;
 	p->data = data;
@@ -343,11 +340,6 @@ mux_pump *mux_pump_new(uv_loop_t *loop, mux_conn *c, mux_pump_done_cb cb, void *
 uv_tcp_t *mux_pump_tcp(mux_pump *p)
 {
 	return &p->tcp;
-}
-
-void mux_pump_set_data(mux_pump *p, void *data)
-{
-	p->data = data;
 }
 
 int mux_pump_start(mux_pump *p, const char *host, uint16_t port)
