@@ -141,6 +141,9 @@ void mux__set_up(mux_conn *c);
 void mux__maybe_finish_close(mux_conn *c);
 size_t mux__socket_backlog(const mux_conn *c);
 
+/* hostkey.c: 0 accepted, -1 refused (the connection has failed). */
+int mux__hostkey_check(mux_conn *c);
+
 /* auth.c: drive the handshake/hostkey/auth states; returns when waiting. */
 void mux__auth_step(mux_conn *c);
 void mux__auth_cleanup(mux_conn *c);

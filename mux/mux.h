@@ -48,18 +48,51 @@ enum mux_hostkey_policy {
 typedef int (*mux_ask_fn)(void *ctx, const char *prompt, bool echo, char *buf, size_t cap);
 
 typedef struct mux_conn_opts {
-	const char *host;            /* gateway name or address */
+	const char *host;            /* gateway name or address (ssh -G "hostname") */
 	uint16_t port;               /* SSH port */
 	const char *user;            /* login name */
+	/* Transport. NULL: TCP to host:port. Otherwise the SSH connection runs
+	 * over the stdin/stdout of this command (ProxyCommand, or "ssh -W
+	 * host:port ..." for ProxyJump), argv[0] looked up in PATH; its
+	 * stderr is the user's. */
+	const char *const *proxy_argv;
+	int address_family;          /* AF_UNSPEC, AF_INET or AF_INET6 (-4/-6) */
+	/* Bound on TCP connect + banner + key exchange + authentication, in
+	 * seconds (ConnectTimeout); 0 means the built-in default. */
+	unsigned connect_timeout_sec;
+
+	/* Identities, in the order ssh tries them. */
 	const char *const *identities; /* private key files to try, in order */
 	size_t n_identities;
+	const char *const *certificates; /* CertificateFile entries */
+	size_t n_certificates;
 	bool use_agent;              /* try ssh-agent identities first */
+	bool identities_only;        /* agent keys only if they match identities */
+	bool batch_mode;             /* never ask the user anything */
+	/* Methods in the order to try them, ssh's names, comma separated
+	 * (PreferredAuthentications); NULL: ssh's default order. */
+	const char *preferred_auth;
+	bool no_pubkey_auth, no_password_auth, no_kbdint_auth;
+
+	/* Host keys */
 	const char *known_hosts;     /* file to check the host key against */
+	const char *const *known_hosts_files; /* UserKnownHostsFile list (first: where accept-new writes) */
+	size_t n_known_hosts_files;
+	const char *const *global_known_hosts; /* GlobalKnownHostsFile list */
+	size_t n_global_known_hosts;
+	const char *hostkey_alias;   /* HostKeyAlias, or NULL */
+	bool hash_known_hosts;       /* accept-new writes hashed names */
 	enum mux_hostkey_policy hostkey_policy;
+
 	unsigned keepalive_sec;      /* 0: no keepalive */
 	unsigned keepalive_count;    /* silent intervals before giving up (3) */
-	const char *ciphers;         /* libssh2 method preference strings, or NULL */
+	/* Algorithm lists, already resolved to plain comma-separated names
+	 * (no +/-/^), or NULL for ftpssh's defaults. */
+	const char *ciphers;
 	const char *macs;
+	const char *kex;
+	const char *hostkey_algs;
+	bool compression;
 	uint32_t window_max;         /* per-channel receive window cap (bytes) */
 	mux_log_fn log;
 	void *log_ctx;
