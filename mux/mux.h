@@ -175,11 +175,14 @@ typedef struct mux_pump_result {
 typedef void (*mux_pump_done_cb)(mux_pump *p, const mux_pump_result *r, void *data);
 
 /* A pump with an initialised TCP handle for the caller to uv_accept() into
- * (or uv_tcp_connect() from). The pump owns that handle from now on. */
-mux_pump *mux_pump_new(uv_loop_t *loop, mux_conn *c, mux_pump_done_cb cb, void *data);
+ * (or uv_tcp_connect() from). The pump owns that handle from now on. It
+ * holds no connection until started: a connection may come and go (and be
+ * freed) between the two calls. */
+mux_pump *mux_pump_new(uv_loop_t *loop, mux_pump_done_cb cb, void *data);
 uv_tcp_t *mux_pump_tcp(mux_pump *p);
-/* Open a channel to host:port and move bytes until both sides are done. */
-int mux_pump_start(mux_pump *p, const char *host, uint16_t port);
+/* Open a channel on c (the connection up now) to host:port and move bytes
+ * until both sides are done. UV_ENOTCONN when c is NULL or not up. */
+int mux_pump_start(mux_pump *p, mux_conn *c, const char *host, uint16_t port);
 /* Abort: both ends closed now, done_cb later with UV_ECANCELED. Idempotent. */
 void mux_pump_close(mux_pump *p);
 /* Bytes moved so far, for live status. */

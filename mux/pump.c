@@ -35,7 +35,6 @@ typedef struct pump_buf {
 } pump_buf;
 
 struct mux_pump {
-	mux_conn *conn;
 	uv_tcp_t tcp;
 	uv_timer_t linger;
 	uv_shutdown_t shut;
@@ -322,12 +321,11 @@ static void ch_open_cb(mux_chan *ch, int status, void *data)
 
 /* ---- public ------------------------------------------------------------- */
 
-mux_pump *mux_pump_new(uv_loop_t *loop, mux_conn *c, mux_pump_done_cb cb, void *data)
+mux_pump *mux_pump_new(uv_loop_t *loop, mux_pump_done_cb cb, void *data)
 {
 	mux_pump *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
-	p->conn = c;
 	p->cb = cb;
 	p->data = data;
 	uv_tcp_init(loop, &p->tcp);
@@ -342,14 +340,16 @@ uv_tcp_t *mux_pump_tcp(mux_pump *p)
 	return &p->tcp;
 }
 
-int mux_pump_start(mux_pump *p, const char *host, uint16_t port)
+int mux_pump_start(mux_pump *p, mux_conn *c, const char *host, uint16_t port)
 {
 	if (p->started || p->closing)
 		return UV_EINVAL;
 	p->started = true;
-	p->ch = mux_chan_open(p->conn, host, port, ch_open_cb, p);
+	if (!c || !mux_conn_is_up(c))
+		return UV_ENOTCONN;
+	p->ch = mux_chan_open(c, host, port, ch_open_cb, p);
 	if (!p->ch)
-		return mux_conn_is_up(p->conn) ? UV_ENOMEM : UV_ENOTCONN;
+		return UV_ENOMEM;
 	return 0;
 }
 

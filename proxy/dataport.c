@@ -142,7 +142,7 @@ static struct px_xfer *xfer_new(px_server *srv, unsigned sid, unsigned xid)
 	x->sid = sid;
 	x->xid = xid;
 	x->t0 = uv_now(srv->loop);
-	x->pump = mux_pump_new(srv->loop, srv->conn, xfer_done_cb, x);
+	x->pump = mux_pump_new(srv->loop, xfer_done_cb, x);
 	if (!x->pump) {
 		free(x);
 		return NULL;
@@ -171,7 +171,7 @@ static void active_connected_cb(uv_connect_t *req, int status)
 		mux_pump_close(x->pump);
 		return;
 	}
-	int rc = mux_pump_start(x->pump, x->host, x->port);
+	int rc = mux_pump_start(x->pump, x->srv->conn, x->host, x->port);
 	if (rc < 0) {
 		px_log(0, "[#%u.%u] cannot open a data channel: %s", x->sid, x->xid,
 		       mux_strerror(rc));
@@ -247,7 +247,7 @@ static void connection_cb(uv_stream_t *listener, int status)
 				  "taking it",
 			       dp->sid, dp->xid, uv_strerror(urc));
 	}
-	rc = mux_pump_start(x->pump, dp->host, dp->port);
+	rc = mux_pump_start(x->pump, srv->conn, dp->host, dp->port);
 	if (rc < 0) {
 		px_log(0, "[#%u.%u] cannot open a data channel: %s", dp->sid, dp->xid,
 		       mux_strerror(rc));
