@@ -179,12 +179,21 @@ static void chan_fail_writes(mux_chan *ch, int err)
 	}
 }
 
+/* Every state change away from OPEN goes through here (the open count is
+ * what start windows are shared by). */
+static void chan_set_state(mux_chan *ch, enum chan_state st)
+{
+	if (ch->state == CH_OPEN && st != CH_OPEN)
+		ch->conn->nopen--;
+	ch->state = st;
+}
+
 static void chan_set_failed(mux_chan *ch, int err)
 {
 	if (!ch->error)
 		ch->error = err;
 	if (ch->state != CH_FREEING)
-		ch->state = CH_FAILED;
+		chan_set_state(ch, CH_FAILED);
 }
 
 void mux__chan_fail_all(mux_conn *c, int err)
@@ -212,6 +221,17 @@ static void open_dequeue(mux_conn *c)
 }
 
 static void chan_grant(mux_chan *ch);
+
+/* The window a channel starts with: MUX_WINDOW_START while few channels
+ * are open, a fair share of MUX_START_BUDGET when many are (each may be a
+ * download whose client never reads). */
+static uint32_t chan_start_window(const mux_conn *c)
+{
+	uint32_t share = MUX_START_BUDGET / (c->nopen + 1);
+	if (share > MUX_WINDOW_START)
+		share = MUX_WINDOW_START;
+	return share < MUX_WINDOW_MIN ? MUX_WINDOW_MIN : share;
+}
 
 static void service_opens(mux_conn *c)
 {
@@ -241,8 +261,9 @@ static void service_opens(mux_conn *c)
 		}
 		open_dequeue(c);
 		ch->lc = lc;
+		ch->window_target = chan_start_window(c);
 		ch->state = CH_OPEN;
-		ch->window_target = MUX_WINDOW_START;
+		c->nopen++;
 		ch->open_cb_due = true;
 		ch->open_status = 0;
 		mux__log(c, 3, "channel %u to %s open", ch->id, ch->desc);
@@ -264,38 +285,60 @@ static void chan_set_target(mux_chan *ch, uint32_t target)
 /* Keep the credit not yet delivered near window_target (see the top of
  * the file). Big windows share a budget of 4 x window_max: each of the n
  * channels that grew gets at most budget / (n + 1), so streams that start
- * later are not starved by one that grew alone first. */
+ * later are not starved by one that grew alone first.
+ *
+ * EAGAIN (a key exchange is running) leaves the adjust half done inside
+ * libssh2: it is repeated with the same amount, and nothing else is
+ * computed, until libssh2 takes it. */
 static void chan_grant(mux_chan *ch)
 {
 	mux_conn *c = ch->conn;
 	unsigned long avail = 0;
-	/* libssh2 1.10 counts the window down when we read, not when data
-	 * arrives: win is credit given and not yet delivered, which includes
-	 * what sits in libssh2's queue (avail) and what is in flight. */
-	uint32_t win = libssh2_channel_window_read_ex(ch->lc, &avail, NULL);
-	uint64_t outstanding = win;
-	uint64_t fair = (uint64_t)c->opts.window_max * 4 / (c->nbig + 1);
-	if (fair > c->opts.window_max)
-		fair = c->opts.window_max;
-	if (fair < MUX_WINDOW_START)
-		fair = MUX_WINDOW_START;
+	uint32_t adj;
 
-	if (ch->window_target > fair)
-		chan_set_target(ch, (uint32_t)fair); /* others joined: give back */
-	if (outstanding >= ch->window_target / 4 * 3)
-		return;
-	/* The server used a quarter of its credit, we delivered nearly all of
-	 * it and nothing waits undecrypted on our socket: the link, not the
-	 * consumer nor our CPU, is the limit. Grow. (A CPU-bound receiver on a
-	 * fast link would only make sshd buffer more.) */
-	if (avail < ch->window_target / 8 && (uint64_t)ch->window_target * 2 <= fair &&
-	    mux__socket_backlog(c) < 256 * 1024) {
-		chan_set_target(ch, ch->window_target * 2);
-		mux__log(c, 3, "channel %u window grows to %u KiB", ch->id, ch->window_target / 1024);
+	if (ch->adj_pending) {
+		adj = ch->adj_pending;
+	} else {
+		/* libssh2 counts the window down when we read, not when data
+		 * arrives: win is credit given and not yet delivered, which
+		 * includes what sits in libssh2's queue (avail) and what is in
+		 * flight. */
+		uint32_t win = libssh2_channel_window_read_ex(ch->lc, &avail, NULL);
+		uint64_t fair = (uint64_t)c->opts.window_max * 4 / (c->nbig + 1);
+		if (fair > c->opts.window_max)
+			fair = c->opts.window_max;
+		if (fair < MUX_WINDOW_START)
+			fair = MUX_WINDOW_START;
+
+		if (ch->window_target > fair)
+			chan_set_target(ch, (uint32_t)fair); /* others joined: give back */
+		if (win >= ch->window_target / 4 * 3)
+			return;
+		/* The server used a quarter of its credit, we delivered nearly
+		 * all of it and nothing waits undecrypted on our socket: the
+		 * link, not the consumer nor our CPU, is the limit. Grow. (A
+		 * CPU-bound receiver on a fast link would only make sshd buffer
+		 * more.) */
+		if (avail < ch->window_target / 8 && (uint64_t)ch->window_target * 2 <= fair &&
+		    mux__socket_backlog(c) < 256 * 1024) {
+			chan_set_target(ch, ch->window_target * 2);
+			mux__log(c, 3, "channel %u window grows to %u KiB", ch->id,
+				 ch->window_target / 1024);
+		}
+		/* win < target here, so adj > 0: never a wrapped negative */
+		adj = ch->window_target - win;
 	}
-	uint32_t adj = (uint32_t)(ch->window_target - outstanding);
 	int rc = libssh2_channel_receive_window_adjust2(ch->lc, adj, 1, NULL);
-	if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN)
+	if (rc == LIBSSH2_ERROR_EAGAIN) {
+		if (!ch->adj_pending)
+			mux__log(c, 3, "channel %u window adjust %u waits (key exchange)", ch->id, adj);
+		ch->adj_pending = adj;
+		return;
+	}
+	if (ch->adj_pending)
+		mux__log(c, 3, "channel %u window adjust %u sent", ch->id, adj);
+	ch->adj_pending = 0;
+	if (rc < 0)
 		chan_set_failed(ch, MUX_ESSH(rc));
 }
 
@@ -320,14 +363,23 @@ static bool chan_do_writes(mux_chan *ch)
 			more = true;
 			break;
 		}
-		if (libssh2_channel_window_write_ex(ch->lc, NULL) == 0)
-			break; /* waiting for the server's window adjust */
-		size_t want = r->len - r->off;
-		if (want > quantum)
-			want = quantum;
+		size_t want = ch->wr_pending;
+		if (!want) {
+			if (libssh2_channel_window_write_ex(ch->lc, NULL) == 0)
+				break; /* waiting for the server's window adjust */
+			want = r->len - r->off;
+			if (want > quantum)
+				want = quantum;
+		}
+		/* After EAGAIN libssh2 holds a packet header built for the first
+		 * call's length and sends that many bytes from the buffer of the
+		 * next call: repeat the same pointer and length. */
 		ssize_t n = libssh2_channel_write(ch->lc, r->base + r->off, want);
-		if (n == LIBSSH2_ERROR_EAGAIN)
+		if (n == LIBSSH2_ERROR_EAGAIN) {
+			ch->wr_pending = want;
 			break;
+		}
+		ch->wr_pending = 0;
 		if (n < 0) {
 			mux__log(c, 2, "channel %u write: %s", ch->id, mux_strerror(MUX_ESSH((int)n)));
 			chan_set_failed(ch, MUX_ESSH((int)n));
@@ -362,7 +414,25 @@ static bool chan_do_reads(mux_chan *ch)
 			ch->reading = false; /* resumed by mux_chan_read_start() */
 			break;
 		}
-		ssize_t n = libssh2_channel_read(ch->lc, b.base, b.len);
+		/* Never ask for more than the credit libssh2 counts (win >=
+		 * what it has queued, since it drops what exceeds the window):
+		 * asking for more makes libssh2_channel_read send a window
+		 * adjust of its own, and that one, interrupted by a key
+		 * exchange, is resumed with a recomputed (even negative,
+		 * wrapped) amount. Credit is chan_grant's alone. */
+		uint32_t win = libssh2_channel_window_read_ex(ch->lc, NULL, NULL);
+		size_t want = b.len < win ? b.len : win;
+		if (want == 0) {
+			/* nothing can be queued without credit; only EOF can be */
+			if (libssh2_channel_eof(ch->lc) == 1) {
+				ch->eof_delivered = true;
+				ch->read_cb(ch, UV_EOF, &b);
+			} else {
+				ch->read_cb(ch, 0, &b);
+			}
+			break;
+		}
+		ssize_t n = libssh2_channel_read(ch->lc, b.base, want);
 		if (n > 0) {
 			quantum -= (size_t)n < quantum ? (size_t)n : quantum;
 			ch->read_cb(ch, n, &b);
@@ -428,7 +498,7 @@ static bool chan_reap(mux_chan *ch)
 		return false;
 	chan_fail_writes(ch, UV_ECANCELED);
 	if (ch->lc) {
-		ch->state = CH_FREEING;
+		chan_set_state(ch, CH_FREEING);
 		int rc = libssh2_channel_free(ch->lc);
 		if (rc == LIBSSH2_ERROR_EAGAIN && c->state == CS_UP)
 			return false;

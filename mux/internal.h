@@ -18,8 +18,15 @@
 #define MUX_OUT_SOFT (256 * 1024)
 
 /* Receive window: every channel starts with WINDOW_START of credit and may
- * grow to opts.window_max while its consumer keeps up. */
+ * grow to opts.window_max while its consumer keeps up. Credit given to a
+ * channel whose consumer stops reading is memory (libssh2 queues what the
+ * server sends), so the start windows of all channels together stay within
+ * MUX_START_BUDGET: with many channels each starts smaller, never below
+ * MUX_WINDOW_MIN (two SSH packets). Channels that grew share 4 x
+ * window_max (chan.c). */
 #define MUX_WINDOW_START (2u * 1024 * 1024)
+#define MUX_WINDOW_MIN (64u * 1024)
+#define MUX_START_BUDGET (32u * 1024 * 1024)
 #define MUX_READ_CHUNK (64 * 1024)
 
 enum conn_state {
@@ -64,6 +71,12 @@ struct mux_chan {
 	bool eof_delivered;
 	bool err_delivered;
 	uint32_t window_target;    /* credit we keep outstanding */
+	/* libssh2 calls that answered EAGAIN, repeated with the very same
+	 * arguments until they complete: libssh2 keeps the packet built by the
+	 * first call and, for a window adjust, adds the *new* call's amount to
+	 * its count (see the EAGAIN rules in docs/ARCHITECTURE.md). */
+	uint32_t adj_pending;      /* window adjust amount, 0 if none */
+	size_t wr_pending;         /* write length, 0 if none */
 	/* writing */
 	mux_write_req *wq_head, *wq_tail;
 	bool shutdown_wanted;
@@ -129,6 +142,7 @@ struct mux_conn {
 	uint64_t alive_bytes_in;   /* bytes_in at the last keepalive tick */
 	unsigned alive_missed;     /* keepalive ticks with nothing received */
 	unsigned nbig;             /* channels whose window grew past the start */
+	unsigned nopen;            /* channels open (sharing MUX_START_BUDGET) */
 };
 
 /* conn.c */

@@ -31,6 +31,7 @@ class TestTimeout(Exception):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "timeout(seconds): per-test time limit (SIGALRM, harness's own)")
+    config.addinivalue_line("markers", "soak: long runs behind their own make target (FTPSSH_SOAK=1)")
     config.addinivalue_line("markers", "ftpssh_only: tests ftpssh itself; skipped when "
                             "FTPSSH_TEST_MODE is ssh or direct")
 
