@@ -1,7 +1,8 @@
 # ftpssh: one GNU Makefile. `make V=1` shows the commands.
 #
 # Targets: all check check-valgrind fuzz fuzz-regress bench demo install
-#          uninstall clean
+#          uninstall clean distclean
+# LIBSSH2=system|bundled: which libssh2 to link (see below)
 # Builds: build/       release (-O2 -g)
 #         build/asan/  the same sources under ASan+UBSan, used by `make check`
 
@@ -31,11 +32,30 @@ STD     := -std=c11 -D_GNU_SOURCE
 OPT     ?= -O2 -g
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
+# libssh2 >= 1.11 (rsa-sha2, certificates, etm MACs, GCM, ChaCha20, strict
+# kex). LIBSSH2=system links pkg-config's libssh2; LIBSSH2=bundled builds
+# Debian 13's libssh2 source package (plus scripts/libssh2/patches/) into
+# build/libssh2 with scripts/libssh2/build and links it statically. Default:
+# system when pkg-config's libssh2 is 1.11 or newer, bundled otherwise.
+LIBSSH2 ?= $(shell $(PKG_CONFIG) --atleast-version=1.11 libssh2 2>/dev/null && echo system || echo bundled)
+SSH2_DIR := build/libssh2
+ifeq ($(LIBSSH2),bundled)
+SSH2_STAMP  := $(SSH2_DIR)/.stamp
+SSH2_CFLAGS := -I$(SSH2_DIR)/include
+SSH2_LIBS    = $(SSH2_DIR)/lib/libssh2.a $(shell $(PKG_CONFIG) --libs libcrypto zlib)
+else ifeq ($(LIBSSH2),system)
+SSH2_STAMP  :=
+SSH2_CFLAGS  = $(shell $(PKG_CONFIG) --cflags libssh2)
+SSH2_LIBS    = $(shell $(PKG_CONFIG) --libs libssh2)
+else
+$(error LIBSSH2=$(LIBSSH2): use LIBSSH2=system or LIBSSH2=bundled)
+endif
+
 # ftpparse is compiled WITHOUT the libuv/libssh2 include paths: the build
 # proves it stays pure.
 PURE_CFLAGS := $(STD) $(WARN) -DFTPSSH_VERSION='"$(VERSION)"'
-DEP_CFLAGS   = $(shell $(PKG_CONFIG) --cflags libssh2 libuv)
-DEP_LIBS     = $(shell $(PKG_CONFIG) --libs libssh2 libuv)
+DEP_CFLAGS   = $(SSH2_CFLAGS) $(shell $(PKG_CONFIG) --cflags libuv) -DFTPSSH_LIBSSH2_BUILD='"$(LIBSSH2)"'
+DEP_LIBS     = $(SSH2_LIBS) $(shell $(PKG_CONFIG) --libs libuv)
 
 FP_SRC  := $(wildcard ftpparse/*.c)
 MUX_SRC := $(wildcard mux/*.c)
@@ -49,7 +69,7 @@ REL := build
 ASN := build/asan
 
 .PHONY: all asan check check-valgrind unit fuzz fuzz-regress bench demo \
-	install uninstall clean deps deps-test deps-fuzz deps-valgrind
+	install uninstall clean distclean deps deps-test deps-fuzz deps-valgrind
 
 all: $(REL)/ftpssh
 
@@ -66,12 +86,25 @@ $(ASN)/ftpparse/%.o: ftpparse/%.c $(wildcard ftpparse/*.h)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(PURE_CFLAGS) -O1 -g $(SAN) $(CFLAGS) -c $< -o $@
 
-$(REL)/%.o: %.c $(wildcard */*.h)
+# The bundled libssh2: scripts/libssh2/build does nothing when the installed
+# copy matches the script and patches. A file named after the choice makes
+# objects rebuild when LIBSSH2 changes.
+$(SSH2_DIR)/.stamp: scripts/libssh2/build $(wildcard scripts/libssh2/patches/*.patch)
+	@$(if $(Q),echo "  LIBSSH2 $(SSH2_DIR) (Debian 13 source package)")
+	$(Q)scripts/libssh2/build $(SSH2_DIR)
+
+build/.libssh2-$(LIBSSH2): $(SSH2_STAMP)
+	@mkdir -p build
+	$(Q)rm -f build/.libssh2-*; touch $@
+
+SSH2_SEL := build/.libssh2-$(LIBSSH2)
+
+$(REL)/%.o: %.c $(wildcard */*.h) $(SSH2_SEL)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(PURE_CFLAGS) $(DEP_CFLAGS) -I. $(OPT) $(CFLAGS) -c $< -o $@
 
-$(ASN)/%.o: %.c $(wildcard */*.h)
+$(ASN)/%.o: %.c $(wildcard */*.h) $(SSH2_SEL)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(PURE_CFLAGS) $(DEP_CFLAGS) -I. -O1 -g $(SAN) -DFTPSSH_DEBUG_LOOP_CLOSE $(CFLAGS) -c $< -o $@
@@ -146,11 +179,11 @@ check-valgrind: deps-test deps-valgrind all $(UNIT_REL)
 	  FTPSSH_BIN=$(REL)/ftpssh tests/run-all
 
 # Benchmark helper: libssh2's own one-channel ceiling (bench/README.md).
-$(REL)/bench/ssh_reader: bench/ssh_reader.c
+$(REL)/bench/ssh_reader: bench/ssh_reader.c $(SSH2_SEL)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
-	$(Q)$(CC) $(PURE_CFLAGS) $(shell $(PKG_CONFIG) --cflags libssh2) $(OPT) $(CFLAGS) $(LDFLAGS) -o $@ $< \
-	  $(shell $(PKG_CONFIG) --libs libssh2)
+	$(Q)$(CC) $(PURE_CFLAGS) $(SSH2_CFLAGS) $(OPT) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+	  $(SSH2_LIBS)
 
 bench: deps-test all $(REL)/bench/ssh_reader
 	$(Q)PYTHON=$(PYTHON) bench/run
@@ -177,5 +210,10 @@ uninstall:
 	  $(DESTDIR)$(UNITDIR)/ftpssh@.service $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS)))
 	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
 
+# clean keeps the downloaded libssh2 source package (build/libssh2-dl), so
+# building again needs no network; distclean removes it too.
 clean:
+	find build -mindepth 1 -maxdepth 1 ! -name libssh2-dl -exec rm -rf {} + 2>/dev/null || true
+
+distclean:
 	rm -rf build

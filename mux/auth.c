@@ -15,6 +15,11 @@
 
 #include "mux/internal.h"
 
+/* "bundled" or "system": which libssh2 the Makefile linked */
+#ifndef FTPSSH_LIBSSH2_BUILD
+#define FTPSSH_LIBSSH2_BUILD "unknown"
+#endif
+
 static int ssh_err(mux_conn *c)
 {
 	return libssh2_session_last_errno(c->ssh);
@@ -25,6 +30,12 @@ static const char *ssh_errmsg(mux_conn *c)
 	char *msg = NULL;
 	libssh2_session_last_error(c->ssh, &msg, NULL, 0);
 	return msg && *msg ? msg : "unknown error";
+}
+
+static const char *method_name(mux_conn *c, int type)
+{
+	const char *m = libssh2_session_methods(c->ssh, type);
+	return m ? m : "?";
 }
 
 static void tried_add(mux_conn *c, const char *what)
@@ -155,6 +166,11 @@ void mux__auth_step(mux_conn *c)
 					  c->opts.port, ssh_errmsg(c));
 				return;
 			}
+			mux__log(c, 2, "SSH handshake done (libssh2 %s, %s): kex %s, host key %s, "
+				 "cipher %s, MAC %s",
+				 libssh2_version(0), FTPSSH_LIBSSH2_BUILD,
+				 method_name(c, LIBSSH2_METHOD_KEX), method_name(c, LIBSSH2_METHOD_HOSTKEY),
+				 method_name(c, LIBSSH2_METHOD_CRYPT_CS), method_name(c, LIBSSH2_METHOD_MAC_CS));
 			if (mux__hostkey_check(c) != 0)
 				return;
 			c->state = CS_AUTH_LIST;

@@ -541,8 +541,15 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	if (!c->ssh)
 		goto fail;
 	libssh2_session_set_blocking(c->ssh, 0);
+#if LIBSSH2_VERSION_NUM >= 0x010b00 /* 1.11: typed callbacks, the old call deprecated */
+	libssh2_session_callback_set2(c->ssh, LIBSSH2_CALLBACK_SEND,
+				      (libssh2_cb_generic *)conn_send_cb);
+	libssh2_session_callback_set2(c->ssh, LIBSSH2_CALLBACK_RECV,
+				      (libssh2_cb_generic *)conn_recv_cb);
+#else
 	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_SEND, (void *)conn_send_cb);
 	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_RECV, (void *)conn_recv_cb);
+#endif
 	if (c->ciphers) {
 		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_CS, c->ciphers);
 		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_SC, c->ciphers);

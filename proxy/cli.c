@@ -18,6 +18,10 @@
 #ifndef FTPSSH_VERSION
 #define FTPSSH_VERSION "0"
 #endif
+/* "bundled" or "system": which libssh2 the Makefile linked */
+#ifndef FTPSSH_LIBSSH2_BUILD
+#define FTPSSH_LIBSSH2_BUILD "unknown"
+#endif
 
 static const char usage_text[] =
 	"usage: ftpssh [-qvV] [-F config] [-L [bind_address:]port:ftphost:ftpport]... [-p sshport]\n"
@@ -399,8 +403,8 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 		cfg->verbosity++;
 		break;
 	case 'V':
-		fprintf(out, "ftpssh %s (libssh2 %s, libuv %s)\n", FTPSSH_VERSION,
-			mux_libssh2_version(), uv_version_string());
+		fprintf(out, "ftpssh %s (libssh2 %s %s, libuv %s)\n", FTPSSH_VERSION,
+			mux_libssh2_version(), FTPSSH_LIBSSH2_BUILD, uv_version_string());
 		return 1;
 	case 'h':
 		fprintf(out, "%s%s", usage_text, help_text);

@@ -56,6 +56,26 @@ def binary():
     return b if os.path.isabs(b) else os.path.join(REPO, b)
 
 
+_libssh2 = []
+
+
+def libssh2_version():
+    """(version tuple, "bundled"|"system") of the libssh2 the binary under
+    test runs, from its --version line "... (libssh2 1.11.1 bundled, ...)"."""
+    if not _libssh2:
+        out = subprocess.run([binary(), "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+        m = re.search(r"libssh2 ([0-9.]+)\s*(\w*)", out)
+        if not m:
+            raise RuntimeError("no libssh2 version in %s --version: %r" % (binary(), out))
+        _libssh2.append((tuple(int(x) for x in m.group(1).split(".")), m.group(2)))
+    return _libssh2[0]
+
+
+def libssh2_at_least(*v):
+    return libssh2_version()[0] >= tuple(v)
+
+
 def wrap():
     return shlex.split(os.environ.get("FTPSSH_WRAP", ""))
 

@@ -2,7 +2,8 @@
 key files (-i, or the defaults in ~/.ssh), encrypted keys with the
 passphrase asked on the terminal, password and keyboard-interactive on the
 terminal; clear failures with exit status 5. Key types: ed25519, ECDSA,
-RSA (which OpenSSH 9.2 refuses from libssh2 1.10: SHA-1 signatures only).
+RSA (rsa-sha2 signatures with libssh2 1.11; OpenSSH 9.2 refuses libssh2
+1.10's SHA-1 ones).
 
 Every test gets an sshd of this module's own ("ssh-auth": publickey and
 password; "ssh-kbdint": keyboard-interactive through PAM; "ssh-rsa-sha1":
@@ -118,10 +119,20 @@ def test_ecdsa_key_file(bed, authd, keys):
         run.stop(check=not ftpssh.wrap())
 
 
-def test_rsa_key_refused_by_openssh_9_with_ed25519_hint(bed, authd, keys):
-    """OpenSSH 9.2 accepts only rsa-sha2-256/512 signatures; libssh2 1.10
-    signs with ssh-rsa (SHA-1). The key is refused, and the message must
-    say why and what to use instead."""
+def test_rsa_key_against_openssh_9(bed, authd, keys):
+    """OpenSSH 9.2 accepts only rsa-sha2-256/512 signatures. libssh2 1.11
+    signs with them: the key logs in. libssh2 1.10 (a LIBSSH2=system build
+    on Debian 12) signs with ssh-rsa (SHA-1): the key is refused, and the
+    message must say why and what to do."""
+    if ftpssh.libssh2_at_least(1, 11):
+        run = start(bed, authd, identity=keys["rsa"])
+        try:
+            assert "authenticated with key %s" % keys["rsa"] in run.stderr()
+            assert_transfers(bed, run)
+        finally:
+            run.stop()
+        assert "Accepted publickey for root from 127.0.0.1" in authd.log_text()
+        return
     run = start(bed, authd, identity=keys["rsa"], wait=False)
     text = expect_exit(run, AUTH_FAILED, "RSA key against OpenSSH 9.2")
     assert "Permission denied" in text, text
