@@ -535,10 +535,12 @@ void mux__chan_service_all(mux_conn *c)
 	bool more = false;
 
 	if (c->state == CS_UP) {
-		/* Let libssh2 take in what arrived (window adjusts, EOFs, data
-		 * for any channel) even when no consumer wants to read: a
-		 * zero-length read moves the transport and touches nothing else
-		 * (window credit is ours, see chan_grant). */
+#ifndef LIBSSH2_HAVE_SESSION_PROCESS_INPUT
+		/* Without our libssh2 patch (conn.c uses it): let libssh2 take
+		 * in what arrived (window adjusts, EOFs, data for any channel)
+		 * even when no consumer wants to read: a zero-length read moves
+		 * the transport and touches nothing else (window credit is
+		 * ours, see chan_grant). It needs an open channel. */
 		if (c->in_len > 0) {
 			for (mux_chan *ch = c->chans; ch; ch = ch->next)
 				if (ch->state == CH_OPEN) {
@@ -547,6 +549,7 @@ void mux__chan_service_all(mux_conn *c)
 					break;
 				}
 		}
+#endif
 		service_opens(c);
 		for (mux_chan *ch = c->chans, *next; ch; ch = next) {
 			next = ch->next;

@@ -357,6 +357,17 @@ static void conn_service(mux_conn *c)
 		c->reservice = false;
 		if (c->state >= CS_HANDSHAKE && c->state < CS_UP)
 			mux__auth_step(c);
+#ifdef LIBSSH2_HAVE_SESSION_PROCESS_INPUT
+		/* Handle what arrived even when no channel call would (patch
+		 * 0002 of the bundled libssh2): an idle connection answers the
+		 * server's keepalives, and replies to ours are dropped. */
+		if (c->state == CS_UP && c->in_len > 0) {
+			int rc = libssh2_session_process_input(c->ssh);
+			if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN)
+				mux__fail(c, MUX_FAIL_NET, MUX_ESSH(rc), "SSH connection to %s lost: %s",
+					  c->host, mux_strerror(MUX_ESSH(rc)));
+		}
+#endif
 		if (c->state == CS_UP || c->state == CS_DEAD)
 			mux__chan_service_all(c);
 		/* EOF counts once every byte before it was taken by libssh2; with
