@@ -222,15 +222,18 @@ static void open_dequeue(mux_conn *c)
 
 static void chan_grant(mux_chan *ch);
 
-/* The window a channel starts with: MUX_WINDOW_START while few channels
- * are open, a fair share of MUX_START_BUDGET when many are (each may be a
- * download whose client never reads). */
-static uint32_t chan_start_window(const mux_conn *c)
+/* The most credit ch may hold: the connection's budget less what the
+ * other channels hold now (a channel whose client stopped reading keeps
+ * its credit as queued data until it reads), never below MUX_WINDOW_MIN
+ * so that every channel still moves. */
+static uint32_t chan_budget_room(const mux_chan *ch)
 {
-	uint32_t share = MUX_START_BUDGET / (c->nopen + 1);
-	if (share > MUX_WINDOW_START)
-		share = MUX_WINDOW_START;
-	return share < MUX_WINDOW_MIN ? MUX_WINDOW_MIN : share;
+	const mux_conn *c = ch->conn;
+	uint64_t others = c->credit - ch->credit;
+	uint64_t room = c->credit_budget > others ? c->credit_budget - others : 0;
+	if (room > UINT32_MAX)
+		room = UINT32_MAX;
+	return room < MUX_WINDOW_MIN ? MUX_WINDOW_MIN : (uint32_t)room;
 }
 
 static void service_opens(mux_conn *c)
@@ -261,7 +264,9 @@ static void service_opens(mux_conn *c)
 		}
 		open_dequeue(c);
 		ch->lc = lc;
-		ch->window_target = chan_start_window(c);
+		ch->window_target = MUX_WINDOW_START;
+		if (ch->window_target > chan_budget_room(ch))
+			ch->window_target = chan_budget_room(ch);
 		ch->state = CH_OPEN;
 		c->nopen++;
 		ch->open_cb_due = true;
@@ -269,6 +274,14 @@ static void service_opens(mux_conn *c)
 		mux__log(c, 3, "channel %u to %s open", ch->id, ch->desc);
 		chan_grant(ch);
 	}
+}
+
+/* Our copy of the channel's credit (libssh2's receive window: granted,
+ * not yet read) and the connection's sum of them, kept by deltas. */
+static void chan_credit_seen(mux_chan *ch, uint32_t win)
+{
+	ch->conn->credit += (uint64_t)win - ch->credit;
+	ch->credit = win;
 }
 
 /* A channel's target, keeping the count of channels above the start size
@@ -283,9 +296,11 @@ static void chan_set_target(mux_chan *ch, uint32_t target)
 }
 
 /* Keep the credit not yet delivered near window_target (see the top of
- * the file). Big windows share a budget of 4 x window_max: each of the n
- * channels that grew gets at most budget / (n + 1), so streams that start
- * later are not starved by one that grew alone first.
+ * the file), within two budgets: channels that grew past the start share
+ * the connection's budget, each at most budget / (n + 1) (so streams that
+ * start later are not starved by one that grew alone first), and no
+ * channel holds more than the budget less what the others hold
+ * (chan_budget_room).
  *
  * EAGAIN (a key exchange is running) leaves the adjust half done inside
  * libssh2: it is repeated with the same amount, and nothing else is
@@ -304,11 +319,15 @@ static void chan_grant(mux_chan *ch)
 		 * includes what sits in libssh2's queue (avail) and what is in
 		 * flight. */
 		uint32_t win = libssh2_channel_window_read_ex(ch->lc, &avail, NULL);
-		uint64_t fair = (uint64_t)c->opts.window_max * 4 / (c->nbig + 1);
+		chan_credit_seen(ch, win);
+		uint64_t fair = c->credit_budget / (c->nbig + 1);
 		if (fair > c->opts.window_max)
 			fair = c->opts.window_max;
 		if (fair < MUX_WINDOW_START)
 			fair = MUX_WINDOW_START;
+		uint32_t room = chan_budget_room(ch);
+		if (fair > room)
+			fair = room;
 
 		if (ch->window_target > fair)
 			chan_set_target(ch, (uint32_t)fair); /* others joined: give back */
@@ -340,6 +359,8 @@ static void chan_grant(mux_chan *ch)
 	ch->adj_pending = 0;
 	if (rc < 0)
 		chan_set_failed(ch, MUX_ESSH(rc));
+	else
+		chan_credit_seen(ch, ch->credit + adj);
 }
 
 static bool chan_do_writes(mux_chan *ch)
@@ -488,6 +509,7 @@ static void chan_unlink(mux_chan *ch)
 		ch->next->prev = ch->prev;
 	c->nchans--;
 	chan_set_target(ch, 0);
+	chan_credit_seen(ch, 0);
 }
 
 /* Free what the owner closed. Returns true when ch is gone. */

@@ -527,6 +527,7 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	c->opts = *o;
 	if (!c->opts.window_max || c->opts.window_max < MUX_WINDOW_START)
 		c->opts.window_max = MUX_WINDOW_START;
+	c->credit_budget = 2ull * c->opts.window_max;
 	c->host = dupstr(o->host);
 	c->user = dupstr(o->user);
 	c->known_hosts = dupstr(o->known_hosts);

@@ -19,14 +19,12 @@
 
 /* Receive window: every channel starts with WINDOW_START of credit and may
  * grow to opts.window_max while its consumer keeps up. Credit given to a
- * channel whose consumer stops reading is memory (libssh2 queues what the
- * server sends), so the start windows of all channels together stay within
- * MUX_START_BUDGET: with many channels each starts smaller, never below
- * MUX_WINDOW_MIN (two SSH packets). Channels that grew share 4 x
- * window_max (chan.c). */
+ * channel whose consumer stops reading becomes memory (libssh2 queues what
+ * the server sends), so all channels together hold at most credit_budget
+ * (2 x window_max), each at least MUX_WINDOW_MIN (two SSH packets) so that
+ * every channel moves (chan.c). */
 #define MUX_WINDOW_START (2u * 1024 * 1024)
 #define MUX_WINDOW_MIN (64u * 1024)
-#define MUX_START_BUDGET (32u * 1024 * 1024)
 #define MUX_READ_CHUNK (64 * 1024)
 
 enum conn_state {
@@ -76,6 +74,7 @@ struct mux_chan {
 	 * first call and, for a window adjust, adds the *new* call's amount to
 	 * its count (see the EAGAIN rules in docs/ARCHITECTURE.md). */
 	uint32_t adj_pending;      /* window adjust amount, 0 if none */
+	uint32_t credit;           /* libssh2's receive window as last seen */
 	size_t wr_pending;         /* write length, 0 if none */
 	/* writing */
 	mux_write_req *wq_head, *wq_tail;
@@ -142,7 +141,9 @@ struct mux_conn {
 	uint64_t alive_bytes_in;   /* bytes_in at the last keepalive tick */
 	unsigned alive_missed;     /* keepalive ticks with nothing received */
 	unsigned nbig;             /* channels whose window grew past the start */
-	unsigned nopen;            /* channels open (sharing MUX_START_BUDGET) */
+	unsigned nopen;            /* channels open */
+	uint64_t credit;           /* sum of the channels' credit */
+	uint64_t credit_budget;    /* most credit all channels may hold */
 };
 
 /* conn.c */

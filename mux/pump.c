@@ -23,6 +23,14 @@
 #define PUMP_CHUNK (64 * 1024)
 #define PUMP_DEPTH 4
 #define PUMP_LINGER_MS 30000
+/* Every pump may hold PUMP_DEPTH buffers per direction, which multiplies
+ * by the number of transfers (a client that does not read pins its four).
+ * All pumps of the process together keep at most PUMP_BUDGET buffers
+ * (16 MiB); past it a direction gets a buffer only when it has none in
+ * flight, so every transfer still moves, one buffer at a time. */
+#define PUMP_BUDGET 256
+
+static unsigned pump_bufs_total; /* allocated by all pumps: in flight + free lists */
 
 typedef struct pump_buf {
 	union {
@@ -57,17 +65,29 @@ static void pump_check(mux_pump *p);
 static void pump_abort(mux_pump *p, int status);
 static void pump_tcp_read_start(mux_pump *p);
 
-static pump_buf *buf_get(mux_pump *p)
+/* A buffer for a direction that has `out` buffers in flight, or NULL when
+ * the process-wide budget says wait. */
+static pump_buf *buf_get(mux_pump *p, int out)
 {
 	pump_buf *b = p->free_bufs;
 	if (b) {
 		p->free_bufs = b->next_free;
 		return b;
 	}
+	if (out > 0 && pump_bufs_total >= PUMP_BUDGET)
+		return NULL;
 	b = malloc(sizeof(*b));
-	if (b)
+	if (b) {
 		b->p = p;
+		pump_bufs_total++;
+	}
 	return b;
+}
+
+static void buf_free(pump_buf *b)
+{
+	pump_bufs_total--;
+	free(b);
 }
 
 static void buf_put(pump_buf *b)
@@ -75,6 +95,10 @@ static void buf_put(pump_buf *b)
 	if (!b)
 		return;
 	mux_pump *p = b->p;
+	if (pump_bufs_total > PUMP_BUDGET) {
+		buf_free(b); /* over budget: don't hoard */
+		return;
+	}
 	b->next_free = p->free_bufs;
 	p->free_bufs = b;
 }
@@ -97,7 +121,7 @@ static void pump_maybe_free(mux_pump *p)
 	while (p->free_bufs) {
 		pump_buf *b = p->free_bufs;
 		p->free_bufs = b->next_free;
-		free(b);
+		buf_free(b);
 	}
 	free(p);
 }
@@ -143,7 +167,7 @@ static void tcp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
 	mux_pump *p = h->data;
 	(void)suggested;
-	pump_buf *b = p->up_out < PUMP_DEPTH ? buf_get(p) : NULL;
+	pump_buf *b = p->up_out < PUMP_DEPTH ? buf_get(p, p->up_out) : NULL;
 	*out = b ? uv_buf_init(b->data, PUMP_CHUNK) : uv_buf_init(NULL, 0);
 }
 
@@ -216,7 +240,7 @@ static void ch_alloc_cb(mux_chan *ch, size_t suggested, uv_buf_t *out)
 {
 	mux_pump *p = mux_chan_data(ch);
 	(void)suggested;
-	pump_buf *b = (p->down_out < PUMP_DEPTH && !p->closing) ? buf_get(p) : NULL;
+	pump_buf *b = (p->down_out < PUMP_DEPTH && !p->closing) ? buf_get(p, p->down_out) : NULL;
 	*out = b ? uv_buf_init(b->data, PUMP_CHUNK) : uv_buf_init(NULL, 0);
 }
 

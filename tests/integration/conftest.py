@@ -11,6 +11,7 @@ FTPSSH_TEST_TIME_SCALE (5 when FTPSSH_WRAP is set, e.g. valgrind).
 """
 
 import contextlib
+import hashlib
 import os
 import signal
 import sys
@@ -177,3 +178,23 @@ def scratch():
             os.unlink(p)
         except OSError:
             pass
+
+
+@pytest.fixture(scope="session")
+def big64(bed):
+    """(name, sha256) of a 64 MiB file on the vsftpd test server: the test
+    bed's data-64M, or one made here when FTPSSH_TEST_SIZES leaves it out."""
+    if "64M" in bed.data:
+        yield "data-64M", bed.data["64M"].sha256
+        return
+    srv = bed.ftp_server("vsftpd")
+    path = srv.file("big-64M")
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for _ in range(64):
+            b = os.urandom(1 << 20)
+            h.update(b)
+            f.write(b)
+    os.chmod(path, 0o444)
+    yield "big-64M", h.hexdigest()
+    os.unlink(path)

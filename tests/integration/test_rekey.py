@@ -36,25 +36,6 @@ SOAK_SECONDS = float(os.environ.get("FTPSSH_REKEY_SECONDS", "12"))
 _names = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def big(bed):
-    """(name, sha256) of a 64 MiB file on the FTP server."""
-    if "64M" in bed.data:
-        yield "data-64M", bed.data["64M"].sha256
-        return
-    srv = bed.ftp_server(SERVER)
-    path = srv.file("rekey-64M")
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        for _ in range(BIG >> 20):
-            b = os.urandom(1 << 20)
-            h.update(b)
-            f.write(b)
-    os.chmod(path, 0o444)
-    yield "rekey-64M", h.hexdigest()
-    os.unlink(path)
-
-
 def rekey_count(ssh):
     """Key exchanges sshd finished on its connections (the first included)."""
     return ssh.log_text().count("SSH2_MSG_NEWKEYS received")
@@ -95,13 +76,13 @@ def start(bed, ssh):
 
 
 @pytest.mark.timeout(240)
-def test_byte_rekey_limit_sequential_downloads(bed, big):
+def test_byte_rekey_limit_sequential_downloads(bed, big64):
     """RekeyLimit 2M: three 64 MiB RETRs, ~32 re-keys each, all intact."""
     ssh = bed.extra_sshd("ssh-rekey-bytes", extra_config=["RekeyLimit 2M"])
     before = rekey_count(ssh)
     proxy = start(bed, ssh)
     try:
-        name, want = big
+        name, want = big64
         for i in range(3):
             t0 = time.monotonic()
             got, size = retr(proxy.target, name)
@@ -116,13 +97,13 @@ def test_byte_rekey_limit_sequential_downloads(bed, big):
         proxy.stop()
 
 
-def rekey_soak(bed, big, seconds, ssh_name):
+def rekey_soak(bed, big64, seconds, ssh_name):
     """Two download loops and an upload loop for `seconds` through an sshd
     that re-keys every second. Returns (transfers done, re-keys)."""
     ssh = bed.extra_sshd(ssh_name, extra_config=["RekeyLimit default 1s"])
     before = rekey_count(ssh)
     proxy = start(bed, ssh)
-    name, want = big
+    name, want = big64
     up = bed.uploads["1M"]
     srv = bed.ftp_server(SERVER)
     errors = []
@@ -174,8 +155,8 @@ def rekey_soak(bed, big, seconds, ssh_name):
 
 
 @pytest.mark.timeout(300)
-def test_time_rekey_limit_concurrent_transfers(bed, big):
-    n, rekeys = rekey_soak(bed, big, SOAK_SECONDS, "ssh-rekey-time")
+def test_time_rekey_limit_concurrent_transfers(bed, big64):
+    n, rekeys = rekey_soak(bed, big64, SOAK_SECONDS, "ssh-rekey-time")
     print("%d transfers intact over %d re-keys in %.0f s" % (n, rekeys, SOAK_SECONDS))
     assert n >= 3
     assert rekeys >= SOAK_SECONDS / 3, "only %d re-keys: the test proves nothing" % rekeys
@@ -183,11 +164,11 @@ def test_time_rekey_limit_concurrent_transfers(bed, big):
 
 @pytest.mark.soak
 @pytest.mark.timeout(3600)
-def test_rekey_soak(bed, big):
+def test_rekey_soak(bed, big64):
     """make soak-rekey: ten runs in a row (FTPSSH_REKEY_RUNS, default 10)."""
     if os.environ.get("FTPSSH_SOAK") != "1":
         pytest.skip("soak test: make soak-rekey")
     runs = int(os.environ.get("FTPSSH_REKEY_RUNS", "10"))
     for r in range(runs):
-        n, rekeys = rekey_soak(bed, big, SOAK_SECONDS, "ssh-rekey-soak-%d" % r)
+        n, rekeys = rekey_soak(bed, big64, SOAK_SECONDS, "ssh-rekey-soak-%d" % r)
         print("run %d: %d transfers intact over %d re-keys" % (r + 1, n, rekeys))

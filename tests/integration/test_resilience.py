@@ -40,26 +40,6 @@ TUNNEL_LOST = "421 ftpssh: connection to the FTP server lost (SSH tunnel down)"
 TUNNEL_DOWN = "421 ftpssh: SSH tunnel down, retrying; try again shortly"
 
 
-@pytest.fixture(scope="module")
-def big(bed):
-    """(name, sha256) of a 64 MiB file on the FTP server: the test bed's
-    data-64M, or one made here when FTPSSH_TEST_SIZES leaves it out."""
-    if "64M" in bed.data:
-        yield "data-64M", bed.data["64M"].sha256
-        return
-    srv = bed.ftp_server(SERVER)
-    path = srv.file("resilience-64M")
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        for _ in range(BIG >> 20):
-            b = os.urandom(1 << 20)
-            h.update(b)
-            f.write(b)
-    os.chmod(path, 0o444)
-    yield "resilience-64M", h.hexdigest()
-    os.unlink(path)
-
-
 @pytest.fixture
 def own_sshd(bed):
     """An sshd for this test alone (it will be killed and restarted)."""
@@ -105,8 +85,8 @@ def assert_refuses_new_clients(target):
 # --- the SSH connection dies ---------------------------------------------------
 
 @pytest.mark.timeout(120)
-def test_sshd_killed_mid_retr_then_back(bed, own_sshd, big, scratch):
-    name, sha = big
+def test_sshd_killed_mid_retr_then_back(bed, own_sshd, big64, scratch):
+    name, sha = big64
     run = start(bed, own_sshd)
     try:
         idle = tunnel.Control(run.target)
@@ -258,12 +238,12 @@ def test_silent_server_noticed_by_keepalive(bed, own_sshd):
 # --- SIGTERM / SIGINT ------------------------------------------------------------
 
 @pytest.mark.timeout(90)
-def test_sigterm_lets_the_running_transfer_finish(bed, big, scratch):
+def test_sigterm_lets_the_running_transfer_finish(bed, big64, scratch):
     if procs.time_scale() > 1:
         # ftpssh drains for at most 30 s; under memcheck a 64 MiB transfer
         # takes longer than that, so the bound, not a bug, would cut it.
         pytest.skip("under FTPSSH_WRAP the transfer outlasts ftpssh's 30 s drain bound")
-    name, sha = big
+    name, sha = big64
     run = start(bed)
     dl = tunnel.SlowRetr(bed, run.target, name, rate="24M")  # about 2.7 s
     scratch += [dl.local, dl.err_path]
@@ -288,8 +268,8 @@ def test_sigterm_lets_the_running_transfer_finish(bed, big, scratch):
 
 
 @pytest.mark.timeout(60)
-def test_second_signal_exits_at_once(bed, big, scratch):
-    name, _ = big
+def test_second_signal_exits_at_once(bed, big64, scratch):
+    name, _ = big64
     run = start(bed)
     dl = tunnel.SlowRetr(bed, run.target, name, rate="8M")  # 8 s: far from over
     scratch += [dl.local, dl.err_path]

@@ -1,0 +1,116 @@
+"""Memory stays within the documented budget when clients stop reading
+(issue 12 #6).
+
+Sixty downloads whose clients never read their data connection: before
+the budget, each channel was granted 2 MiB of SSH window and each pump
+kept four 64 KiB buffers, so RSS grew by ~2.3 MiB per stuck download
+(60 -> 174 MiB). Now the start windows of all channels share 32 MiB and
+all pumps 16 MiB (docs/ARCHITECTURE.md, "Memory"): RSS must stay under
+BUDGET_MIB, and a fresh client is still served at once.
+
+Measured on the release build (ASan's quarantine and shadow memory would
+hide the figure being checked).
+"""
+
+import os
+import socket
+import time
+
+import pytest
+
+from harness import clients, ftpssh, procs
+from harness.testbed import FTP_PASSWORD, FTP_USER, REPO
+
+pytestmark = pytest.mark.ftpssh_only
+
+STUCK = 60
+# base ~8 MiB + start windows 32 + pump buffers 16 + 60 control sessions
+# (~80 KiB each) and libssh2's per-packet overhead
+BUDGET_MIB = 72
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+class StuckDownload:
+    """A raw FTP session with RETR started and its data connection never
+    read."""
+
+    def __init__(self, target, name):
+        self.ctl = socket.create_connection((target.host, target.port), timeout=20)
+        self.f = self.ctl.makefile("rb")
+        self._expect(b"220")
+        for cmd, code in (("USER " + FTP_USER, b"331"), ("PASS " + FTP_PASSWORD, b"230"),
+                          ("TYPE I", b"200"), ("EPSV", b"229")):
+            self.ctl.sendall(cmd.encode() + b"\r\n")
+            line = self._expect(code)
+        port = int(line.split(b"|")[3])
+        self.data = socket.create_connection((target.host, port), timeout=20)
+        # a small receive buffer: the bytes wait in ftpssh, not in our kernel
+        self.data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.ctl.sendall(b"RETR " + name.encode() + b"\r\n")
+        self._expect(b"150")
+
+    def _expect(self, code):
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise AssertionError("control connection closed waiting for %r" % code)
+            if line[:3] == code and line[3:4] == b" ":
+                return line
+            if line[:1] in b"45" and line[3:4] == b" ":
+                raise AssertionError("%r while waiting for %r" % (line, code))
+
+    def close(self):
+        for s in (self.data, self.ctl):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+@pytest.mark.timeout(180)
+def test_rss_bounded_with_sixty_clients_not_reading(bed, big64):
+    release = os.path.join(REPO, "build", "ftpssh")
+    if not os.access(release, os.X_OK):
+        pytest.skip("needs the release build (make all)")
+    name, _ = big64
+    proxy = ftpssh.Ftpssh(bed, [bed.ftp_server("vsftpd")], binary_path=release)
+    stuck = []
+    try:
+        base = rss_kib(proxy.pid)
+        for _ in range(STUCK):
+            stuck.append(StuckDownload(proxy.target, name))
+        # wait until the windows have filled (RSS stops growing), bounded
+        deadline = time.monotonic() + 30 * procs.time_scale()
+        last, peak = -1, 0
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = rss_kib(proxy.pid)
+            peak = max(peak, now)
+            if abs(now - last) < 512:
+                break
+            last = now
+        print("RSS idle %.1f MiB, with %d stuck downloads %.1f MiB" % (base / 1024, STUCK,
+                                                                      peak / 1024))
+        assert peak < BUDGET_MIB * 1024, "RSS %.1f MiB over the %d MiB budget" % (
+            peak / 1024, BUDGET_MIB)
+        # the stuck ones did get data moving (the test measures something)
+        assert peak - base > 16 * 1024, "only %.1f MiB buffered: nothing was stuck" % (
+            (peak - base) / 1024)
+        # and a new client is served meanwhile
+        one = bed.data["1M"]
+        ftp = clients.open_ftplib(proxy.target)
+        got = []
+        ftp.retrbinary("RETR " + one.name, got.append)
+        ftp.quit()
+        assert b"".join(got) == open(one.path, "rb").read()
+    finally:
+        for s in stuck:
+            s.close()
+        proxy.stop()
