@@ -199,9 +199,18 @@ static void chan_set_failed(mux_chan *ch, int err)
 void mux__chan_fail_all(mux_conn *c, int err)
 {
 	for (mux_chan *ch = c->chans; ch; ch = ch->next) {
-		if (ch->state == CH_QUEUED || ch->state == CH_OPENING) {
+		if ((ch->state == CH_QUEUED || ch->state == CH_OPENING) && !ch->open_told) {
 			ch->open_cb_due = true;
 			ch->open_status = err;
+			ch->open_told = true;
+		}
+		if (ch->state == CH_OPENING)
+			c->nopening--;
+		if (ch->pending_lc) {
+			/* still opening: freed with the channel (patch 0003
+			 * frees its request; nothing is sent for it) */
+			ch->lc = ch->pending_lc;
+			ch->pending_lc = NULL;
 		}
 		chan_set_failed(ch, err);
 	}
@@ -209,15 +218,13 @@ void mux__chan_fail_all(mux_conn *c, int err)
 	mux__kick(c);
 }
 
-static void open_dequeue(mux_conn *c)
+static void open_dequeue_keep(mux_conn *c)
 {
 	mux_chan *ch = c->open_head;
 	c->open_head = ch->open_next;
 	if (!c->open_head)
 		c->open_tail = NULL;
 	ch->open_next = NULL;
-	free(ch->open_msg);
-	ch->open_msg = NULL;
 }
 
 static void chan_grant(mux_chan *ch);
@@ -236,45 +243,151 @@ static uint32_t chan_budget_room(const mux_chan *ch)
 	return room < MUX_WINDOW_MIN ? MUX_WINDOW_MIN : (uint32_t)room;
 }
 
+/* The channel is open: credit, and tell the owner (unless it gave up). */
+static void chan_opened(mux_chan *ch, LIBSSH2_CHANNEL *lc)
+{
+	mux_conn *c = ch->conn;
+	ch->lc = lc;
+	ch->window_target = MUX_WINDOW_START;
+	if (ch->window_target > chan_budget_room(ch))
+		ch->window_target = chan_budget_room(ch);
+	ch->state = CH_OPEN;
+	c->nopen++;
+	if (!ch->open_told) {
+		ch->open_cb_due = true;
+		ch->open_status = 0;
+		ch->open_told = true;
+	}
+	mux__log(c, 3, "channel %u to %s open", ch->id, ch->desc);
+	if (!ch->close_wanted)
+		chan_grant(ch);
+}
+
+static void chan_open_failed(mux_chan *ch, int e, const char *msg)
+{
+	mux__log(ch->conn, 2, "channel %u to %s refused: %s", ch->id, ch->desc, msg ? msg : "?");
+	chan_set_failed(ch, MUX_ESSH(e));
+	if (!ch->open_told) {
+		ch->open_cb_due = true;
+		ch->open_status = MUX_ESSH(e);
+		ch->open_told = true;
+	}
+}
+
+/* An open past its deadline fails its owner now; the channel itself
+ * stays OPENING until the server answers (then reap frees it), since
+ * the request cannot be taken back. */
+static void chan_open_deadline(mux_chan *ch)
+{
+	if (ch->open_told || uv_now(ch->conn->loop) < ch->open_deadline)
+		return;
+	mux__log(ch->conn, 1, "channel %u to %s: no answer from the gateway in %u s", ch->id,
+		 ch->desc, MUX_OPEN_TIMEOUT_MS / 1000);
+	ch->open_cb_due = true;
+	ch->open_status = UV_ETIMEDOUT;
+	ch->open_told = true;
+	if (!ch->error)
+		ch->error = UV_ETIMEDOUT;
+}
+
+#ifdef LIBSSH2_HAVE_CHANNEL_OPEN_START
+/* With the bundled libssh2 (patch 0003) every queued open goes out at
+ * once and each is polled on its own: a target that never answers holds
+ * up nobody else. */
+static void service_opens(mux_conn *c)
+{
+	while (c->open_head) {
+		mux_chan *ch = c->open_head;
+		open_dequeue_keep(c);
+		if (ch->close_wanted) {
+			ch->state = CH_FAILED;
+			free(ch->open_msg);
+			ch->open_msg = NULL;
+			continue;
+		}
+		ch->state = CH_OPENING;
+		ch->open_deadline = uv_now(c->loop) + MUX_OPEN_TIMEOUT_MS;
+		LIBSSH2_CHANNEL *lc = libssh2_channel_open_start(
+			c->ssh, "direct-tcpip", sizeof("direct-tcpip") - 1, 0,
+			LIBSSH2_CHANNEL_PACKET_DEFAULT, ch->open_msg, (unsigned)ch->open_msg_len);
+		free(ch->open_msg);
+		ch->open_msg = NULL;
+		if (!lc) {
+			char *msg = NULL;
+			int e = libssh2_session_last_error(c->ssh, &msg, NULL, 0);
+			chan_open_failed(ch, e, msg);
+			continue;
+		}
+		ch->pending_lc = lc;
+		c->nopening++;
+	}
+}
+
+/* One OPENING channel: has its answer come? */
+static void chan_poll_open(mux_chan *ch)
+{
+	mux_conn *c = ch->conn;
+	int rc = libssh2_channel_open_poll(ch->pending_lc);
+	if (rc == LIBSSH2_ERROR_EAGAIN) {
+		chan_open_deadline(ch);
+		return;
+	}
+	LIBSSH2_CHANNEL *lc = ch->pending_lc;
+	ch->pending_lc = NULL;
+	c->nopening--;
+	if (rc < 0) {
+		char *msg = NULL;
+		libssh2_session_last_error(c->ssh, &msg, NULL, 0);
+		chan_open_failed(ch, rc, msg); /* libssh2 freed the channel */
+		return;
+	}
+	chan_opened(ch, lc);
+}
+#else
+/* With a libssh2 that keeps open state per session, opens go out one at
+ * a time; a late one still fails its owner at the deadline, but the
+ * ones behind it wait for the server's answer (or libssh2's own 60 s). */
 static void service_opens(mux_conn *c)
 {
 	while (c->open_head) {
 		mux_chan *ch = c->open_head;
 		if (ch->close_wanted && ch->state == CH_QUEUED) {
-			open_dequeue(c);
+			open_dequeue_keep(c);
+			free(ch->open_msg);
+			ch->open_msg = NULL;
 			ch->state = CH_FAILED;
 			continue;
 		}
-		ch->state = CH_OPENING;
+		if (ch->state == CH_QUEUED) {
+			ch->state = CH_OPENING;
+			ch->open_deadline = uv_now(c->loop) + MUX_OPEN_TIMEOUT_MS;
+			c->nopening++;
+		}
 		LIBSSH2_CHANNEL *lc = libssh2_channel_open_ex(
 			c->ssh, "direct-tcpip", sizeof("direct-tcpip") - 1, 0,
 			LIBSSH2_CHANNEL_PACKET_DEFAULT, ch->open_msg, (unsigned)ch->open_msg_len);
 		if (!lc) {
 			char *msg = NULL;
 			int e = libssh2_session_last_error(c->ssh, &msg, NULL, 0);
-			if (e == LIBSSH2_ERROR_EAGAIN)
+			if (e == LIBSSH2_ERROR_EAGAIN) {
+				chan_open_deadline(ch);
 				return;
-			open_dequeue(c);
-			mux__log(c, 2, "channel %u to %s refused: %s", ch->id, ch->desc,
-				 msg ? msg : "?");
-			chan_set_failed(ch, MUX_ESSH(e));
-			ch->open_cb_due = true;
-			ch->open_status = MUX_ESSH(e);
+			}
+			open_dequeue_keep(c);
+			free(ch->open_msg);
+			ch->open_msg = NULL;
+			c->nopening--;
+			chan_open_failed(ch, e, msg);
 			continue;
 		}
-		open_dequeue(c);
-		ch->lc = lc;
-		ch->window_target = MUX_WINDOW_START;
-		if (ch->window_target > chan_budget_room(ch))
-			ch->window_target = chan_budget_room(ch);
-		ch->state = CH_OPEN;
-		c->nopen++;
-		ch->open_cb_due = true;
-		ch->open_status = 0;
-		mux__log(c, 3, "channel %u to %s open", ch->id, ch->desc);
-		chan_grant(ch);
+		open_dequeue_keep(c);
+		free(ch->open_msg);
+		ch->open_msg = NULL;
+		c->nopening--;
+		chan_opened(ch, lc);
 	}
 }
+#endif
 
 /* Our copy of the channel's credit (libssh2's receive window: granted,
  * not yet read) and the connection's sum of them, kept by deltas. */
@@ -516,8 +629,24 @@ static void chan_unlink(mux_chan *ch)
 static bool chan_reap(mux_chan *ch)
 {
 	mux_conn *c = ch->conn;
-	if (!ch->close_wanted || ch->state == CH_QUEUED || ch->state == CH_OPENING)
+	if (!ch->close_wanted || ch->state == CH_QUEUED)
 		return false;
+	if (ch->state == CH_OPENING) {
+		/* The request cannot be taken back: the owner is done with
+		 * the channel now, and it stays here, an orphan, until the
+		 * server answers (then it is closed and freed), or the
+		 * connection goes. */
+		chan_fail_writes(ch, UV_ECANCELED);
+		mux_close_cb cb = ch->close_cb;
+		ch->close_cb = NULL;
+		ch->open_cb = NULL;
+		ch->read_cb = NULL;
+		ch->alloc_cb = NULL;
+		if (cb)
+			cb(ch); /* may still ask mux_chan_data() */
+		ch->data = NULL;
+		return false;
+	}
 	chan_fail_writes(ch, UV_ECANCELED);
 	if (ch->lc) {
 		chan_set_state(ch, CH_FREEING);
@@ -534,6 +663,11 @@ static bool chan_reap(mux_chan *ch)
 		cb(ch);
 	free(ch);
 	return true;
+}
+
+static void chan_open_timer_cb(uv_timer_t *t)
+{
+	mux__kick(t->data);
 }
 
 /* Move the first channel to the end so the next pass starts elsewhere. */
@@ -575,6 +709,10 @@ void mux__chan_service_all(mux_conn *c)
 		service_opens(c);
 		for (mux_chan *ch = c->chans, *next; ch; ch = next) {
 			next = ch->next;
+#ifdef LIBSSH2_HAVE_CHANNEL_OPEN_START
+			if (ch->state == CH_OPENING)
+				chan_poll_open(ch);
+#endif
 			if (ch->open_cb_due)
 				chan_deliver(ch);
 			if (ch->state != CH_OPEN || ch->close_wanted)
@@ -591,6 +729,12 @@ void mux__chan_service_all(mux_conn *c)
 	}
 	if (more)
 		c->reservice = true;
+	/* open deadlines need a wake-up even when nothing arrives */
+	bool timing = uv_is_active((uv_handle_t *)&c->open_timer);
+	if (c->nopening && !timing && c->state == CS_UP)
+		uv_timer_start(&c->open_timer, chan_open_timer_cb, 1000, 1000);
+	else if ((!c->nopening || c->state != CS_UP) && timing)
+		uv_timer_stop(&c->open_timer);
 }
 
 bool mux__has_open_chan(const mux_conn *c)

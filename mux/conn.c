@@ -502,6 +502,7 @@ void mux__maybe_finish_close(mux_conn *c)
 	c->state = CS_CLOSING;
 	uv_close((uv_handle_t *)&c->timer, conn_handle_closed_cb);
 	uv_close((uv_handle_t *)&c->kick, conn_handle_closed_cb);
+	uv_close((uv_handle_t *)&c->open_timer, conn_handle_closed_cb);
 	uv_close((uv_handle_t *)&c->tcp, conn_handle_closed_cb);
 }
 
@@ -579,7 +580,9 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	c->timer.data = c;
 	uv_idle_init(loop, &c->kick);
 	c->kick.data = c;
-	c->handles_open = 3;
+	uv_timer_init(loop, &c->open_timer);
+	c->open_timer.data = c;
+	c->handles_open = 4;
 
 	char port[8];
 	snprintf(port, sizeof(port), "%u", o->port);

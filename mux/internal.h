@@ -26,6 +26,10 @@
 #define MUX_WINDOW_START (2u * 1024 * 1024)
 #define MUX_WINDOW_MIN (64u * 1024)
 #define MUX_READ_CHUNK (64 * 1024)
+/* A channel open the gateway has not answered in this time fails its
+ * owner (sshd answers a direct-tcpip open when its connect() ends: ~2 min
+ * for a target that drops SYNs). */
+#define MUX_OPEN_TIMEOUT_MS 20000
 
 enum conn_state {
 	CS_RESOLVING,
@@ -42,8 +46,9 @@ enum conn_state {
 };
 
 enum chan_state {
-	CH_QUEUED,  /* waiting for its turn to open */
-	CH_OPENING, /* libssh2 open in progress (head of the open queue) */
+	CH_QUEUED,  /* in the open queue */
+	CH_OPENING, /* CHANNEL_OPEN sent, no answer yet (may outlive its
+		     * deadline: the owner was told, the answer is awaited) */
 	CH_OPEN,
 	CH_FAILED,  /* open failed or connection lost; owner must close */
 	CH_FREEING, /* libssh2_channel_free in progress */
@@ -84,7 +89,10 @@ struct mux_chan {
 	bool close_wanted;
 	mux_close_cb close_cb;
 	bool open_cb_due;          /* open result not yet told */
+	bool open_told;            /* the owner has had (or will get) its open result */
 	int open_status;
+	uint64_t open_deadline;    /* uv_now() by which the open must be answered */
+	LIBSSH2_CHANNEL *pending_lc; /* opening (patch 0003), not yet usable */
 };
 
 struct mux_conn {
@@ -142,6 +150,8 @@ struct mux_conn {
 	unsigned alive_missed;     /* keepalive ticks with nothing received */
 	unsigned nbig;             /* channels whose window grew past the start */
 	unsigned nopen;            /* channels open */
+	unsigned nopening;         /* channels OPENING (the open timer runs) */
+	uv_timer_t open_timer;     /* wakes the service for open deadlines */
 	uint64_t credit;           /* sum of the channels' credit */
 	uint64_t credit_budget;    /* most credit all channels may hold */
 };
