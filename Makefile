@@ -1,6 +1,6 @@
 # ftpssh: one GNU Makefile. `make V=1` shows the commands.
 #
-# Targets: all check check-valgrind fuzz fuzz-regress bench demo install
+# Targets: all check check-valgrind fuzz fuzz-regress bench soak-rekey demo install
 #          uninstall clean distclean
 # LIBSSH2=system|bundled: which libssh2 to link (see below)
 # Builds: build/       release (-O2 -g)
@@ -68,7 +68,7 @@ endef
 REL := build
 ASN := build/asan
 
-.PHONY: all asan check check-valgrind unit fuzz fuzz-regress bench demo \
+.PHONY: all asan check check-valgrind unit fuzz fuzz-regress bench demo soak-rekey \
 	install uninstall clean distclean deps deps-test deps-fuzz deps-valgrind
 
 all: $(REL)/ftpssh
@@ -184,6 +184,11 @@ $(REL)/bench/ssh_reader: bench/ssh_reader.c $(SSH2_SEL)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(PURE_CFLAGS) $(SSH2_CFLAGS) $(OPT) $(CFLAGS) $(LDFLAGS) -o $@ $< \
 	  $(SSH2_LIBS)
+
+# Re-key soak (issue 12): the time-RekeyLimit test ten times, 20 s each.
+soak-rekey: deps-test all asan
+	$(Q)FTPSSH_SOAK=1 FTPSSH_REKEY_SECONDS=$${FTPSSH_REKEY_SECONDS:-20} \
+	  $(PYTHON) -m pytest tests/integration/test_rekey.py -q -s -p no:cacheprovider -k soak
 
 bench: deps-test all $(REL)/bench/ssh_reader
 	$(Q)PYTHON=$(PYTHON) bench/run
