@@ -11,6 +11,7 @@ import ftplib
 import hashlib
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, HERE)
 
+from harness.blackhole import BlackHole  # noqa: E402
+from harness.ftpssh import Ftpssh  # noqa: E402
 from harness.testbed import FTP_PASSWORD, FTP_USER  # noqa: E402
 from rig import (GIB, MIB, REPO, BenchError, Rig, cpu_seconds, curl_argv, io_counters,  # noqa: E402
                  loadavg, parse_curl, status_kib, time_limit, tree_cpu_seconds)
@@ -61,7 +64,8 @@ class Config:
         self.conc_diag = e("BENCH_CONC_DIAG", "1") == "1"
         self.rss_size = parse_size(e("BENCH_RSS_SIZE", "1G"))
         self.rss_seconds = int(e("BENCH_RSS_SECONDS", "5" if q else "20"))
-        self.rows = [int(x) for x in e("BENCH_ROWS", "1,2,3,4,5,6,7").split(",") if x.strip()]
+        self.rows = [int(x) for x in e("BENCH_ROWS", "1,2,3,4,5,6,7,8").split(",") if x.strip()]
+        self.greet_clients = int(e("BENCH_GREET_CLIENTS", "100" if q else "500"))
         self.cipher = e("BENCH_CIPHER", "aes128-ctr")
         self.mac = e("BENCH_MAC", "hmac-sha2-256")
         self.ftpssh_args = e("BENCH_FTPSSH_ARGS", "").split()
@@ -620,6 +624,90 @@ def row5(cfg, rig, table, ref, ftp):
             "; %d threads still hung at the deadline" % hung if hung else ""))
 
 
+# --- row 8: channel opens ------------------------------------------------------------------
+
+
+def greetings(ep, n, limit_s=120, failures=None):
+    """Seconds until each of n clients, all connecting at once, reads its
+    220 (None for a failure, whose reason is counted in `failures`)."""
+    out = [None] * n
+    t0 = time.monotonic()
+    lock = threading.Lock()
+
+    def fail(why):
+        if failures is not None:
+            with lock:
+                failures[why] = failures.get(why, 0) + 1
+
+    def one(i):
+        try:
+            s = socket.create_connection((ep.host, ep.port), timeout=limit_s)
+            s.settimeout(limit_s)
+            line = s.makefile("rb").readline()
+            if line.startswith(b"220"):
+                out[i] = time.monotonic() - t0
+            else:
+                fail(line[:70].decode("ascii", "replace").strip() or "closed")
+            s.close()
+        except OSError as e:
+            fail(type(e).__name__)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(limit_s + 10)
+    return out
+
+
+def row8(cfg, rig, table):
+    relay = rig.start_relay(cfg.rtt_ms)
+    ref = ftp = None
+    try:
+        ref = rig.start_ref(ssh_port=relay.port, tag="ssh-L-opens")
+        ftp = rig.start_ftpssh(ssh_port=relay.port)
+        res = {}
+        for ep in (ref, ftp):
+            why = {}
+            g = greetings(ep, cfg.greet_clients, failures=why)
+            ok = sorted(x for x in g if x is not None)
+            for k, v in sorted(why.items()):
+                table.detail("[8] %s: %d x %s" % (ep.name, v, k))
+            res[ep.name] = (median(ok), ok[-1] if ok else None, len(ok))
+            table.detail("[8] %s: %d/%d greeted, median %.2f s, last %.2f s" % (
+                ep.name, len(ok), len(g), res[ep.name][0] or -1, res[ep.name][1] or -1))
+        (rm, rl, rn), (fm, fl, fn) = res[ref.name], res[ftp.name]
+        table.add(8, "%d clients at %g ms RTT: median greeting, s" % (cfg.greet_clients, cfg.rtt_ms),
+                  f2(rm), f2(fm), "", "< 1", verdict(fm is not None and fm < 1 and fn == cfg.greet_clients))
+        table.add(8, "... last greeting, s (greeted / clients)", "%s (%d)" % (f2(rl), rn),
+                  "%s (%d/%d)" % (f2(fl), fn, cfg.greet_clients), "", "report", "")
+    finally:
+        rig.stop(ref)
+        bad = rig.stop(ftp)
+        if bad:
+            table.note(8, "ftpssh did not stop cleanly: " + bad)
+        relay.stop()
+    # a forward to a black-holed host next to a working one
+    hole = BlackHole()
+    fx = None
+    held = []
+    try:
+        fx = Ftpssh(rig.bed, [hole, rig.srv], known_hosts=rig.known_hosts, ssh_port=rig.ssh.port)
+        bad_t, good_t = fx.targets
+        for _ in range(3):
+            held.append(socket.create_connection((bad_t.host, bad_t.port), timeout=10))
+        time.sleep(0.5)
+        g = [x for x in greetings(good_t, 5, limit_s=90) if x is not None]
+        worst = max(g) if len(g) == 5 else None
+        table.add(8, "black-holed -L beside a working one: working greeting, s", "",
+                  f2(worst), "", "< 1", verdict(worst is not None and worst < 1))
+    finally:
+        for s in held:
+            s.close()
+        if fx:
+            fx.stop(check=False)
+        hole.close()
+
+
 # --- row 6: memory ---------------------------------------------------------------------------------
 
 
@@ -713,6 +801,14 @@ def main():
                 errors.append((1, e))
                 table.add(1, "ERROR: %s" % first_line(e), "", "", "", "", "ERROR")
                 table.detail("[1] %s" % traceback.format_exc())
+        if 8 in cfg.rows:
+            progress("row 8")
+            try:
+                row8(cfg, rig, table)
+            except Exception as e:  # noqa: BLE001
+                errors.append((8, e))
+                table.add(8, "ERROR: %s" % first_line(e), "", "", "", "", "ERROR")
+                table.detail("[8] %s" % traceback.format_exc())
         loop_rows = [r for r in cfg.rows if r in (2, 3, 4, 5, 6, 7)]
         r2 = None
         if loop_rows:

@@ -9,42 +9,15 @@ forward's clients are greeted at once, and the black-holed one fails its
 own client alone (421 at the open deadline).
 """
 
-import select
 import socket
 import time
 
 import pytest
 
 from harness import clients, ftpssh, procs
+from harness.blackhole import BlackHole
 
 pytestmark = pytest.mark.ftpssh_only
-
-
-class BlackHole:
-    """A loopback listener that never accepts, its backlog full: further
-    connects hang (the kernel drops the SYNs), as with a filtered host."""
-
-    kind = "black-hole"
-
-    def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(0)
-        self.host, self.port = self.listener.getsockname()
-        self.fillers = []
-        for _ in range(16):
-            s = socket.socket()
-            s.setblocking(False)
-            s.connect_ex((self.host, self.port))
-            self.fillers.append(s)
-            _, w, _ = select.select([], [s], [], 0.3)
-            if not w:
-                return  # this one hangs: the backlog is full
-        raise AssertionError("could not fill the backlog of %d" % self.port)
-
-    def close(self):
-        for s in self.fillers + [self.listener]:
-            s.close()
 
 
 def greeting_time(target, limit=15):
