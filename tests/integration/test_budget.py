@@ -80,7 +80,8 @@ def test_rss_bounded_with_sixty_clients_not_reading(bed, big64):
     if not os.access(release, os.X_OK):
         pytest.skip("needs the release build (make all)")
     name, _ = big64
-    proxy = ftpssh.Ftpssh(bed, [bed.ftp_server("vsftpd")], binary_path=release)
+    proxy = ftpssh.Ftpssh(bed, [bed.ftp_server("vsftpd")], binary_path=release,
+                          extra=["-vv"] if os.environ.get("FTPSSH_TEST_VERBOSE") else [])
     stuck = []
     try:
         base = rss_kib(proxy.pid)
