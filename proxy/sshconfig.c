@@ -1,0 +1,1162 @@
+/*
+ * ssh configuration: the destination's effective settings, asked of
+ * OpenSSH itself.
+ *
+ * `ssh -G` prints, one lowercase "key value" line each, every setting ssh
+ * would use for the destination after ~/.ssh/config (from the password
+ * database's home), /etc/ssh/ssh_config, Include, Match, tokens,
+ * canonicalisation and the user's flags. So ftpssh has no ssh_config
+ * parser: it runs `ssh -G` once at start-up (stdin /dev/null, bounded in
+ * time) and maps the output through one table, opts[] below, of ssh option
+ * name -> what ftpssh does with it. A second run, `ssh -G -F none`, gives
+ * OpenSSH's own defaults: a value equal to that baseline was not set by
+ * the user, so ftpssh's defaults apply (algorithm lists, key files in
+ * $HOME, the keepalive interval), and options ftpssh cannot honour are
+ * only warned about when the user changed them.
+ *
+ * Without an ssh binary the same table reads the command line's -o, -p,
+ * -l, -i, -J, -4, -6 and -C: nothing of ~/.ssh/config then, and -v says so.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proxy/proxy.h"
+
+#define SSH_G_TIMEOUT_MS 10000
+#define SSH_G_OUT_CAP (128 * 1024)
+#define MAX_KV 256
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static bool is_yes(const char *v)
+{
+	return strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0;
+}
+
+static bool is_no(const char *v)
+{
+	return strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0;
+}
+
+/* not inlined: gcc would then warn about every caller's possible truncation */
+__attribute__((noinline)) static int fail(char *why, size_t cap, const char *fmt, const char *arg)
+{
+	snprintf(why, cap, fmt, arg);
+	return -1;
+}
+
+static int parse_uint(const char *v, unsigned max, unsigned *out)
+{
+	char *end;
+	if (!*v || !isdigit((unsigned char)*v))
+		return -1;
+	errno = 0;
+	unsigned long n = strtoul(v, &end, 10);
+	if (errno || *end || n > max)
+		return -1;
+	*out = (unsigned)n;
+	return 0;
+}
+
+static const char *home_dir(void)
+{
+	/* ftpssh has always meant $HOME by ~ (ssh uses the password
+	 * database; the two agree unless HOME was changed). */
+	const char *h = getenv("HOME");
+	if (h && *h)
+		return h;
+	struct passwd *pw = getpwuid(getuid());
+	return pw ? pw->pw_dir : "/";
+}
+
+/* ---- token and ~ expansion (what ssh does after -G) -------------------------- */
+
+/* Expand ~, ~user, ${VAR} and ssh's % tokens of IdentityFile,
+ * CertificateFile and ProxyCommand. -1 when the result does not fit or a
+ * token is one ftpssh cannot expand (named in why). */
+static int expand(const px_config *cfg, const char *in, char *out, size_t cap, char *why,
+		  size_t wcap)
+{
+	size_t o = 0;
+	char tmp[512];
+	const char *p = in;
+#define PUT(s)                                                            \
+	do {                                                              \
+		size_t l_ = strlen(s);                                    \
+		if (o + l_ >= cap)                                        \
+			return fail(why, wcap, "%s: too long", in);       \
+		memcpy(out + o, s, l_);                                   \
+		o += l_;                                                  \
+	} while (0)
+	if (p[0] == '~') {
+		const char *slash = strchr(p, '/');
+		size_t ul = slash ? (size_t)(slash - p - 1) : strlen(p + 1);
+		if (ul == 0) {
+			PUT(home_dir());
+		} else {
+			if (ul >= sizeof(tmp))
+				return fail(why, wcap, "%s: bad ~user", in);
+			memcpy(tmp, p + 1, ul);
+			tmp[ul] = '\0';
+			struct passwd *pw = getpwnam(tmp);
+			if (!pw)
+				return fail(why, wcap, "%s: no such user for ~", in);
+			PUT(pw->pw_dir);
+		}
+		p += 1 + ul;
+	}
+	for (; *p; p++) {
+		if (p[0] == '$' && p[1] == '{') {
+			const char *end = strchr(p, '}');
+			size_t l = end ? (size_t)(end - p - 2) : 0;
+			if (!end || l == 0 || l >= sizeof(tmp))
+				return fail(why, wcap, "%s: bad ${...}", in);
+			memcpy(tmp, p + 2, l);
+			tmp[l] = '\0';
+			const char *v = getenv(tmp);
+			if (!v)
+				return fail(why, wcap, "%s: environment variable not set", in);
+			PUT(v);
+			p = end;
+			continue;
+		}
+		if (*p != '%') {
+			if (o + 1 >= cap)
+				return fail(why, wcap, "%s: too long", in);
+			out[o++] = *p;
+			continue;
+		}
+		char c = *++p;
+		struct passwd *pw;
+		switch (c) {
+		case '%':
+			PUT("%");
+			break;
+		case 'h':
+			PUT(cfg->gateway);
+			break;
+		case 'n':
+			PUT(cfg->destination[0] ? cfg->destination : cfg->gateway);
+			break;
+		case 'k':
+			PUT(cfg->hostkey_alias ? cfg->hostkey_alias
+			    : cfg->destination[0] ? cfg->destination : cfg->gateway);
+			break;
+		case 'p':
+			snprintf(tmp, sizeof(tmp), "%u", cfg->ssh_port);
+			PUT(tmp);
+			break;
+		case 'r':
+			PUT(cfg->user);
+			break;
+		case 'j':
+			PUT(cfg->proxy_jump ? cfg->proxy_jump : "");
+			break;
+		case 'd':
+			PUT(home_dir());
+			break;
+		case 'u':
+			pw = getpwuid(getuid());
+			PUT(pw ? pw->pw_name : "");
+			break;
+		case 'i':
+			snprintf(tmp, sizeof(tmp), "%u", (unsigned)getuid());
+			PUT(tmp);
+			break;
+		case 'l':
+		case 'L':
+			if (gethostname(tmp, sizeof(tmp)) != 0)
+				tmp[0] = '\0';
+			tmp[sizeof(tmp) - 1] = '\0';
+			if (c == 'L' && strchr(tmp, '.'))
+				*strchr(tmp, '.') = '\0';
+			PUT(tmp);
+			break;
+		default:
+			snprintf(tmp, sizeof(tmp), "%%%c", c ? c : ' ');
+			snprintf(why, wcap, "%s: token %s is not supported by ftpssh", in, tmp);
+			return -1;
+		}
+	}
+	out[o] = '\0';
+	return 0;
+#undef PUT
+}
+
+/* ---- the table: ssh option name -> what ftpssh does with it ------------------ */
+
+enum opt_class {
+	OC_HONOUR,   /* mapped into px_config (setter) */
+	OC_BY_SSH,   /* ssh -G itself applies it (Host, Match, Include, ...) */
+	OC_NOEFFECT, /* means nothing without a remote session; logged at -v */
+	OC_WARN,     /* ftpssh cannot do it: warned once, by name, when set */
+	OC_REFUSE,   /* set to other than ssh's default: exit 2 */
+};
+
+/* Flags. F_DEFAULT: a value equal to OpenSSH's own default (the -F none
+ * baseline) leaves ftpssh's default in place. F_LIST: several lines
+ * accumulate (IdentityFile). */
+#define F_DEFAULT 1
+#define F_LIST 2
+
+typedef int (*opt_setter)(px_config *cfg, const char *val, char *why, size_t cap);
+
+struct sshopt {
+	const char *name;
+	enum opt_class cls;
+	unsigned flags;
+	opt_setter set;
+};
+
+static int keep_str(const char **dst, const char *v, char *why, size_t cap)
+{
+	const char *k = px_cli_keep(v);
+	if (!k)
+		return fail(why, cap, "%s: out of room for settings", v);
+	*dst = k;
+	return 0;
+}
+
+static int set_hostname(px_config *c, const char *v, char *why, size_t cap)
+{
+	if (!*v || strlen(v) >= sizeof(c->gateway))
+		return fail(why, cap, "bad host name %s", v);
+	/* ssh -G keeps the brackets of "user@[::1]"; a connect wants none */
+	size_t l = strlen(v);
+	if (v[0] == '[' && v[l - 1] == ']' && l > 2) {
+		memcpy(c->gateway, v + 1, l - 2);
+		c->gateway[l - 2] = '\0';
+	} else {
+		strcpy(c->gateway, v);
+	}
+	return 0;
+}
+
+static int set_port(px_config *c, const char *v, char *why, size_t cap)
+{
+	unsigned n;
+	if (parse_uint(v, 65535, &n) != 0 || n == 0)
+		return fail(why, cap, "bad port %s", v);
+	c->ssh_port = (uint16_t)n;
+	return 0;
+}
+
+static int set_user(px_config *c, const char *v, char *why, size_t cap)
+{
+	if (!*v || strlen(v) >= sizeof(c->user))
+		return fail(why, cap, "bad user name %s", v);
+	strcpy(c->user, v);
+	return 0;
+}
+
+static int add_file(const char **list, size_t *n, size_t max, px_config *c, const char *v,
+		    bool must_exist, char *why, size_t cap)
+{
+	char path[4096];
+	if (expand(c, v, path, sizeof(path), why, cap) != 0)
+		return -1;
+	if (must_exist && access(path, R_OK) != 0) {
+		/* ssh skips key files it cannot read without a word */
+		px_log(2, "ssh: skipping %s: %s", path, strerror(errno));
+		return 0;
+	}
+	if (*n >= max)
+		return fail(why, cap, "%s: too many files", v);
+	return keep_str(&list[(*n)++], path, why, cap);
+}
+
+static int set_identityfile(px_config *c, const char *v, char *why, size_t cap)
+{
+	c->identities_given = true;
+	return add_file(c->identities, &c->nidentities, PX_MAX_IDENTITIES, c, v, true, why, cap);
+}
+
+static int set_certificatefile(px_config *c, const char *v, char *why, size_t cap)
+{
+	return add_file(c->certificates, &c->ncertificates, PX_MAX_FILES, c, v, true, why, cap);
+}
+
+/* A space-separated list of files (ssh prints them that way). */
+static int set_file_list(const char **list, size_t *n, px_config *c, const char *v, char *why,
+			 size_t cap)
+{
+	char buf[4096];
+	if (strlen(v) >= sizeof(buf))
+		return fail(why, cap, "%s: too long", v);
+	strcpy(buf, v);
+	*n = 0;
+	for (char *save = NULL, *t = strtok_r(buf, " \t", &save); t;
+	     t = strtok_r(NULL, " \t", &save)) {
+		if (strcasecmp(t, "none") == 0)
+			continue;
+		if (add_file(list, n, PX_MAX_FILES, c, t, false, why, cap) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int set_userknownhostsfile(px_config *c, const char *v, char *why, size_t cap)
+{
+	if (set_file_list(c->known_hosts_files, &c->nknown_hosts_files, c, v, why, cap) != 0)
+		return -1;
+	snprintf(c->known_hosts, sizeof(c->known_hosts), "%s",
+		 c->nknown_hosts_files ? c->known_hosts_files[0] : "/dev/null");
+	return 0;
+}
+
+static int set_globalknownhostsfile(px_config *c, const char *v, char *why, size_t cap)
+{
+	return set_file_list(c->global_known_hosts, &c->nglobal_known_hosts, c, v, why, cap);
+}
+
+static int set_stricthostkeychecking(px_config *c, const char *v, char *why, size_t cap)
+{
+	if (is_yes(v) || strcasecmp(v, "ask") == 0)
+		c->hostkey_policy = MUX_HOSTKEY_STRICT; /* nobody to ask: as yes */
+	else if (strcasecmp(v, "accept-new") == 0)
+		c->hostkey_policy = MUX_HOSTKEY_ACCEPT_NEW;
+	else if (is_no(v) || strcasecmp(v, "off") == 0)
+		c->hostkey_policy = MUX_HOSTKEY_OFF;
+	else
+		return fail(why, cap, "StrictHostKeyChecking %s: use yes, accept-new or no", v);
+	return 0;
+}
+
+static int set_bool(bool *dst, bool invert, const char *name, const char *v, char *why,
+		    size_t cap)
+{
+	if (is_yes(v))
+		*dst = !invert;
+	else if (is_no(v))
+		*dst = invert;
+	else {
+		snprintf(why, cap, "%s %s: use yes or no", name, v);
+		return -1;
+	}
+	return 0;
+}
+
+#define BOOL_SETTER(fn, field, invert, name)                                    \
+	static int fn(px_config *c, const char *v, char *why, size_t cap)      \
+	{                                                                       \
+		return set_bool(&c->field, invert, name, v, why, cap);          \
+	}
+BOOL_SETTER(set_identitiesonly, identities_only, false, "IdentitiesOnly")
+BOOL_SETTER(set_batchmode, batch_mode, false, "BatchMode")
+BOOL_SETTER(set_hashknownhosts, hash_known_hosts, false, "HashKnownHosts")
+BOOL_SETTER(set_compression, compression, false, "Compression")
+BOOL_SETTER(set_pubkeyauthentication, no_pubkey_auth, true, "PubkeyAuthentication")
+BOOL_SETTER(set_passwordauthentication, no_password_auth, true, "PasswordAuthentication")
+BOOL_SETTER(set_kbdinteractiveauthentication, no_kbdint_auth, true,
+	    "KbdInteractiveAuthentication")
+BOOL_SETTER(set_forkafterauthentication, background, false, "ForkAfterAuthentication")
+
+static int set_exitonforwardfailure(px_config *c, const char *v, char *why, size_t cap)
+{
+	bool b;
+	(void)c; /* ftpssh always exits when a listener cannot be bound */
+	return set_bool(&b, false, "ExitOnForwardFailure", v, why, cap);
+}
+
+static int set_preferredauthentications(px_config *c, const char *v, char *why, size_t cap)
+{
+	return keep_str(&c->preferred_auth, v, why, cap);
+}
+
+static int set_hostkeyalias(px_config *c, const char *v, char *why, size_t cap)
+{
+	if (strcasecmp(v, "none") == 0) {
+		c->hostkey_alias = NULL;
+		return 0;
+	}
+	return keep_str(&c->hostkey_alias, v, why, cap);
+}
+
+/* ALGOS: the lists are taken as ssh -G resolved them (or, without ssh, as
+ * given). mux/algos.c (issue 10 part 4) checks each name against what
+ * this libssh2 supports and resolves +/-/^ where ssh did not. */
+static int set_algs(const char **dst, const char *v, char *why, size_t cap)
+{
+	return keep_str(dst, v, why, cap);
+}
+
+static int set_ciphers(px_config *c, const char *v, char *why, size_t cap)
+{
+	return set_algs(&c->ciphers, v, why, cap);
+}
+
+static int set_macs(px_config *c, const char *v, char *why, size_t cap)
+{
+	return set_algs(&c->macs, v, why, cap);
+}
+
+static int set_kexalgorithms(px_config *c, const char *v, char *why, size_t cap)
+{
+	return set_algs(&c->kex, v, why, cap);
+}
+
+static int set_hostkeyalgorithms(px_config *c, const char *v, char *why, size_t cap)
+{
+	return set_algs(&c->hostkey_algs, v, why, cap);
+}
+
+static int set_connecttimeout(px_config *c, const char *v, char *why, size_t cap)
+{
+	if (strcasecmp(v, "none") == 0) {
+		c->connect_timeout_sec = 0;
+		return 0;
+	}
+	if (parse_uint(v, 86400, &c->connect_timeout_sec) != 0)
+		return fail(why, cap, "ConnectTimeout %s: seconds", v);
+	return 0;
+}
+
+static int set_serveraliveinterval(px_config *c, const char *v, char *why, size_t cap)
+{
+	if (parse_uint(v, 86400, &c->keepalive_sec) != 0)
+		return fail(why, cap, "ServerAliveInterval %s: seconds", v);
+	return 0;
+}
+
+static int set_serveralivecountmax(px_config *c, const char *v, char *why, size_t cap)
+{
+	if (parse_uint(v, 1000, &c->keepalive_count) != 0 || c->keepalive_count == 0)
+		return fail(why, cap, "ServerAliveCountMax %s: a count from 1", v);
+	return 0;
+}
+
+static int set_addressfamily(px_config *c, const char *v, char *why, size_t cap)
+{
+	if (strcasecmp(v, "any") == 0)
+		c->address_family = AF_UNSPEC;
+	else if (strcasecmp(v, "inet") == 0)
+		c->address_family = AF_INET;
+	else if (strcasecmp(v, "inet6") == 0)
+		c->address_family = AF_INET6;
+	else
+		return fail(why, cap, "AddressFamily %s: use any, inet or inet6", v);
+	return 0;
+}
+
+static int set_proxyjump(px_config *c, const char *v, char *why, size_t cap)
+{
+	if (strcasecmp(v, "none") == 0) {
+		c->proxy_jump = NULL;
+		return 0;
+	}
+	return keep_str(&c->proxy_jump, v, why, cap);
+}
+
+static int set_proxycommand(px_config *c, const char *v, char *why, size_t cap)
+{
+	if (strcasecmp(v, "none") == 0) {
+		c->proxy_command = NULL;
+		return 0;
+	}
+	/* kept raw: its tokens are expanded once hostname, port and user
+	 * are all known */
+	return keep_str(&c->proxy_command, v, why, cap);
+}
+
+static int set_loglevel(px_config *c, const char *v, char *why, size_t cap)
+{
+	static const struct {
+		const char *name;
+		int verbosity;
+	} lv[] = {{"QUIET", -1}, {"FATAL", -1}, {"ERROR", -1}, {"INFO", 0},
+		  {"VERBOSE", 1}, {"DEBUG", 1},  {"DEBUG1", 1}, {"DEBUG2", 2}, {"DEBUG3", 2}};
+	for (size_t i = 0; i < sizeof(lv) / sizeof(lv[0]); i++)
+		if (strcasecmp(v, lv[i].name) == 0) {
+			if (!c->verbosity_given) /* -q/-v on the command line win */
+				c->verbosity = lv[i].verbosity;
+			return 0;
+		}
+	return fail(why, cap, "LogLevel %s: unknown level", v);
+}
+
+static int set_identityagent(px_config *c, const char *v, char *why, size_t cap)
+{
+	(void)why;
+	(void)cap;
+	/* "none" turns the agent off; another socket than SSH_AUTH_SOCK is
+	 * not supported (warned by the caller when it differs) */
+	c->use_agent = strcasecmp(v, "none") != 0;
+	return 0;
+}
+
+static int set_proxyusefdpass(px_config *c, const char *v, char *why, size_t cap)
+{
+	bool b;
+	(void)c;
+	if (set_bool(&b, false, "ProxyUseFdpass", v, why, cap) != 0)
+		return -1;
+	if (b)
+		return fail(why, cap, "ProxyUseFdpass %s: ftpssh cannot take a socket from the "
+				      "ProxyCommand; leave it off", v);
+	return 0;
+}
+
+/* Every option ssh_config(5) of OpenSSH 9.2 names. */
+static const struct sshopt opts[] = {
+	{"AddKeysToAgent", OC_WARN, 0, NULL},
+	{"AddressFamily", OC_HONOUR, 0, set_addressfamily},
+	{"BatchMode", OC_HONOUR, 0, set_batchmode},
+	{"BindAddress", OC_WARN, 0, NULL},
+	{"BindInterface", OC_WARN, 0, NULL},
+	{"CanonicalDomains", OC_BY_SSH, 0, NULL},
+	{"CanonicalizeFallbackLocal", OC_BY_SSH, 0, NULL},
+	{"CanonicalizeHostname", OC_BY_SSH, 0, NULL},
+	{"CanonicalizeMaxDots", OC_BY_SSH, 0, NULL},
+	{"CanonicalizePermittedCNAMEs", OC_BY_SSH, 0, NULL},
+	{"CASignatureAlgorithms", OC_WARN, 0, NULL},
+	{"CertificateFile", OC_HONOUR, F_LIST, set_certificatefile},
+	{"CheckHostIP", OC_WARN, 0, NULL},
+	{"Ciphers", OC_HONOUR, F_DEFAULT, set_ciphers},
+	{"ClearAllForwardings", OC_NOEFFECT, 0, NULL},
+	{"Compression", OC_HONOUR, 0, set_compression},
+	{"ConnectionAttempts", OC_WARN, 0, NULL},
+	{"ConnectTimeout", OC_HONOUR, 0, set_connecttimeout},
+	{"ControlMaster", OC_WARN, 0, NULL},
+	{"ControlPath", OC_WARN, 0, NULL},
+	{"ControlPersist", OC_WARN, 0, NULL},
+	{"DynamicForward", OC_WARN, 0, NULL},
+	{"EnableEscapeCommandline", OC_NOEFFECT, 0, NULL},
+	{"EnableSSHKeysign", OC_WARN, 0, NULL},
+	{"EscapeChar", OC_NOEFFECT, 0, NULL},
+	{"ExitOnForwardFailure", OC_HONOUR, 0, set_exitonforwardfailure},
+	{"FingerprintHash", OC_WARN, 0, NULL},
+	{"ForkAfterAuthentication", OC_HONOUR, 0, set_forkafterauthentication},
+	{"ForwardAgent", OC_NOEFFECT, 0, NULL},
+	{"ForwardX11", OC_NOEFFECT, 0, NULL},
+	{"ForwardX11Timeout", OC_NOEFFECT, 0, NULL},
+	{"ForwardX11Trusted", OC_NOEFFECT, 0, NULL},
+	{"GatewayPorts", OC_NOEFFECT, 0, NULL},
+	{"GlobalKnownHostsFile", OC_HONOUR, 0, set_globalknownhostsfile},
+	/* Debian's /etc/ssh/ssh_config turns GSSAPI on for everyone; ftpssh
+	 * skips it as ssh does without a Kerberos ticket (logged at -v). */
+	{"GSSAPIAuthentication", OC_NOEFFECT, 0, NULL},
+	{"GSSAPIClientIdentity", OC_WARN, 0, NULL},
+	{"GSSAPIDelegateCredentials", OC_NOEFFECT, 0, NULL},
+	{"GSSAPIKexAlgorithms", OC_NOEFFECT, 0, NULL},
+	{"GSSAPIKeyExchange", OC_WARN, 0, NULL},
+	{"GSSAPIRenewalForcesRekey", OC_NOEFFECT, 0, NULL},
+	{"GSSAPIServerIdentity", OC_WARN, 0, NULL},
+	{"GSSAPITrustDns", OC_NOEFFECT, 0, NULL},
+	{"HashKnownHosts", OC_HONOUR, 0, set_hashknownhosts},
+	{"Host", OC_BY_SSH, 0, NULL},
+	{"HostbasedAcceptedAlgorithms", OC_NOEFFECT, 0, NULL},
+	{"HostbasedAuthentication", OC_WARN, 0, NULL},
+	{"HostKeyAlgorithms", OC_HONOUR, F_DEFAULT, set_hostkeyalgorithms},
+	{"HostKeyAlias", OC_HONOUR, 0, set_hostkeyalias},
+	{"Hostname", OC_HONOUR, 0, set_hostname},
+	{"IdentitiesOnly", OC_HONOUR, 0, set_identitiesonly},
+	{"IdentityAgent", OC_HONOUR, 0, set_identityagent},
+	{"IdentityFile", OC_HONOUR, F_DEFAULT | F_LIST, set_identityfile},
+	{"IgnoreUnknown", OC_BY_SSH, 0, NULL},
+	{"Include", OC_BY_SSH, 0, NULL},
+	{"IPQoS", OC_WARN, 0, NULL},
+	{"KbdInteractiveAuthentication", OC_HONOUR, 0, set_kbdinteractiveauthentication},
+	{"KbdInteractiveDevices", OC_WARN, 0, NULL},
+	{"KexAlgorithms", OC_HONOUR, F_DEFAULT, set_kexalgorithms},
+	{"KnownHostsCommand", OC_WARN, 0, NULL},
+	{"LocalCommand", OC_NOEFFECT, 0, NULL},
+	{"LocalForward", OC_WARN, 0, NULL},
+	{"LogLevel", OC_HONOUR, F_DEFAULT, set_loglevel},
+	{"LogVerbose", OC_NOEFFECT, 0, NULL},
+	{"MACs", OC_HONOUR, F_DEFAULT, set_macs},
+	{"Match", OC_BY_SSH, 0, NULL},
+	{"NoHostAuthenticationForLocalhost", OC_WARN, 0, NULL},
+	{"NumberOfPasswordPrompts", OC_WARN, 0, NULL},
+	{"PasswordAuthentication", OC_HONOUR, 0, set_passwordauthentication},
+	{"PermitLocalCommand", OC_NOEFFECT, 0, NULL},
+	{"PermitRemoteOpen", OC_NOEFFECT, 0, NULL},
+	{"PKCS11Provider", OC_WARN, 0, NULL},
+	{"Port", OC_HONOUR, 0, set_port},
+	{"PreferredAuthentications", OC_HONOUR, 0, set_preferredauthentications},
+	{"ProxyCommand", OC_HONOUR, 0, set_proxycommand},
+	{"ProxyJump", OC_HONOUR, 0, set_proxyjump},
+	{"ProxyUseFdpass", OC_REFUSE, 0, set_proxyusefdpass},
+	{"PubkeyAcceptedAlgorithms", OC_WARN, 0, NULL},
+	{"PubkeyAuthentication", OC_HONOUR, 0, set_pubkeyauthentication},
+	{"RekeyLimit", OC_WARN, 0, NULL},
+	{"RemoteCommand", OC_NOEFFECT, 0, NULL},
+	{"RemoteForward", OC_WARN, 0, NULL},
+	{"RequestTTY", OC_NOEFFECT, 0, NULL},
+	{"RequiredRSASize", OC_WARN, 0, NULL},
+	{"RevokedHostKeys", OC_WARN, 0, NULL},
+	{"SecurityKeyProvider", OC_WARN, 0, NULL},
+	{"SendEnv", OC_NOEFFECT, 0, NULL},
+	{"ServerAliveCountMax", OC_HONOUR, 0, set_serveralivecountmax},
+	{"ServerAliveInterval", OC_HONOUR, F_DEFAULT, set_serveraliveinterval},
+	{"SessionType", OC_NOEFFECT, 0, NULL},
+	{"SetEnv", OC_NOEFFECT, 0, NULL},
+	{"StdinNull", OC_NOEFFECT, 0, NULL},
+	{"StreamLocalBindMask", OC_NOEFFECT, 0, NULL},
+	{"StreamLocalBindUnlink", OC_NOEFFECT, 0, NULL},
+	{"StrictHostKeyChecking", OC_HONOUR, 0, set_stricthostkeychecking},
+	{"SyslogFacility", OC_NOEFFECT, 0, NULL},
+	{"TCPKeepAlive", OC_NOEFFECT, 0, NULL},
+	{"Tunnel", OC_WARN, 0, NULL},
+	{"TunnelDevice", OC_NOEFFECT, 0, NULL},
+	{"UpdateHostKeys", OC_WARN, 0, NULL},
+	{"User", OC_HONOUR, 0, set_user},
+	{"UserKnownHostsFile", OC_HONOUR, F_DEFAULT, set_userknownhostsfile},
+	{"VerifyHostKeyDNS", OC_WARN, 0, NULL},
+	{"VisualHostKey", OC_NOEFFECT, 0, NULL},
+	{"XAuthLocation", OC_NOEFFECT, 0, NULL},
+};
+
+static const struct sshopt *opt_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+		if (strcasecmp(opts[i].name, name) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+bool px_sshconfig_known(const char *key)
+{
+	return opt_find(key) != NULL;
+}
+
+/* Names set by the user that ftpssh cannot honour, warned about once. */
+static char warn_names[1024];
+
+static void note_unhonoured(const char *name)
+{
+	size_t l = strlen(warn_names);
+	if (strstr(warn_names, name))
+		return;
+	snprintf(warn_names + l, sizeof(warn_names) - l, "%s%s", l ? ", " : "", name);
+}
+
+int px_sshconfig_set(px_config *cfg, const char *key, const char *val, bool *known, char *why,
+		     size_t cap)
+{
+	const struct sshopt *o = opt_find(key);
+	*known = o != NULL;
+	if (!o)
+		return fail(why, cap, "%s: unknown ssh option", key);
+	switch (o->cls) {
+	case OC_HONOUR:
+	case OC_REFUSE:
+		return o->set(cfg, val, why, cap);
+	case OC_BY_SSH:
+		return fail(why, cap, "%s: only OpenSSH's ssh can apply this option", key);
+	case OC_NOEFFECT:
+		px_log(2, "ssh option %s has no effect in ftpssh", o->name);
+		return 0;
+	case OC_WARN:
+		note_unhonoured(o->name);
+		return 0;
+	}
+	return 0;
+}
+
+/* ---- running ssh -G ------------------------------------------------------------ */
+
+/* The ssh to run: $FTPSSH_SSH (tests), else "ssh" from PATH. */
+static bool find_ssh(char *path, size_t cap)
+{
+	const char *env = getenv("FTPSSH_SSH");
+	if (env) {
+		snprintf(path, cap, "%s", env);
+		return *env && access(env, X_OK) == 0;
+	}
+	const char *p = getenv("PATH");
+	if (!p || !*p)
+		p = "/usr/local/bin:/usr/bin:/bin";
+	while (*p) {
+		const char *colon = strchr(p, ':');
+		size_t l = colon ? (size_t)(colon - p) : strlen(p);
+		if (l > 0 && l + 5 < cap) {
+			memcpy(path, p, l);
+			strcpy(path + l, "/ssh");
+			if (access(path, X_OK) == 0)
+				return true;
+		}
+		p += l + (colon ? 1 : 0);
+	}
+	return false;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Run argv with stdin /dev/null and stdout captured into out (NUL
+ * terminated); stderr stays the user's. Returns the exit status, or -1
+ * (timeout, or cannot run; said on err). */
+static int run_capture(const char *const *argv, char *out, size_t cap, FILE *err)
+{
+	int fds[2];
+	size_t len = 0;
+	int status = -1;
+	if (pipe2(fds, O_CLOEXEC) != 0) {
+		fprintf(err, "ftpssh: pipe: %s\n", strerror(errno));
+		return -1;
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		fprintf(err, "ftpssh: fork: %s\n", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDONLY);
+		if (nul < 0 || dup2(nul, 0) < 0 || dup2(fds[1], 1) < 0)
+			_exit(127);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	long long deadline = now_ms() + SSH_G_TIMEOUT_MS;
+	bool timed_out = false;
+	for (;;) {
+		long long left = deadline - now_ms();
+		if (left <= 0) {
+			timed_out = true;
+			break;
+		}
+		struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+		int n = poll(&pfd, 1, (int)left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			continue;
+		ssize_t r = read(fds[0], out + len, cap - 1 - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+		if (len == cap - 1)
+			break; /* more than any real -G output: stop reading */
+	}
+	out[len] = '\0';
+	close(fds[0]);
+	if (timed_out)
+		kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (timed_out) {
+		fprintf(err, "ftpssh: %s -G gave no answer within %d s\n", argv[0],
+			SSH_G_TIMEOUT_MS / 1000);
+		return -1;
+	}
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ssh -G's output as key -> value, lines of one key joined by '\n'. */
+struct kv {
+	char *key, *val;
+};
+struct kvset {
+	struct kv kv[MAX_KV];
+	size_t n;
+};
+
+static void kv_free(struct kvset *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		free(s->kv[i].key);
+		free(s->kv[i].val);
+	}
+	s->n = 0;
+}
+
+static const char *kv_get(const struct kvset *s, const char *key)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (strcasecmp(s->kv[i].key, key) == 0)
+			return s->kv[i].val;
+	return NULL;
+}
+
+static int kv_parse(struct kvset *s, char *text)
+{
+	s->n = 0;
+	for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char *sp = strchr(line, ' ');
+		const char *val = sp ? sp + 1 : "";
+		if (sp)
+			*sp = '\0';
+		size_t i;
+		for (i = 0; i < s->n; i++)
+			if (strcasecmp(s->kv[i].key, line) == 0)
+				break;
+		if (i < s->n) {
+			size_t ol = strlen(s->kv[i].val), nl = strlen(val);
+			char *j = realloc(s->kv[i].val, ol + nl + 2);
+			if (!j)
+				return -1;
+			j[ol] = '\n';
+			memcpy(j + ol + 1, val, nl + 1);
+			s->kv[i].val = j;
+			continue;
+		}
+		if (s->n >= MAX_KV)
+			return -1;
+		s->kv[s->n].key = strdup(line);
+		s->kv[s->n].val = strdup(val);
+		if (!s->kv[s->n].key || !s->kv[s->n].val)
+			return -1;
+		s->n++;
+	}
+	return 0;
+}
+
+/* ssh -G [-q] -T ARGS... DEST TAIL...; the baseline adds -F none. */
+static int ssh_g(const char *ssh, const px_config *cfg, bool baseline, struct kvset *kv,
+		 FILE *err)
+{
+	const char *argv[2 * PX_MAX_SSH_ARGS + 8];
+	size_t n = 0;
+	char portopt[32], dest[512];
+	char *out = malloc(SSH_G_OUT_CAP);
+	if (!out)
+		return -1;
+	argv[n++] = ssh;
+	argv[n++] = "-G";
+	argv[n++] = "-T";
+	if (baseline) {
+		argv[n++] = "-F";
+		argv[n++] = "none";
+	} else {
+		if (cfg->verbosity < 0)
+			argv[n++] = "-q";
+		for (size_t i = 0; i < cfg->nssh_args; i++)
+			argv[n++] = cfg->ssh_args[i];
+	}
+	/* no "--": ssh reads options after the destination (the tail) only
+	 * without it; cli.c refuses a destination that starts with '-' */
+	if (!baseline && cfg->dest_port) {
+		snprintf(portopt, sizeof(portopt), "Port=%u", cfg->dest_port);
+		argv[n++] = "-o";
+		argv[n++] = portopt;
+	}
+	if (!baseline && cfg->dest_user[0]) {
+		snprintf(dest, sizeof(dest), "%s@%s", cfg->dest_user, cfg->destination);
+		argv[n++] = dest;
+	} else {
+		argv[n++] = cfg->destination;
+	}
+	if (!baseline)
+		for (size_t i = 0; i < cfg->nssh_tail; i++)
+			argv[n++] = cfg->ssh_tail[i];
+	argv[n] = NULL;
+	int rc = run_capture(argv, out, SSH_G_OUT_CAP, err);
+	if (rc != 0) {
+		if (rc > 0 && !baseline) {
+			fprintf(err, "ftpssh: OpenSSH refused these ssh settings (its message above):\n ");
+			for (size_t i = 0; argv[i]; i++)
+				fprintf(err, " %s", argv[i]);
+			fprintf(err, "\n");
+		}
+		free(out);
+		return -1;
+	}
+	rc = kv_parse(kv, out);
+	free(out);
+	if (rc != 0)
+		fprintf(err, "ftpssh: cannot read the output of %s -G\n", ssh);
+	return rc;
+}
+
+/* ---- the proxy child: ProxyCommand, or ssh -W for ProxyJump ------------------ */
+
+static int push_arg(px_config *c, size_t *n, const char *a, char *why, size_t cap)
+{
+	if (*n >= PX_MAX_PROXY_ARGS)
+		return fail(why, cap, "%s: too many arguments", "ProxyJump");
+	return keep_str(&c->proxy_argv[(*n)++], a, why, cap);
+}
+
+/* As OpenSSH's ssh.c builds it: the last hop is the host ssh connects to,
+ * the hops before it go along as -J, and only -F and -v are passed on:
+ *   ssh [-l user] [-p port] [-J hops,...] [-F file] [-v] -W '[%h]:%p' host */
+static int build_jump(px_config *c, const char *ssh, char *why, size_t cap)
+{
+	char spec[1024], hop[1024], target[512], port[1024] = "", user[1024] = "";
+	size_t n = 0;
+	if (strlen(c->proxy_jump) >= sizeof(spec))
+		return fail(why, cap, "ProxyJump %s: too long", c->proxy_jump);
+	strcpy(spec, c->proxy_jump);
+	char *last = strrchr(spec, ',');
+	const char *extra = NULL;
+	if (last) {
+		*last++ = '\0';
+		extra = spec;
+	} else {
+		last = spec;
+	}
+	/* [ssh://][user@]host[:port], host possibly [v6] */
+	if (strncmp(last, "ssh://", 6) == 0)
+		last += 6;
+	char *at = strrchr(last, '@');
+	if (at) {
+		*at = '\0';
+		snprintf(user, sizeof(user), "%s", last);
+		last = at + 1;
+	}
+	char *colon = strrchr(last, ':');
+	if (last[0] == '[') {
+		char *rb = strchr(last, ']');
+		if (!rb)
+			return fail(why, cap, "ProxyJump %s: bad host", c->proxy_jump);
+		*rb = '\0';
+		colon = rb[1] == ':' ? rb + 1 : NULL;
+		last++;
+	} else if (colon && strchr(last, ':') != colon) {
+		colon = NULL; /* a bare IPv6 address */
+	}
+	if (colon) {
+		*colon = '\0';
+		snprintf(port, sizeof(port), "%s", colon + 1);
+	}
+	snprintf(hop, sizeof(hop), "%s", last);
+	if (!hop[0])
+		return fail(why, cap, "ProxyJump %s: bad host", c->proxy_jump);
+	snprintf(target, sizeof(target), "[%s]:%u", c->gateway, c->ssh_port);
+	if (push_arg(c, &n, ssh, why, cap) != 0)
+		return -1;
+	if (user[0] && (push_arg(c, &n, "-l", why, cap) || push_arg(c, &n, user, why, cap)))
+		return -1;
+	if (port[0] && (push_arg(c, &n, "-p", why, cap) || push_arg(c, &n, port, why, cap)))
+		return -1;
+	if (extra && (push_arg(c, &n, "-J", why, cap) || push_arg(c, &n, extra, why, cap)))
+		return -1;
+	if (c->ssh_config &&
+	    (push_arg(c, &n, "-F", why, cap) || push_arg(c, &n, c->ssh_config, why, cap)))
+		return -1;
+	if (c->verbosity >= 2 && push_arg(c, &n, "-v", why, cap))
+		return -1;
+	if (push_arg(c, &n, "-W", why, cap) || push_arg(c, &n, target, why, cap) ||
+	    push_arg(c, &n, hop, why, cap))
+		return -1;
+	c->proxy_argv[n] = NULL;
+	return 0;
+}
+
+/* ProxyCommand runs as ssh runs it: $SHELL -c "exec COMMAND". */
+static int build_command(px_config *c, char *why, size_t cap)
+{
+	char cmd[4096];
+	size_t n = 0;
+	memcpy(cmd, "exec ", 5);
+	if (expand(c, c->proxy_command, cmd + 5, sizeof(cmd) - 5, why, cap) != 0)
+		return -1;
+	const char *shell = getenv("SHELL");
+	if (!shell || !*shell)
+		shell = "/bin/sh";
+	if (push_arg(c, &n, shell, why, cap) || push_arg(c, &n, "-c", why, cap) ||
+	    push_arg(c, &n, cmd, why, cap))
+		return -1;
+	c->proxy_argv[n] = NULL;
+	return 0;
+}
+
+/* ---- resolve ----------------------------------------------------------------- */
+
+/* Without ssh: the command line's ssh flags through the same table. The
+ * config files' lines were applied while they were read; the
+ * destination's user and port come next, then the command line (which
+ * therefore wins). */
+static int resolve_without_ssh(px_config *cfg, FILE *err)
+{
+	char why[512];
+	bool known;
+	if (cfg->dest_user[0] && set_user(cfg, cfg->dest_user, why, sizeof(why)) != 0)
+		goto fail;
+	if (cfg->dest_port)
+		cfg->ssh_port = cfg->dest_port;
+	if (set_hostname(cfg, cfg->destination, why, sizeof(why)) != 0)
+		goto fail;
+	for (size_t i = 0; i < cfg->nssh_args; i++) {
+		const char *a = cfg->ssh_args[i];
+		const char *v = i + 1 < cfg->nssh_args ? cfg->ssh_args[i + 1] : "";
+		int rc = 0;
+		if (strcmp(a, "-4") == 0 || strcmp(a, "-6") == 0) {
+			cfg->address_family = a[1] == '4' ? AF_INET : AF_INET6;
+			continue;
+		}
+		if (strcmp(a, "-C") == 0) {
+			cfg->compression = true;
+			continue;
+		}
+		i++;
+		if (strcmp(a, "-p") == 0)
+			rc = set_port(cfg, v, why, sizeof(why));
+		else if (strcmp(a, "-l") == 0)
+			rc = set_user(cfg, v, why, sizeof(why));
+		else if (strcmp(a, "-i") == 0)
+			rc = set_identityfile(cfg, v, why, sizeof(why));
+		else if (strcmp(a, "-J") == 0)
+			rc = set_proxyjump(cfg, v, why, sizeof(why));
+		else if (strcmp(a, "-F") == 0)
+			rc = fail(why, sizeof(why), "-F %s: reading an ssh config needs OpenSSH's ssh", v);
+		else if (strcmp(a, "-o") == 0) {
+			char key[64];
+			size_t kl = strcspn(v, "= \t");
+			const char *val = v + kl;
+			while (*val == '=' || *val == ' ' || *val == '\t')
+				val++;
+			if (kl == 0 || kl >= sizeof(key)) {
+				rc = fail(why, sizeof(why), "-o %s: expected Key=Value", v);
+			} else {
+				memcpy(key, v, kl);
+				key[kl] = '\0';
+				rc = px_sshconfig_set(cfg, key, val, &known, why, sizeof(why));
+			}
+		}
+		if (rc != 0)
+			goto fail;
+	}
+	return 0;
+fail:
+	fprintf(err, "ftpssh: %s\n", why);
+	return -1;
+}
+
+static const char *const first_pass[] = {"Hostname", "Port", "User", "HostKeyAlias",
+					 "ProxyJump"};
+
+static bool in_first_pass(const char *name)
+{
+	for (size_t i = 0; i < sizeof(first_pass) / sizeof(first_pass[0]); i++)
+		if (strcasecmp(first_pass[i], name) == 0)
+			return true;
+	return false;
+}
+
+static int apply_opt(px_config *cfg, const struct sshopt *o, const char *uv, const char *bv,
+		     char *why, size_t cap)
+{
+	bool differs = !bv || strcmp(uv, bv) != 0;
+	char buf[8192];
+	switch (o->cls) {
+	case OC_HONOUR:
+	case OC_REFUSE:
+		if ((o->flags & F_DEFAULT) && !differs)
+			return 0; /* OpenSSH's default: ftpssh's own applies */
+		if (!(o->flags & F_LIST))
+			return o->set(cfg, uv, why, cap);
+		if (strlen(uv) >= sizeof(buf))
+			return fail(why, cap, "%s: too long", o->name);
+		strcpy(buf, uv);
+		if (o->set == set_identityfile)
+			cfg->nidentities = 0;
+		if (o->set == set_certificatefile)
+			cfg->ncertificates = 0;
+		for (char *save = NULL, *t = strtok_r(buf, "\n", &save); t;
+		     t = strtok_r(NULL, "\n", &save))
+			if (o->set(cfg, t, why, cap) != 0)
+				return -1;
+		return 0;
+	case OC_NOEFFECT:
+		if (differs)
+			px_log(2, "ssh option %s has no effect in ftpssh", o->name);
+		return 0;
+	case OC_WARN:
+		if (differs)
+			note_unhonoured(o->name);
+		return 0;
+	case OC_BY_SSH:
+		return 0;
+	}
+	return 0;
+}
+
+int px_sshconfig_resolve(px_config *cfg, FILE *err)
+{
+	char ssh[4096], why[512];
+	struct kvset *user = calloc(1, sizeof(*user)), *base = calloc(1, sizeof(*base));
+	int rc = -1;
+	bool have_ssh = find_ssh(ssh, sizeof(ssh));
+
+	if (!user || !base)
+		goto out;
+	if (!have_ssh) {
+		px_log(2, "no OpenSSH ssh %s%s: ~/.ssh/config is not read; the command line "
+			  "alone says where to connect",
+		       getenv("FTPSSH_SSH") ? "at " : "in PATH",
+		       getenv("FTPSSH_SSH") ? getenv("FTPSSH_SSH") : "");
+		if (resolve_without_ssh(cfg, err) != 0)
+			goto out;
+	} else {
+		if (ssh_g(ssh, cfg, false, user, err) != 0 || ssh_g(ssh, cfg, true, base, err) != 0)
+			goto out;
+		/* what ssh -G prints only when set */
+		cfg->hostkey_alias = NULL;
+		cfg->preferred_auth = NULL;
+		cfg->proxy_jump = NULL;
+		cfg->proxy_command = NULL;
+		cfg->ncertificates = 0;
+		for (int pass = 0; pass < 2; pass++)
+			for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+				const struct sshopt *o = &opts[i];
+				const char *uv = kv_get(user, o->name);
+				if (!uv || in_first_pass(o->name) != (pass == 0))
+					continue;
+				if (apply_opt(cfg, o, uv, kv_get(base, o->name), why,
+					      sizeof(why)) != 0) {
+					fprintf(err, "ftpssh: %s\n", why);
+					goto out;
+				}
+			}
+		/* names this ftpssh does not know (a newer ssh): set means warned */
+		for (size_t i = 0; i < user->n; i++) {
+			const char *bv = kv_get(base, user->kv[i].key);
+			if (!opt_find(user->kv[i].key) && (!bv || strcmp(bv, user->kv[i].val) != 0))
+				note_unhonoured(user->kv[i].key);
+		}
+		px_log(2, "ssh -G: %s@%s port %u%s%s", cfg->user, cfg->gateway, cfg->ssh_port,
+		       cfg->proxy_jump ? " via ProxyJump " : "",
+		       cfg->proxy_jump ? cfg->proxy_jump : "");
+	}
+	if (warn_names[0])
+		px_log(1, "warning: ssh options ftpssh does not honour (ignored): %s", warn_names);
+	cfg->proxy_argv[0] = NULL;
+	if (cfg->proxy_command) {
+		if (build_command(cfg, why, sizeof(why)) != 0)
+			goto fail;
+	} else if (cfg->proxy_jump) {
+		if (!have_ssh) {
+			snprintf(why, sizeof(why), "ProxyJump %s needs OpenSSH's ssh, found none",
+				 cfg->proxy_jump);
+			goto fail;
+		}
+		if (build_jump(cfg, ssh, why, sizeof(why)) != 0)
+			goto fail;
+	}
+	rc = 0;
+	goto out;
+fail:
+	fprintf(err, "ftpssh: %s\n", why);
+out:
+	if (user)
+		kv_free(user);
+	if (base)
+		kv_free(base);
+	free(user);
+	free(base);
+	return rc;
+}
