@@ -570,8 +570,8 @@ static void proxy_exit_cb(uv_process_t *p, int64_t status, int sig)
 		 c->proc_status);
 }
 
-/* SIGTERM, then SIGKILL, then give up: a child of the process before a
- * fork (-f) is not ours to wait for, and is never reported as exited. */
+/* SIGTERM, then SIGKILL, then give up waiting (a bound, should the exit
+ * never be reported) and close the handle anyway. */
 static void proxy_kill_cb(uv_timer_t *t)
 {
 	mux_conn *c = t->data;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "proxy/internal.h"
@@ -46,7 +47,6 @@ static struct {
 } app;
 
 static void app_stop(int code);
-static void status_cb(uv_timer_t *t);
 static void conn_cb(mux_conn *c, enum mux_conn_event ev, int kind, const char *msg,
 		    void *data);
 
@@ -64,36 +64,71 @@ static void app_maybe_exit(void)
 		px_log_status("");
 }
 
-/* -f: the listeners are up and announced; the parent exits 0 (its
- * caller may go on), the child serves. A proxy child (ProxyJump) stays
- * the parent's: the connection's close path copes with never seeing it
- * exit (see mux/conn.c). */
-static void app_background(void)
+/* -f. The fork happens at start-up, before libuv starts threads (a
+ * threadpool does not survive fork) and before any proxy child (which
+ * must be ours to reap): the parent only waits, on a pipe, until the
+ * child says its listeners are up, then exits 0; if the child dies first,
+ * the parent exits with the child's status. Until then the child still
+ * has the terminal, for questions and messages. */
+static int bg_ready_fd = -1;
+
+static void app_fork_background(void)
 {
+	int fds[2];
 	fflush(NULL);
-	pid_t pid = fork();
-	if (pid < 0) {
-		px_log(0, "cannot go to the background: %s; staying in the foreground",
-		       strerror(errno));
+	if (pipe2(fds, O_CLOEXEC) != 0) {
+		px_log(0, "cannot go to the background: %s", strerror(errno));
 		return;
 	}
-	if (pid > 0)
-		_exit(PX_EXIT_OK); /* no atexit work: it all belongs to the child */
+	pid_t pid = fork();
+	if (pid < 0) {
+		px_log(0, "cannot go to the background: %s", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return;
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		bg_ready_fd = fds[1];
+		return;
+	}
+	close(fds[1]);
+	char b;
+	ssize_t n;
+	while ((n = read(fds[0], &b, 1)) < 0 && errno == EINTR)
+		;
+	if (n == 1)
+		_exit(PX_EXIT_OK); /* nothing to clean: it all belongs to the child */
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : PX_EXIT_ERROR);
+}
+
+/* The listeners are up and announced: let the parent go, leave the
+ * terminal. */
+static void app_background_ready(void)
+{
+	if (bg_ready_fd < 0)
+		return;
+	px_log(1, "running in the background as pid %ld", (long)getpid());
+	fflush(NULL);
 	setsid();
-	int rc = uv_loop_fork(app.loop);
-	if (rc < 0)
-		px_log(0, "uv_loop_fork: %s", uv_strerror(rc));
-	int nul = open("/dev/null", O_RDWR);
+	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (nul >= 0) {
 		dup2(nul, 0);
-		if (nul > 2)
-			close(nul);
+		close(nul);
 	}
-	app.status_line = false;
-	uv_timer_stop(&app.status);
-	if (app.cfg.status_file[0])
-		uv_timer_start(&app.status, status_cb, 1000, 1000);
-	px_log(1, "running in the background as pid %ld", (long)getpid());
+	if (write(bg_ready_fd, "R", 1) != 1)
+		px_log(0, "cannot tell the foreground process: %s", strerror(errno));
+	close(bg_ready_fd);
+	bg_ready_fd = -1;
+	if (app.status_line) {
+		app.status_line = false;
+		px_log_status("");
+		if (!app.cfg.status_file[0])
+			uv_timer_stop(&app.status);
+	}
 }
 
 static void conn_open(void)
@@ -170,8 +205,8 @@ static void conn_cb(mux_conn *c, enum mux_conn_event ev, int kind, const char *m
 			px_server_set_conn(app.srv, c);
 		else if (px_server_start(app.loop, c, &app.cfg, &app.srv) < 0)
 			app_stop(PX_EXIT_LISTEN);
-		else if (app.cfg.background)
-			app_background();
+		else
+			app_background_ready();
 		break;
 	case MUX_CONN_FAILED:
 		px_log(0, "%s", msg);
@@ -316,6 +351,8 @@ int main(int argc, char **argv)
 		return PX_EXIT_USAGE;
 	}
 	px_log_init(app.cfg.verbosity); /* LogLevel may have changed it */
+	if (app.cfg.background)
+		app_fork_background();
 	app.status_line = !app.cfg.syslog && app.cfg.verbosity >= 0 && isatty(2);
 	signal(SIGPIPE, SIG_IGN);
 	app.loop = uv_default_loop();
