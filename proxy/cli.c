@@ -21,9 +21,10 @@
 #endif
 
 static const char usage_text[] =
-	"usage: ftpssh [-46CfNqTvV] [-L [bind_address:]port:ftphost:ftpport]... [-F ssh_config]\n"
-	"              [-i identity_file]... [-J destination] [-l login] [-o option]...\n"
-	"              [-p port] [--config file] [user@]gateway[:port] | ssh://[user@]gateway[:port]\n";
+	"usage: ftpssh [-46aCfkNnqTvVxy] [-L [bind_address:]port:ftphost:ftpport]... [-c cipher_spec]\n"
+	"              [-F ssh_config] [-i identity_file]... [-J destination] [-l login]\n"
+	"              [-m mac_spec] [-o option]... [-p port] [--config file]\n"
+	"              [user@]gateway[:port] | ssh://[user@]gateway[:port]\n";
 
 static const char help_text[] =
 	"\n"
@@ -69,9 +70,12 @@ static const char help_text[] =
 	"        A changed key always refuses. ConnectTimeout bounds connect, banner,\n"
 	"        key exchange and authentication (default 30 s). ServerAliveInterval\n"
 	"        defaults to 30 s here.\n"
+	"  -c ciphers, -m macs  as -o Ciphers=, -o MACs=\n"
 	"  -4, -6            IPv4 / IPv6 only          -C  compression\n"
 	"  -f                go to the background once the listeners are up\n"
-	"  -N, -T            accepted, no effect (ftpssh never runs a remote command)\n"
+	"  -y                log to syslog, as --syslog\n"
+	"  -N -T -n -a -k -x accepted, no effect (ftpssh never runs a remote command,\n"
+	"                    reads stdin, forwards the agent or X11)\n"
 	"  ftpssh's own:\n"
 	"  --window-max=BYTES  largest SSH receive window per data channel\n"
 	"                    (default 33554432); larger fills long fat links\n"
@@ -271,7 +275,7 @@ static const struct option longopts[] = {
 	{"config", required_argument, NULL, OPT_CONFIG},
 	{NULL, 0, NULL, 0},
 };
-static const char shortopts[] = ":F:L:p:i:l:o:J:46CNTfqvVh";
+static const char shortopts[] = ":F:L:p:i:l:o:J:c:m:46CNTfnakxyqvVh";
 
 /* What one source (a config file or the command line) set. The command
  * line wins: its -L and -i replace the config's instead of adding. */
@@ -378,9 +382,21 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 	case 'C':
 		cfg->compression = true;
 		return ssh_flag(cfg, "-C", NULL, err);
+	case 'c':
+	case 'm':
+		return ssh_flag(cfg, ch == 'c' ? "-c" : "-m", arg, err);
 	case 'N':
 	case 'T':
-		break; /* ftpssh never runs a remote command nor asks for a tty */
+	case 'n':
+	case 'a':
+	case 'k':
+	case 'x':
+		/* ftpssh never runs a remote command, asks for a tty, reads
+		 * stdin, forwards the agent or X11, or delegates credentials */
+		break;
+	case 'y':
+		cfg->syslog = true;
+		break;
 	case 'f':
 		cfg->background = true;
 		break;

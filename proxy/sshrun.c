@@ -385,6 +385,10 @@ static int resolve_without_ssh(px_config *cfg, FILE *err)
 			rc = px_sshconfig_set(cfg, "User", v, &known, why, sizeof(why));
 		else if (strcmp(a, "-i") == 0)
 			rc = px_sshconfig_set(cfg, "IdentityFile", v, &known, why, sizeof(why));
+		else if (strcmp(a, "-c") == 0)
+			rc = px_sshconfig_set(cfg, "Ciphers", v, &known, why, sizeof(why));
+		else if (strcmp(a, "-m") == 0)
+			rc = px_sshconfig_set(cfg, "MACs", v, &known, why, sizeof(why));
 		else if (strcmp(a, "-J") == 0)
 			rc = px_sshconfig_set(cfg, "ProxyJump", v, &known, why, sizeof(why));
 		else if (strcmp(a, "-F") == 0)
