@@ -491,13 +491,17 @@ static int set_loglevel(px_config *c, const char *v, char *why, size_t cap)
 	return 0;
 }
 
+static void note_unhonoured(const char *name);
+
 static int set_identityagent(px_config *c, const char *v, char *why, size_t cap)
 {
 	(void)why;
 	(void)cap;
-	/* "none" turns the agent off; another socket than SSH_AUTH_SOCK is
-	 * not supported (warned by the caller when it differs) */
+	/* "none" turns the agent off; SSH_AUTH_SOCK is what libssh2 uses
+	 * anyway; another socket is not supported */
 	c->use_agent = strcasecmp(v, "none") != 0;
+	if (c->use_agent && strcmp(v, "SSH_AUTH_SOCK") != 0 && strcmp(v, "$SSH_AUTH_SOCK") != 0)
+		note_unhonoured("IdentityAgent");
 	return 0;
 }
 
