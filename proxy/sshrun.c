@@ -204,7 +204,7 @@ static int kv_parse(struct kvset *s, char *text)
 static int ssh_g(const char *ssh, const px_config *cfg, bool baseline, struct kvset *kv,
 		 FILE *err)
 {
-	const char *argv[2 * PX_MAX_SSH_ARGS + 8];
+	const char *argv[2 * PX_MAX_SSH_ARGS + 16];
 	size_t n = 0;
 	char portopt[32], dest[512];
 	char *out = malloc(SSH_G_OUT_CAP);
@@ -309,7 +309,8 @@ static int build_jump(px_config *c, const char *ssh, char *why, size_t cap)
 		snprintf(port, sizeof(port), "%s", colon + 1);
 	}
 	snprintf(hop, sizeof(hop), "%s", last);
-	if (!hop[0])
+	/* never let a host or user name be read as an option of ssh */
+	if (!hop[0] || hop[0] == '-' || user[0] == '-' || port[0] == '-')
 		return fail(why, cap, "ProxyJump %s: bad host", c->proxy_jump);
 	snprintf(target, sizeof(target), "[%s]:%u", c->gateway, c->ssh_port);
 	if (push_arg(c, &n, ssh, why, cap) != 0)
