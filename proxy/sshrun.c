@@ -241,7 +241,9 @@ static int ssh_g(const char *ssh, const px_config *cfg, bool baseline, struct kv
 	argv[n] = NULL;
 	int rc = run_capture(argv, out, SSH_G_OUT_CAP, err);
 	if (rc != 0) {
-		if (rc > 0 && !baseline) {
+		if (rc == 127)
+			fprintf(err, "ftpssh: cannot run %s\n", ssh);
+		else if (rc > 0 && !baseline) {
 			fprintf(err, "ftpssh: OpenSSH refused these ssh settings (its message above):\n ");
 			for (size_t i = 0; argv[i]; i++)
 				fprintf(err, " %s", argv[i]);

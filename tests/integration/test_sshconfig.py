@@ -12,7 +12,8 @@ takes ssh's everyday flags.
   two bastions, -J on the command line, ProxyCommand (netcat, or ssh -W);
 - a silent server (accepts, never speaks) with ConnectTimeout=3 and a
   black-holed connect (full backlog): non-zero exit within a few seconds,
-  the message naming the stage;
+  the message naming the stage; a silent ProxyCommand that ignores
+  SIGTERM: timed out, then killed (SIGKILL), nothing left behind;
 - -f (the parent returns 0, the child serves), ssh://user@host:port with
   -N -T -C -4 and a warned option, no ssh binary (the command line alone),
   an unknown option name (ssh's message, exit 2).
@@ -394,3 +395,32 @@ def test_unknown_option_name_exit_2(bed):
     assert rc == 2, "exit %s:\n%s" % (rc, err)
     assert "Bad configuration option: nosuchoption" in err, err
     assert not r.announcements()
+
+
+def test_silent_proxy_command_is_killed(bed):
+    """A ProxyCommand that never speaks and ignores SIGTERM: the connect
+    times out (stage named, through the proxy), and closing escalates to
+    SIGKILL; no child is left behind."""
+    marker = bed.path("sshcfg-stubborn.pid")
+    cfg = ssh_config(bed, "stubborn", "Host stubborn\n  HostName 127.0.0.1\n  ConnectTimeout 2\n"
+                     "  ProxyCommand sh -c \"trap '' TERM; echo $$ > %s; exec sleep 60\"\n" % marker)
+    t0 = time.monotonic()
+    r = run(bed, ["-F", cfg, "stubborn"], wait=False, name="stubborn")
+    rc = r.wait_exit(timeout=20)
+    took = time.monotonic() - t0
+    err = r.stderr()
+    assert rc == NET_EXIT, "exit %s after %.1fs:\n%s" % (rc, took, err)
+    assert "timed out at the SSH banner stage after 2 s" in err and "through the proxy command" in err, err
+    with open(marker) as f:
+        pid = int(f.read())
+    deadline = time.monotonic() + 10 * procs.time_scale()
+    while os.path.exists("/proc/%d" % pid) and time.monotonic() < deadline:
+        with open("/proc/%d/stat" % pid) as f:
+            if f.read().split(") ")[1][0] == "Z":
+                break
+        time.sleep(0.1)
+    alive = os.path.exists("/proc/%d" % pid) and open("/proc/%d/stat" % pid).read().split(") ")[1][0] != "Z"
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "the ProxyCommand (pid %d) outlived ftpssh" % pid
+    r.assert_clean()
