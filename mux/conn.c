@@ -1,5 +1,11 @@
 /*
- * The SSH connection: one libuv TCP handle, one libssh2 session.
+ * The SSH connection: one transport, one libssh2 session.
+ *
+ * The transport is a pair of libuv streams, rd and wr: both the TCP
+ * handle, or the stdout and stdin pipes of a proxy child (ProxyCommand,
+ * or `ssh -W` for ProxyJump) that conn.c spawns, owns, and on close
+ * kills (SIGTERM, then SIGKILL) and reaps. The child ending is the
+ * transport's EOF: a lost connection like any other.
  *
  * libssh2 is given send/recv callbacks instead of the socket. recv copies
  * from `in` (filled by uv_read, which stops while `in` is full); send tries
@@ -15,7 +21,9 @@
  * from a channel owner (deferred to an idle handle so that owners' calls
  * never re-enter libssh2), and on the keepalive timer.
  *
- * States: RESOLVING -> CONNECTING -> HANDSHAKE -> AUTH_* (auth.c) -> UP.
+ * States: RESOLVING -> CONNECTING -> HANDSHAKE -> AUTH_* (auth.c) -> UP;
+ * with a proxy child straight to HANDSHAKE. ctimer (ConnectTimeout, 30 s
+ * when unset) bounds everything before UP and names the stage it caught.
  * Any failure -> DEAD: channels are failed, owners close them, and
  * mux_conn_close() then closes the handles; MUX_CONN_CLOSED is the last
  * event, after which the object is freed.
@@ -28,6 +36,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include "mux/internal.h"
@@ -162,7 +171,7 @@ static void conn_write_next(mux_conn *c)
 	size_t contig = MUX_OUT_CAP - c->out_head;
 	size_t n = c->out_len < contig ? c->out_len : contig;
 	uv_buf_t b = uv_buf_init(c->out + c->out_head, (unsigned)n);
-	int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
+	int rc = uv_write(&c->wreq, c->wr, &b, 1, conn_write_cb);
 	if (rc < 0) {
 		c->out_err = rc;
 		return;
@@ -183,7 +192,7 @@ static ssize_t conn_send_cb(libssh2_socket_t fd, const void *buf, size_t len, in
 		return -EPIPE;
 	if (c->out_len == 0 && !c->writing) {
 		uv_buf_t b = uv_buf_init((char *)p, (unsigned)left);
-		int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+		int n = uv_try_write(c->wr, &b, 1);
 		if (n > 0) {
 			p += n;
 			left -= (size_t)n;
@@ -216,7 +225,7 @@ static ssize_t conn_send_cb(libssh2_socket_t fd, const void *buf, size_t len, in
 
 static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-	mux_conn *c = container_of(h, mux_conn, tcp);
+	mux_conn *c = h->data;
 	(void)suggested;
 	if (c->in_start > 0) {
 		memmove(c->in, c->in + c->in_start, c->in_len);
@@ -227,7 +236,7 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
-	mux_conn *c = container_of(s, mux_conn, tcp);
+	mux_conn *c = s->data;
 	(void)buf;
 	if (n > 0) {
 		c->in_len += (size_t)n;
@@ -237,7 +246,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		 * delayed ACK: 40 ms per exchange. Ask the kernel to ACK at once
 		 * while traffic is small; bulk reads don't need it. Linux clears
 		 * the flag by itself, hence after every small read. */
-		if (n < 16384 && c->fd >= 0) {
+		if (n < 16384 && c->fd >= 0 && !c->proxy) {
 			int one = 1;
 			setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 		}
@@ -255,16 +264,16 @@ static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 static void conn_update_reading(mux_conn *c)
 {
-	if (c->state == CS_CLOSING || c->state == CS_DEAD || !c->tcp_inited)
+	if (c->state == CS_CLOSING || c->state == CS_DEAD || !c->rd)
 		return;
 	if (c->state == CS_RESOLVING || c->state == CS_CONNECTING)
 		return;
 	bool want = !c->in_eof && !c->in_err && c->in_len < MUX_IN_CAP;
 	if (want && !c->reading) {
-		if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, conn_read_cb) == 0)
+		if (uv_read_start(c->rd, conn_alloc_cb, conn_read_cb) == 0)
 			c->reading = true;
 	} else if (!want && c->reading) {
-		uv_read_stop((uv_stream_t *)&c->tcp);
+		uv_read_stop(c->rd);
 		c->reading = false;
 	}
 }
@@ -276,8 +285,9 @@ static void conn_go_dead(mux_conn *c, int err)
 {
 	c->state = CS_DEAD;
 	uv_timer_stop(&c->timer);
+	uv_timer_stop(&c->ctimer);
 	if (c->reading) {
-		uv_read_stop((uv_stream_t *)&c->tcp);
+		uv_read_stop(c->rd);
 		c->reading = false;
 	}
 	mux__chan_fail_all(c, err);
@@ -330,6 +340,7 @@ static void conn_keepalive_cb(uv_timer_t *t)
 void mux__set_up(mux_conn *c)
 {
 	c->state = CS_UP;
+	uv_timer_stop(&c->ctimer);
 	mux__auth_cleanup(c);
 	if (c->opts.keepalive_sec) {
 		/* want_reply: the reply is what shows the server alive. libssh2
@@ -378,11 +389,14 @@ static void conn_service(mux_conn *c)
 		     (c->in_eof && (c->in_len == 0 || !mux__has_open_chan(c))))) {
 			int err = c->out_err ? c->out_err : c->in_err ? c->in_err : UV_EOF;
 			mux__fail(c, MUX_FAIL_NET, err, "SSH connection to %s lost: %s", c->host,
-				  err == UV_EOF ? "closed by the server" : uv_strerror(err));
+				  err != UV_EOF ? uv_strerror(err)
+				  : c->proxy	? "the proxy command's output ended"
+						: "closed by the server");
 		} else if (c->state >= CS_HANDSHAKE && c->state < CS_UP &&
 			   (c->out_err || c->in_err || (c->in_eof && c->in_len == 0))) {
 			mux__fail(c, MUX_FAIL_NET, UV_ECONNRESET,
-				  "%s:%u closed the connection during the SSH handshake",
+				  c->proxy ? "the proxy command to %s:%u ended during the SSH handshake"
+					   : "%s:%u closed the connection during the SSH handshake",
 				  c->host, c->opts.port);
 		}
 		if (!c->reservice)
@@ -426,6 +440,7 @@ static void conn_connect_cb(uv_connect_t *req, int status)
 	uv_tcp_nodelay(&c->tcp, 1);
 	uv_os_fd_t fd;
 	c->fd = uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 ? fd : -1;
+	c->rd = c->wr = (uv_stream_t *)&c->tcp;
 	c->state = CS_HANDSHAKE;
 	conn_update_reading(c);
 	conn_service(c);
@@ -453,21 +468,75 @@ static void conn_resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo 
 			  c->opts.port, uv_strerror(rc));
 }
 
-static char *dupstr(const char *s)
+/* ---- the caller's options, copied ----------------------------------------- */
+
+/* Every string and list of the caller's opts goes into one block the
+ * connection owns (the caller's may change or go while we live). Two
+ * passes over the same code: the first measures (base NULL). */
+struct arena {
+	char *base;
+	size_t used;
+};
+
+static void *arena_take(struct arena *a, size_t n, size_t align)
 {
-	return s ? strdup(s) : NULL;
+	a->used = (a->used + align - 1) / align * align;
+	void *p = a->base ? a->base + a->used : NULL;
+	a->used += n;
+	return p;
+}
+
+static const char *arena_str(struct arena *a, const char *s)
+{
+	if (!s)
+		return NULL;
+	size_t n = strlen(s) + 1;
+	char *p = arena_take(a, n, 1);
+	if (p)
+		memcpy(p, s, n);
+	return p;
+}
+
+/* n strings (n == SIZE_MAX: up to a NULL, which is copied too). */
+static const char *const *arena_vec(struct arena *a, const char *const *v, size_t n)
+{
+	if (!v)
+		return NULL;
+	if (n == SIZE_MAX)
+		for (n = 0; v[n];)
+			n++;
+	const char **p = arena_take(a, (n + 1) * sizeof(char *), sizeof(char *));
+	for (size_t i = 0; i < n; i++) {
+		const char *s = arena_str(a, v[i]);
+		if (p)
+			p[i] = s;
+	}
+	if (p)
+		p[n] = NULL;
+	return p;
+}
+
+static void opts_copy(struct arena *a, mux_conn_opts *d, const mux_conn_opts *o)
+{
+	d->host = arena_str(a, o->host);
+	d->user = arena_str(a, o->user);
+	d->proxy_argv = arena_vec(a, o->proxy_argv, SIZE_MAX);
+	d->identities = arena_vec(a, o->identities, o->n_identities);
+	d->certificates = arena_vec(a, o->certificates, o->n_certificates);
+	d->preferred_auth = arena_str(a, o->preferred_auth);
+	d->known_hosts = arena_str(a, o->known_hosts);
+	d->known_hosts_files = arena_vec(a, o->known_hosts_files, o->n_known_hosts_files);
+	d->global_known_hosts = arena_vec(a, o->global_known_hosts, o->n_global_known_hosts);
+	d->hostkey_alias = arena_str(a, o->hostkey_alias);
+	d->ciphers = arena_str(a, o->ciphers);
+	d->macs = arena_str(a, o->macs);
+	d->kex = arena_str(a, o->kex);
+	d->hostkey_algs = arena_str(a, o->hostkey_algs);
 }
 
 static void conn_free(mux_conn *c)
 {
-	free(c->host);
-	free(c->user);
-	free(c->known_hosts);
-	free(c->ciphers);
-	free(c->macs);
-	for (size_t i = 0; i < c->opts.n_identities; i++)
-		free(c->identities[i]);
-	free(c->identities);
+	free(c->strings);
 	free(c->in);
 	free(c->out);
 	free(c);
@@ -483,6 +552,89 @@ static void conn_handle_closed_cb(uv_handle_t *h)
 	conn_free(c);
 	if (cb)
 		cb(NULL, MUX_CONN_CLOSED, 0, "", data);
+}
+
+/* ---- the proxy child ----------------------------------------------------------- */
+
+#define PROXY_KILL_GRACE_MS 2000
+
+static void proxy_close_proc(mux_conn *c)
+{
+	uv_timer_stop(&c->ctimer);
+	uv_close((uv_handle_t *)&c->proc, conn_handle_closed_cb);
+	uv_close((uv_handle_t *)&c->ctimer, conn_handle_closed_cb);
+}
+
+static void proxy_exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+	mux_conn *c = p->data;
+	c->proc_running = false;
+	c->proc_status = sig ? 128 + sig : (int)status;
+	if (c->state == CS_CLOSING) {
+		proxy_close_proc(c);
+		return;
+	}
+	/* Not a failure by itself: its last output may still be unread. The
+	 * pipe's EOF ends the connection. */
+	mux__log(c, c->state == CS_UP || c->proc_status ? 1 : 2,
+		 "proxy command %s exited with status %d", c->opts.proxy_argv[0],
+		 c->proc_status);
+}
+
+/* SIGTERM, then SIGKILL, then give up waiting (a bound, should the exit
+ * never be reported) and close the handle anyway. */
+static void proxy_kill_cb(uv_timer_t *t)
+{
+	mux_conn *c = t->data;
+	if (!c->proc_running) {
+		proxy_close_proc(c);
+		return;
+	}
+	if (c->kill_stage == 1) {
+		c->kill_stage = 2;
+		uv_process_kill(&c->proc, SIGKILL);
+		uv_timer_start(&c->ctimer, proxy_kill_cb, PROXY_KILL_GRACE_MS, 0);
+		return;
+	}
+	mux__log(c, 2, "proxy command pid %d did not go; leaving it", c->proc.pid);
+	proxy_close_proc(c);
+}
+
+static int proxy_start(mux_conn *c)
+{
+	uv_stdio_container_t stdio[3];
+	int rc;
+	uv_pipe_init(c->loop, &c->pin, 0);
+	uv_pipe_init(c->loop, &c->pout, 0);
+	c->pin.data = c->pout.data = c;
+	c->handles_open += 2;
+	stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+	stdio[0].data.stream = (uv_stream_t *)&c->pin;
+	stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+	stdio[1].data.stream = (uv_stream_t *)&c->pout;
+	stdio[2].flags = UV_INHERIT_FD; /* its messages and prompts are the user's */
+	stdio[2].data.fd = 2;
+	uv_process_options_t po = {
+		.exit_cb = proxy_exit_cb,
+		.file = c->opts.proxy_argv[0],
+		.args = (char **)c->opts.proxy_argv,
+		.stdio_count = 3,
+		.stdio = stdio,
+	};
+	c->proc.data = c;
+	rc = uv_spawn(c->loop, &c->proc, &po);
+	c->handles_open++; /* the process handle is initialised even on failure */
+	if (rc < 0)
+		return rc;
+	c->proc_running = true;
+	uv_os_fd_t fd;
+	c->fd = uv_fileno((uv_handle_t *)&c->pout, &fd) == 0 ? fd : -1;
+	c->rd = (uv_stream_t *)&c->pout;
+	c->wr = (uv_stream_t *)&c->pin;
+	if (c->opts.proxy_argv[1] && c->opts.proxy_argv[2])
+		mux__log(c, 2, "SSH connection through: %s %s %s ...", c->opts.proxy_argv[0],
+			 c->opts.proxy_argv[1], c->opts.proxy_argv[2]);
+	return 0;
 }
 
 /* Close handles and free once the owner asked to close and no channel is
@@ -503,7 +655,64 @@ void mux__maybe_finish_close(mux_conn *c)
 	uv_close((uv_handle_t *)&c->timer, conn_handle_closed_cb);
 	uv_close((uv_handle_t *)&c->kick, conn_handle_closed_cb);
 	uv_close((uv_handle_t *)&c->open_timer, conn_handle_closed_cb);
-	uv_close((uv_handle_t *)&c->tcp, conn_handle_closed_cb);
+	if (!c->proxy) {
+		uv_close((uv_handle_t *)&c->tcp, conn_handle_closed_cb);
+		uv_timer_stop(&c->ctimer);
+		uv_close((uv_handle_t *)&c->ctimer, conn_handle_closed_cb);
+		return;
+	}
+	/* our end of its stdin closing is the first hint for the child */
+	uv_close((uv_handle_t *)&c->pin, conn_handle_closed_cb);
+	uv_close((uv_handle_t *)&c->pout, conn_handle_closed_cb);
+	if (!c->proc_running) {
+		proxy_close_proc(c);
+		return;
+	}
+	c->kill_stage = 1;
+	uv_process_kill(&c->proc, SIGTERM);
+	uv_timer_stop(&c->ctimer);
+	uv_timer_start(&c->ctimer, proxy_kill_cb, PROXY_KILL_GRACE_MS, 0);
+}
+
+/* ---- ConnectTimeout ------------------------------------------------------------- */
+
+#define MUX_CONNECT_TIMEOUT_DEFAULT 30
+
+static unsigned connect_timeout(const mux_conn *c)
+{
+	return c->opts.connect_timeout_sec ? c->opts.connect_timeout_sec
+					   : MUX_CONNECT_TIMEOUT_DEFAULT;
+}
+
+static void conn_timeout_cb(uv_timer_t *t)
+{
+	mux_conn *c = t->data;
+	const char *stage;
+	if (c->state >= CS_UP)
+		return;
+	if (c->state == CS_RESOLVING || c->state == CS_CONNECTING)
+		stage = "connect";
+	else if (c->state == CS_HANDSHAKE)
+		stage = c->bytes_in == 0 ? "SSH banner" : "key exchange";
+	else
+		stage = "authentication";
+	mux__fail(c, MUX_FAIL_NET, UV_ETIMEDOUT,
+		  "%s port %u%s: timed out at the %s stage after %u s (ConnectTimeout)", c->host,
+		  c->opts.port, c->proxy ? " (through the proxy command)" : "", stage,
+		  connect_timeout(c));
+}
+
+/* A question to the user may take longer than any timeout: the clock
+ * starts again once it is answered. */
+static int conn_ask(void *ctx, const char *prompt, bool echo, char *buf, size_t cap)
+{
+	mux_conn *c = ctx;
+	int rc = c->user_ask(c->user_ask_ctx, prompt, echo, buf, cap);
+	if (c->state < CS_UP && uv_is_active((uv_handle_t *)&c->ctimer)) {
+		uv_update_time(c->loop);
+		uv_timer_start(&c->ctimer, conn_timeout_cb, connect_timeout(c) * 1000ull, 0);
+	}
+	return rc;
 }
 
 int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void *data,
@@ -511,6 +720,7 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 {
 	static bool ssh_inited;
 	int rc = UV_ENOMEM;
+	struct arena a = {0};
 	mux_conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return UV_ENOMEM;
@@ -529,26 +739,27 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	if (!c->opts.window_max || c->opts.window_max < MUX_WINDOW_START)
 		c->opts.window_max = MUX_WINDOW_START;
 	c->credit_budget = 2ull * c->opts.window_max;
-	c->host = dupstr(o->host);
-	c->user = dupstr(o->user);
-	c->known_hosts = dupstr(o->known_hosts);
-	c->ciphers = dupstr(o->ciphers);
-	c->macs = dupstr(o->macs);
+	if (!o->host || !o->user)
+		goto fail;
+	opts_copy(&a, &c->opts, o); /* measure */
+	c->strings = malloc(a.used ? a.used : 1);
 	c->in = malloc(MUX_IN_CAP);
 	c->out = malloc(MUX_OUT_CAP);
-	c->identities = calloc(o->n_identities + 1, sizeof(char *));
-	if (!c->host || !c->user || !c->in || !c->out || !c->identities ||
-	    (o->known_hosts && !c->known_hosts))
+	if (!c->strings || !c->in || !c->out)
 		goto fail;
-	for (size_t i = 0; i < o->n_identities; i++)
-		if (!(c->identities[i] = strdup(o->identities[i])))
-			goto fail;
-	c->opts.host = c->host;
-	c->opts.user = c->user;
-	c->opts.known_hosts = c->known_hosts;
-	c->opts.identities = (const char *const *)c->identities;
-	c->opts.ciphers = c->ciphers;
-	c->opts.macs = c->macs;
+	a = (struct arena){.base = c->strings};
+	opts_copy(&a, &c->opts, o);
+	c->host = c->opts.host;
+	c->user = c->opts.user;
+	c->known_hosts = c->opts.known_hosts;
+	c->identities = c->opts.identities;
+	c->proxy = c->opts.proxy_argv && c->opts.proxy_argv[0];
+	if (c->opts.ask) {
+		c->user_ask = c->opts.ask;
+		c->user_ask_ctx = c->opts.ask_ctx;
+		c->opts.ask = conn_ask;
+		c->opts.ask_ctx = c;
+	}
 
 	c->ssh = libssh2_session_init_ex(NULL, NULL, NULL, c);
 	if (!c->ssh)
@@ -563,32 +774,51 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_SEND, (void *)conn_send_cb);
 	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_RECV, (void *)conn_recv_cb);
 #endif
-	if (c->ciphers) {
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_CS, c->ciphers);
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_SC, c->ciphers);
+	/* ALGOS: mux/algos.c (issue 10 part 4) checks these lists and
+	 * applies kex and host-key algorithms too. */
+	if (c->opts.ciphers) {
+		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_CS, c->opts.ciphers);
+		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_SC, c->opts.ciphers);
 	}
-	if (c->macs) {
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_MAC_CS, c->macs);
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_MAC_SC, c->macs);
+	if (c->opts.macs) {
+		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_MAC_CS, c->opts.macs);
+		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_MAC_SC, c->opts.macs);
 	}
+	if (c->opts.compression)
+		libssh2_session_flag(c->ssh, LIBSSH2_FLAG_COMPRESS, 1);
 
-	if ((rc = uv_tcp_init(loop, &c->tcp)) < 0)
-		goto fail;
-	c->tcp_inited = true;
-	c->tcp.data = c;
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
 	uv_idle_init(loop, &c->kick);
 	c->kick.data = c;
 	uv_timer_init(loop, &c->open_timer);
 	c->open_timer.data = c;
+	uv_timer_init(loop, &c->ctimer);
+	c->ctimer.data = c;
 	c->handles_open = 4;
+	*out = c; /* before anything can report an event about c */
+	uv_timer_start(&c->ctimer, conn_timeout_cb, connect_timeout(c) * 1000ull, 0);
 
+	if (c->proxy) {
+		rc = proxy_start(c);
+		if (rc < 0) {
+			mux__fail(c, MUX_FAIL_NET, rc, "cannot run the proxy command %s: %s",
+				  c->opts.proxy_argv[0], uv_strerror(rc));
+			return 0;
+		}
+		c->state = CS_HANDSHAKE;
+		conn_update_reading(c);
+		mux__kick(c);
+		return 0;
+	}
+
+	uv_tcp_init(loop, &c->tcp);
+	c->tcp.data = c;
+	c->handles_open++;
 	char port[8];
 	snprintf(port, sizeof(port), "%u", o->port);
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = o->address_family};
 	c->state = CS_RESOLVING;
-	*out = c; /* before anything can report an event about c */
 	rc = uv_getaddrinfo(loop, &c->gai, conn_resolved_cb, c->host, port, &hints);
 	c->gai_pending = rc == 0;
 	if (rc < 0) {

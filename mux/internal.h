@@ -97,22 +97,36 @@ struct mux_chan {
 
 struct mux_conn {
 	uv_loop_t *loop;
+	/* Transport: TCP, or a proxy child's stdout (pout, read) and stdin
+	 * (pin, write). rd/wr point at whichever is in use. */
+	uv_stream_t *rd, *wr;
 	uv_tcp_t tcp;
+	uv_pipe_t pin, pout;
+	uv_process_t proc;
+	bool proxy;                /* transport is a child process */
+	bool proc_running;         /* spawned, exit not yet seen */
+	int proc_status;           /* exit status once it ended */
+	unsigned kill_stage;       /* closing: 1 SIGTERM sent, 2 SIGKILL sent */
+	/* ConnectTimeout until UP; while closing, the proxy's kill grace */
+	uv_timer_t ctimer;
+	mux_ask_fn user_ask;       /* the owner's; opts.ask wraps it */
+	void *user_ask_ctx;
+	char *strings;             /* one block: every string of opts, copied */
 	uv_getaddrinfo_t gai;
 	uv_connect_t connect_req;
 	uv_timer_t timer;
 	uv_idle_t kick;
 	uv_write_t wreq;
 	int handles_open;          /* uv handles not yet closed */
-	bool tcp_inited;
 	int fd;                    /* the SSH socket, to tell it from the agent's */
 	bool gai_pending;          /* getaddrinfo running: c must outlive it */
 	enum conn_state state;
 	mux_conn_cb cb;
 	void *cb_data;
-	mux_conn_opts opts;        /* strings below are our copies */
-	char *host, *user, *known_hosts, *ciphers, *macs;
-	char **identities;
+	mux_conn_opts opts;        /* its strings and lists point into `strings` */
+	/* short names for opts.host, opts.user, opts.known_hosts, opts.identities */
+	const char *host, *user, *known_hosts;
+	const char *const *identities;
 	LIBSSH2_SESSION *ssh;
 	LIBSSH2_AGENT *agent;
 	struct libssh2_agent_publickey *agent_id;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "proxy/proxy.h"
@@ -24,9 +25,10 @@
 #endif
 
 static const char usage_text[] =
-	"usage: ftpssh [-qvV] [-F config] [-L [bind_address:]port:ftphost:ftpport]... [-p sshport]\n"
-	"              [-i identity_file]... [-l login] [-o option=value]...\n"
-	"              [user@]gateway[:sshport]\n";
+	"usage: ftpssh [-46aCfkNnqTvVxy] [-L [bind_address:]port:ftphost:ftpport]... [-c cipher_spec]\n"
+	"              [-F ssh_config] [-i identity_file]... [-J destination] [-l login]\n"
+	"              [-m mac_spec] [-o option]... [-p port] [--config file]\n"
+	"              [user@]gateway[:port] | ssh://[user@]gateway[:port]\n";
 
 static const char help_text[] =
 	"\n"
@@ -37,6 +39,11 @@ static const char help_text[] =
 	"is answered by ftpssh while the server side stays passive inside SSH.\n"
 	"AUTH TLS is refused: the SSH link already encrypts.\n"
 	"\n"
+	"Where to connect and how is OpenSSH's answer: ftpssh runs `ssh -G` with the\n"
+	"flags below and the gateway, so ~/.ssh/config (Host aliases, Include, Match,\n"
+	"ProxyJump, ...) applies exactly as for ssh. Without an ssh binary only the\n"
+	"command line counts (-v says so).\n"
+	"\n"
 	"  -L [bind_address:]port:ftphost:ftpport\n"
 	"        listen on bind_address:port (default, and \"localhost\": 127.0.0.1 and\n"
 	"        ::1; port 0 picks a free one) and relay FTP to ftphost:ftpport as the\n"
@@ -44,19 +51,37 @@ static const char help_text[] =
 	"        Repeat for several FTP servers over the same SSH connection.\n"
 	"        Without -L: ftphost localhost, ftpport 21, listening on 127.0.0.1\n"
 	"        port 21 when it may be bound, else 2121.\n"
+	"  ssh's flags, with ssh's meaning:\n"
+	"  -F file           ssh config file instead of ~/.ssh/config (none: no file)\n"
 	"  -p port           SSH port of the gateway (default 22)\n"
-	"  -l login          SSH login name (default: the user@ part, else $USER)\n"
+	"  -l login          SSH login name\n"
 	"  -i file           private key to try (repeatable; default ~/.ssh/id_ed25519,\n"
 	"                    id_ecdsa, id_rsa). ssh-agent keys are tried first.\n"
-	"  -o UserKnownHostsFile=FILE       host keys to trust (~/.ssh/known_hosts)\n"
-	"  -o StrictHostKeyChecking=yes|accept-new|no\n"
-	"        yes (default): refuse unknown keys; accept-new: record unknown keys;\n"
-	"        no: accept unknown keys unrecorded. A changed key always refuses.\n"
-	"  -o ServerAliveInterval=SECONDS   SSH keepalive interval (default 30, 0 off)\n"
-	"  -o ServerAliveCountMax=N         silent intervals before the connection is\n"
-	"                                   declared dead and reopened (default 3)\n"
-	"  -o Ciphers=LIST, -o MACs=LIST    SSH algorithm preferences\n"
-	"  -o Port=N, -o User=NAME, -o IdentityFile=FILE  as -p, -l, -i\n"
+	"  -J [user@]host[:port][,...]  jump host(s): the connection runs through\n"
+	"                    `ssh -W` to the last of them (as ssh -J / ProxyJump)\n"
+	"  -o option=value   any ssh_config option, e.g. -o UserKnownHostsFile=FILE;\n"
+	"                    ssh rejects names it does not know. Honoured:\n"
+	"        AddressFamily BatchMode CertificateFile Ciphers Compression\n"
+	"        ConnectTimeout ExitOnForwardFailure ForkAfterAuthentication\n"
+	"        GlobalKnownHostsFile HashKnownHosts HostKeyAlgorithms HostKeyAlias\n"
+	"        Hostname IdentitiesOnly IdentityAgent(none) IdentityFile\n"
+	"        KbdInteractiveAuthentication KexAlgorithms LogLevel MACs\n"
+	"        PasswordAuthentication Port PreferredAuthentications ProxyCommand\n"
+	"        ProxyJump PubkeyAuthentication ServerAliveCountMax ServerAliveInterval\n"
+	"        StrictHostKeyChecking User UserKnownHostsFile; the others are ignored\n"
+	"        with a warning naming them (docs/USAGE.md, \"Coming from ssh\").\n"
+	"        StrictHostKeyChecking yes (default; ask means yes): refuse unknown keys;\n"
+	"        accept-new: record unknown keys; no: accept unknown keys unrecorded.\n"
+	"        A changed key always refuses. ConnectTimeout bounds connect, banner,\n"
+	"        key exchange and authentication (default 30 s). ServerAliveInterval\n"
+	"        defaults to 30 s here.\n"
+	"  -c ciphers, -m macs  as -o Ciphers=, -o MACs=\n"
+	"  -4, -6            IPv4 / IPv6 only          -C  compression\n"
+	"  -f                go to the background once the listeners are up\n"
+	"  -y                log to syslog, as --syslog\n"
+	"  -N -T -n -a -k -x accepted, no effect (ftpssh never runs a remote command,\n"
+	"                    reads stdin, forwards the agent or X11)\n"
+	"  ftpssh's own:\n"
 	"  --window-max=BYTES  largest SSH receive window per data channel\n"
 	"                    (default 33554432); larger fills long fat links\n"
 	"  --data-timeout=SECONDS  how long a one-shot data port waits (default 60)\n"
@@ -67,9 +92,9 @@ static const char help_text[] =
 	"  --no-uid-check    take a data connection from any local user; by default\n"
 	"                    only the user who owns the control connection may connect\n"
 	"                    to its one-shot data port (Linux sock_diag)\n"
-	"  -F file           config file (default /etc/ftpssh.conf, then\n"
-	"                    ~/.config/ftpssh/config; -F none reads none): one \"key value\"\n"
-	"                    per line, keys as the long options, ssh's -o keys, and\n"
+	"  --config file     ftpssh's settings file (default /etc/ftpssh.conf, then\n"
+	"                    ~/.config/ftpssh/config; none reads none): one \"key value\"\n"
+	"                    per line, keys as the long options, ssh_config options, and\n"
 	"                    forward, gateway, identity, login, port; the command line wins\n"
 	"  --syslog          log to syslog (daemon facility) instead of stderr\n"
 	"  --status-file=FILE  write the session/transfer table there every 2 s\n"
@@ -80,8 +105,8 @@ static const char help_text[] =
 	"RSA keys: libssh2 1.10 signs only with SHA-1, which OpenSSH 8.8 and later\n"
 	"refuse; use an ed25519 or ECDSA key.\n"
 	"\n"
-	"Exit status: 0 ok, 1 runtime error, 2 usage, 3 cannot reach the SSH server,\n"
-	"4 host key refused, 5 authentication failed, 6 cannot listen.\n";
+	"Exit status: 0 ok, 1 runtime error, 2 usage (ssh's too), 3 cannot reach the\n"
+	"SSH server, 4 host key refused, 5 authentication failed, 6 cannot listen.\n";
 
 static int bad(FILE *err, const char *fmt, const char *arg)
 {
@@ -185,100 +210,39 @@ static int set_copy(char *dst, size_t cap, const char *src)
 	return 0;
 }
 
-static int parse_o(const char *opt, px_config *cfg, FILE *err)
+/* [user@]host[:port] or ssh://[user@]host[:port] into destination,
+ * dest_user, dest_port; which of -l, user@ and the configs' User wins is
+ * ssh's business (or resolve_without_ssh's). */
+static int parse_target(const char *arg, px_config *cfg, FILE *err)
 {
-	char key[64];
-	const char *eq = strchr(opt, '=');
-	const char *val;
-	size_t kl;
-	if (!eq) {
-		/* ssh also takes "Key Value" */
-		eq = strchr(opt, ' ');
-	}
-	if (!eq)
-		return bad(err, "-o %s: expected Key=Value", opt);
-	kl = (size_t)(eq - opt);
-	if (kl >= sizeof(key))
-		return bad(err, "-o %s: unknown option", opt);
-	memcpy(key, opt, kl);
-	key[kl] = '\0';
-	val = eq + 1;
-	while (*val == ' ')
-		val++;
-	if (strcasecmp(key, "UserKnownHostsFile") == 0) {
-		if (set_copy(cfg->known_hosts, sizeof(cfg->known_hosts), val) != 0)
-			return bad(err, "-o %s: path too long", opt);
-	} else if (strcasecmp(key, "StrictHostKeyChecking") == 0) {
-		if (strcasecmp(val, "yes") == 0 || strcasecmp(val, "ask") == 0)
-			cfg->hostkey_policy = MUX_HOSTKEY_STRICT;
-		else if (strcasecmp(val, "accept-new") == 0)
-			cfg->hostkey_policy = MUX_HOSTKEY_ACCEPT_NEW;
-		else if (strcasecmp(val, "no") == 0 || strcasecmp(val, "off") == 0)
-			cfg->hostkey_policy = MUX_HOSTKEY_OFF;
-		else
-			return bad(err, "-o %s: use yes, accept-new or no", opt);
-	} else if (strcasecmp(key, "ServerAliveInterval") == 0) {
-		uint16_t v;
-		if (parse_port(val, true, &v) != 0)
-			return bad(err, "-o %s: expected seconds", opt);
-		cfg->keepalive_sec = v;
-	} else if (strcasecmp(key, "ServerAliveCountMax") == 0) {
-		uint16_t v;
-		if (parse_port(val, false, &v) != 0)
-			return bad(err, "-o %s: expected a count", opt);
-		cfg->keepalive_count = v;
-	} else if (strcasecmp(key, "Ciphers") == 0) {
-		if (set_copy(cfg->ciphers, sizeof(cfg->ciphers), val) != 0)
-			return bad(err, "-o %s: too long", opt);
-	} else if (strcasecmp(key, "MACs") == 0) {
-		if (set_copy(cfg->macs, sizeof(cfg->macs), val) != 0)
-			return bad(err, "-o %s: too long", opt);
-	} else if (strcasecmp(key, "Port") == 0) {
-		if (parse_port(val, false, &cfg->ssh_port) != 0)
-			return bad(err, "-o %s: bad port", opt);
-	} else if (strcasecmp(key, "User") == 0) {
-		if (set_copy(cfg->user, sizeof(cfg->user), val) != 0)
-			return bad(err, "-o %s: too long", opt);
-	} else if (strcasecmp(key, "IdentityFile") == 0) {
-		if (cfg->nidentities >= PX_MAX_IDENTITIES)
-			return bad(err, "-o %s: too many identities", opt);
-		cfg->identities[cfg->nidentities++] = val;
-		cfg->identities_given = true;
-	} else {
-		return bad(err, "-o %s: unsupported option", opt);
-	}
-	return 0;
-}
-
-/* [user@]host[:port]. The user part is taken unless -l was given on the
- * command line (ssh: -l, then user@host, then the config's User); a port
- * here goes to *port (0 when none). */
-static int parse_target(const char *arg, px_config *cfg, bool login_given, uint16_t *port,
-			FILE *err)
-{
-	const char *at = strrchr(arg, '@');
 	const char *host = arg;
+	bool uri = strncmp(arg, "ssh://", 6) == 0;
+	if (uri)
+		host = arg + 6;
+	if (arg[0] == '-')
+		return bad(err, "bad destination %s", arg);
+	const char *at = strrchr(host, '@');
 	if (at) {
-		if (at == arg || (size_t)(at - arg) >= sizeof(cfg->user))
+		if (at == host || (size_t)(at - host) >= sizeof(cfg->dest_user))
 			return bad(err, "bad user in %s", arg);
-		if (!login_given) {
-			memcpy(cfg->user, arg, (size_t)(at - arg));
-			cfg->user[at - arg] = '\0';
-		}
+		memcpy(cfg->dest_user, host, (size_t)(at - host));
+		cfg->dest_user[at - host] = '\0';
 		host = at + 1;
 	}
 	char fl[2][256];
 	int n;
+	if (uri && host[strlen(host) - 1] == '/')
+		return bad(err, "bad destination %s: no path after ssh://host", arg);
 	if (host[0] == '[' || strchr(host, ':') == strrchr(host, ':'))
 		n = split_colons(host, fl, 2); /* host, [v6], host:port, [v6]:port */
 	else
 		n = (strlen(host) < 256) ? (strcpy(fl[0], host), 1) : -1; /* bare IPv6 */
 	if (n < 1 || !fl[0][0])
 		return bad(err, "bad gateway %s", arg);
-	*port = 0;
-	if (n == 2 && parse_port(fl[1], false, port) != 0)
+	if (n == 2 && parse_port(fl[1], false, &cfg->dest_port) != 0)
 		return bad(err, "bad port in %s", arg);
-	if (set_copy(cfg->gateway, sizeof(cfg->gateway), fl[0]) != 0)
+	if (set_copy(cfg->destination, sizeof(cfg->destination), fl[0]) != 0 ||
+	    set_copy(cfg->gateway, sizeof(cfg->gateway), fl[0]) != 0)
 		return bad(err, "gateway name too long: %s", arg);
 	return 0;
 }
@@ -301,6 +265,7 @@ enum {
 	OPT_NO_UID_CHECK,
 	OPT_SYSLOG,
 	OPT_STATUS_FILE,
+	OPT_CONFIG,
 };
 
 static const struct option longopts[] = {
@@ -312,26 +277,25 @@ static const struct option longopts[] = {
 	{"no-uid-check", no_argument, NULL, OPT_NO_UID_CHECK},
 	{"syslog", no_argument, NULL, OPT_SYSLOG},
 	{"status-file", required_argument, NULL, OPT_STATUS_FILE},
+	{"config", required_argument, NULL, OPT_CONFIG},
 	{NULL, 0, NULL, 0},
 };
-static const char shortopts[] = ":F:L:p:i:l:o:qvVh";
+static const char shortopts[] = ":F:L:p:i:l:o:J:c:m:46CNTfnakxyqvVh";
 
 /* What one source (a config file or the command line) set. The command
  * line wins: its -L and -i replace the config's instead of adding. */
 struct src_state {
 	bool cli;
-	bool port_given;
-	uint16_t port;
-	bool login_given;
-	bool fwd_reset, id_reset;
+	bool fwd_reset;
+	bool identities; /* -i or -o IdentityFile seen */
 };
 
-/* Strings from config files must outlive parsing: keep copies, freed by
- * px_cli_free() at exit. */
-static char *kept[64];
+/* Strings that must outlive parsing (config file values, settings from
+ * ssh -G): copies freed by px_cli_free() at exit. */
+static char *kept[512];
 static size_t nkept;
 
-static char *keep(const char *s)
+const char *px_cli_keep(const char *s)
 {
 	char *d = nkept < sizeof(kept) / sizeof(kept[0]) ? strdup(s) : NULL;
 	if (!d)
@@ -348,16 +312,44 @@ void px_cli_free(px_config *cfg)
 	nkept = 0;
 }
 
+/* Config files' identities: used only when the command line names none. */
+static const char *cfg_idents[PX_MAX_IDENTITIES];
+static size_t ncfg_idents;
+
+static int push(const char **list, size_t *n, const char *a, FILE *err)
+{
+	const char *k = px_cli_keep(a);
+	if (*n >= PX_MAX_SSH_ARGS || !k)
+		return bad(err, "%s", "too many ssh options");
+	list[(*n)++] = k;
+	return 0;
+}
+
+/* A flag for ssh -G, from the command line: kept in order. */
+static int ssh_flag(px_config *cfg, const char *flag, const char *arg, FILE *err)
+{
+	if (push(cfg->ssh_args, &cfg->nssh_args, flag, err) != 0)
+		return -1;
+	return arg ? push(cfg->ssh_args, &cfg->nssh_args, arg, err) : 0;
+}
+
+static bool is_identity_o(const char *arg)
+{
+	return strncasecmp(arg, "IdentityFile", 12) == 0 &&
+	       (arg[12] == '=' || arg[12] == ' ' || arg[12] == '\t');
+}
+
 /* Apply one option. 0: go on; 1: --help/--version handled; -1: error. */
 static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FILE *out,
 		     FILE *err)
 {
 	char c[2] = {(char)optopt, 0};
-	if (!st->cli && arg && !(arg = keep(arg)))
+	if (!st->cli && arg && !(arg = (char *)px_cli_keep(arg)))
 		return bad(err, "%s", "config file too long");
 	switch (ch) {
 	case 'F':
-		break; /* handled before parsing */
+		cfg->ssh_config = px_cli_keep(arg);
+		return ssh_flag(cfg, "-F", arg, err);
 	case 'L':
 		if (st->cli && !st->fwd_reset) {
 			cfg->nfwd = 0;
@@ -369,38 +361,59 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 			return bad(err, "bad -L %s: want [bind_address:]port:host:hostport", arg);
 		cfg->nfwd++;
 		break;
-	case 'p':
-		if (parse_port(arg, false, &st->port) != 0)
+	case 'p': {
+		uint16_t port;
+		if (parse_port(arg, false, &port) != 0)
 			return bad(err, "bad port %s", arg);
-		cfg->ssh_port = st->port;
-		st->port_given = true;
-		break;
+		return ssh_flag(cfg, "-p", arg, err);
+	}
 	case 'i':
-		if (st->cli && !st->id_reset) {
-			cfg->nidentities = 0;
-			st->id_reset = true;
-		}
-		if (cfg->nidentities >= PX_MAX_IDENTITIES)
-			return bad(err, "too many -i (max %s)", "16");
-		cfg->identities[cfg->nidentities++] = arg;
-		cfg->identities_given = true;
-		break;
+		st->identities = true;
+		return ssh_flag(cfg, "-i", arg, err);
 	case 'l':
-		if (set_copy(cfg->user, sizeof(cfg->user), arg) != 0)
-			return bad(err, "login too long: %s", arg);
-		st->login_given = true;
-		break;
+	case 'J':
+		c[0] = (char)ch;
+		return ssh_flag(cfg, ch == 'l' ? "-l" : "-J", arg, err);
 	case 'o':
-		if (parse_o(arg, cfg, err) != 0)
-			return -1;
+		if (!strchr(arg, '=') && !strchr(arg, ' '))
+			return bad(err, "-o %s: expected Key=Value", arg);
+		if (is_identity_o(arg))
+			st->identities = true;
+		return ssh_flag(cfg, "-o", arg, err);
+	case '4':
+	case '6':
+		cfg->address_family = ch == '4' ? AF_INET : AF_INET6;
+		return ssh_flag(cfg, ch == '4' ? "-4" : "-6", NULL, err);
+	case 'C':
+		cfg->compression = true;
+		return ssh_flag(cfg, "-C", NULL, err);
+	case 'c':
+	case 'm':
+		return ssh_flag(cfg, ch == 'c' ? "-c" : "-m", arg, err);
+	case 'N':
+	case 'T':
+	case 'n':
+	case 'a':
+	case 'k':
+	case 'x':
+		/* ftpssh never runs a remote command, asks for a tty, reads
+		 * stdin, forwards the agent or X11, or delegates credentials */
+		break;
+	case 'y':
+		cfg->syslog = true;
+		break;
+	case 'f':
+		cfg->background = true;
 		break;
 	case 'q':
 		cfg->verbosity = -1;
+		cfg->verbosity_given = st->cli;
 		break;
 	case 'v':
 		if (cfg->verbosity < 0)
 			cfg->verbosity = 0;
 		cfg->verbosity++;
+		cfg->verbosity_given = st->cli;
 		break;
 	case 'V':
 		fprintf(out, "ftpssh %s (libssh2 %s %s, libuv %s)\n", FTPSSH_VERSION,
@@ -443,6 +456,8 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 		if (set_copy(cfg->status_file, sizeof(cfg->status_file), arg) != 0)
 			return bad(err, "--status-file %s: path too long", arg);
 		break;
+	case OPT_CONFIG:
+		break; /* handled before parsing */
 	case ':':
 		return bad(err, "option -%s needs an argument", c);
 	default:
@@ -470,21 +485,37 @@ static int parse_args(px_config *cfg, int argc, char **argv, struct src_state *s
 	return 0;
 }
 
-/* ssh_config-style keys in a config file become -o options. */
-static bool is_ssh_key(const char *k)
+/* An ssh option from a config file: checked now (so that a bad line is
+ * reported with its FILE:LINE), applied for the no-ssh case, and kept
+ * for `ssh -G` after the destination, where the command line's own beat
+ * it (ssh takes the first value). */
+static int config_ssh_option(px_config *cfg, const char *key, const char *val, FILE *err)
 {
-	static const char *keys[] = {"UserKnownHostsFile", "StrictHostKeyChecking",
-				     "ServerAliveInterval", "ServerAliveCountMax", "Ciphers", "MACs",
-				     "Port", "User", "IdentityFile"};
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		if (strcasecmp(k, keys[i]) == 0)
-			return true;
-	return false;
+	char why[512], opt[1100];
+	bool known;
+	if (!px_sshconfig_known(key) || !*val)
+		return -1;
+	if (px_sshconfig_set(cfg, key, val, &known, why, sizeof(why)) != 0) {
+		fprintf(err, "ftpssh: %s\n", why);
+		return -1;
+	}
+	snprintf(opt, sizeof(opt), "%s=%s", key, val);
+	if (strcasecmp(key, "IdentityFile") == 0) {
+		const char *k = px_cli_keep(opt);
+		if (!k || ncfg_idents >= PX_MAX_IDENTITIES)
+			return -1;
+		cfg_idents[ncfg_idents++] = k;
+		return 0;
+	}
+	if (push(cfg->ssh_tail, &cfg->nssh_tail, "-o", err) != 0 ||
+	    push(cfg->ssh_tail, &cfg->nssh_tail, opt, err) != 0)
+		return -1;
+	return 0;
 }
 
 /* One "key value" line: the same keys as the long options (window-max,
- * data-host, ...), ssh's -o keys, and forward/gateway/identity/login/port/
- * verbose/quiet for the short ones. */
+ * data-host, ...), any ssh_config option, and forward/gateway/identity/
+ * login/port/verbose/quiet for the short ones. */
 static int config_line(px_config *cfg, char *key, char *val, char *gateway, size_t gwcap,
 		       struct src_state *st, FILE *out, FILE *err)
 {
@@ -496,22 +527,25 @@ static int config_line(px_config *cfg, char *key, char *val, char *gateway, size
 			return -1;
 		return 0;
 	}
-	if (strcmp(key, "forward") == 0 || strcmp(key, "identity") == 0 ||
-	    strcmp(key, "login") == 0 || strcmp(key, "port") == 0) {
-		av[1] = key[0] == 'f' ? "-L" : key[0] == 'i' ? "-i" : key[0] == 'l' ? "-l" : "-p";
+	if (strcmp(key, "identity") == 0)
+		return config_ssh_option(cfg, "IdentityFile", val, err);
+	if (strcmp(key, "login") == 0)
+		return config_ssh_option(cfg, "User", val, err);
+	if (strcmp(key, "port") == 0)
+		return config_ssh_option(cfg, "Port", val, err);
+	if (strcmp(key, "forward") == 0) {
+		av[1] = "-L";
 		av[2] = val;
 		ac = 3;
 	} else if (strcmp(key, "verbose") == 0 || strcmp(key, "quiet") == 0) {
 		av[1] = key[0] == 'v' ? "-v" : "-q";
-	} else if (is_ssh_key(key)) {
-		snprintf(opt, sizeof(opt), "%s=%s", key, val);
-		av[1] = "-o";
-		av[2] = opt;
-		ac = 3;
+	} else if (px_sshconfig_known(key)) {
+		return config_ssh_option(cfg, key, val, err);
 	} else {
 		bool known = false;
 		for (const struct option *o = longopts; o->name; o++)
-			if (strcmp(o->name, key) == 0 && o->val != 'h' && o->val != 'V')
+			if (strcmp(o->name, key) == 0 && o->val != 'h' && o->val != 'V' &&
+			    o->val != OPT_CONFIG)
 				known = true;
 		if (!known)
 			return -1;
@@ -584,10 +618,12 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 	int rc, first = 0;
 
 	memset(cfg, 0, sizeof(*cfg));
+	ncfg_idents = 0;
 	cfg->ssh_port = 22;
 	cfg->keepalive_sec = 30;
 	cfg->keepalive_count = 3;
 	cfg->hostkey_policy = MUX_HOSTKEY_STRICT;
+	cfg->use_agent = true;
 	cfg->window_max = 32u * 1024 * 1024;
 	cfg->data_timeout_sec = 60;
 
@@ -596,14 +632,15 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 	if (!home || !*home)
 		home = pw ? pw->pw_dir : "/";
 
-	/* -F first: it decides which files are read before the command line */
+	/* --config first: it decides which files are read before the
+	 * command line */
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--") == 0)
 			break;
-		if (strcmp(argv[i], "-F") == 0 && i + 1 < argc)
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
 			config = argv[i + 1];
-		else if (strncmp(argv[i], "-F", 2) == 0 && argv[i][2])
-			config = argv[i] + 2;
+		else if (strncmp(argv[i], "--config=", 9) == 0)
+			config = argv[i] + 9;
 	}
 	if (config) {
 		if (strcmp(config, "none") != 0 &&
@@ -617,24 +654,29 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 		    config_file(cfg, user_cfg, false, gateway, sizeof(gateway), out, err) != 0)
 			return -1;
 	}
-	/* the port: command line (-p, -o Port), then gateway:port, then the
-	 * config's, then 22 */
-	uint16_t cfg_port = cfg->ssh_port, target_port = 0;
-	cfg->ssh_port = 0;
 
 	rc = parse_args(cfg, argc, argv, &cli, out, err, &first);
 	if (rc != 0)
 		return rc;
 	if (first < argc - 1)
-		return bad(err, "%s", "too many arguments");
+		return bad(err, "%s", "too many arguments (ftpssh runs no remote command)");
 	const char *target = first == argc - 1 ? argv[first] : gateway[0] ? gateway : NULL;
 	if (!target)
 		return bad(err, "%s", "missing gateway");
-	uint16_t cli_port = cfg->ssh_port;
-	if (parse_target(target, cfg, cli.login_given, &target_port, err) != 0)
+	if (parse_target(target, cfg, err) != 0)
 		return -1;
-	cfg->ssh_port = cli_port ? cli_port : target_port ? target_port : cfg_port;
 
+	/* The command line's identities replace the config files' (-i, -o
+	 * IdentityFile); ftpssh's defaults apply when neither names one. */
+	if (cli.identities) {
+		cfg->nidentities = 0;
+		cfg->identities_given = true;
+	} else {
+		for (size_t i = 0; i < ncfg_idents; i++)
+			if (push(cfg->ssh_tail, &cfg->nssh_tail, "-o", err) != 0 ||
+			    push(cfg->ssh_tail, &cfg->nssh_tail, cfg_idents[i], err) != 0)
+				return -1;
+	}
 	if (!cfg->user[0]) {
 		const char *u = getenv("USER");
 		if (!u || !*u)
@@ -642,8 +684,15 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 		if (set_copy(cfg->user, sizeof(cfg->user), u) != 0)
 			return bad(err, "login too long: %s", u);
 	}
-	if (!cfg->known_hosts[0])
-		snprintf(cfg->known_hosts, sizeof(cfg->known_hosts), "%s/.ssh/known_hosts", home);
+	if (!cfg->known_hosts[0]) {
+		static char kh[2][4096];
+		snprintf(kh[0], sizeof(kh[0]), "%s/.ssh/known_hosts", home);
+		snprintf(kh[1], sizeof(kh[1]), "%s/.ssh/known_hosts2", home);
+		snprintf(cfg->known_hosts, sizeof(cfg->known_hosts), "%s", kh[0]);
+		cfg->known_hosts_files[0] = kh[0];
+		cfg->known_hosts_files[1] = kh[1];
+		cfg->nknown_hosts_files = 2;
+	}
 	if (!cfg->identities_given)
 		default_identities(cfg, home);
 	if (cfg->nfwd == 0) {

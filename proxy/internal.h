@@ -46,6 +46,22 @@ void px_ask_forget(void);
 int px_peer_uid(const struct sockaddr_storage *ours, const struct sockaddr_storage *peer,
 		uid_t *uid);
 
+/* ---- sshconfig.c, for sshrun.c: the option table ---------------------------
+ * Entry i's name; applying ssh -G's value uv for it (bv: the -F none
+ * baseline's, NULL when absent) to cfg; ~ and % token expansion; and the
+ * names set by the user that ftpssh cannot honour, for one warning. */
+size_t px__sshopt_count(void);
+const char *px__sshopt_name(size_t i);
+int px__sshopt_apply(px_config *cfg, size_t i, const char *uv, const char *bv, char *why,
+		     size_t cap);
+void px__ssh_note_unhonoured(const char *name);
+const char *px__ssh_unhonoured(void);
+
+/* sshtokens.c: ~, ${VAR} and % tokens of IdentityFile, CertificateFile,
+ * ProxyCommand expanded into out; -1 with why when impossible. */
+int px__ssh_expand(const px_config *cfg, const char *in, char *out, size_t cap, char *why,
+		   size_t wcap);
+
 /* ---- server internals used by sessions ---------------------------------- */
 typedef struct px_session px_session;
 typedef struct px_dataport px_dataport;

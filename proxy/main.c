@@ -8,10 +8,13 @@
  * when the loop has no handle left (checked in debug builds: a leaked
  * handle fails the run).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "proxy/internal.h"
@@ -59,6 +62,73 @@ static void app_maybe_exit(void)
 	uv_close((uv_handle_t *)&app.status, NULL);
 	if (app.status_line)
 		px_log_status("");
+}
+
+/* -f. The fork happens at start-up, before libuv starts threads (a
+ * threadpool does not survive fork) and before any proxy child (which
+ * must be ours to reap): the parent only waits, on a pipe, until the
+ * child says its listeners are up, then exits 0; if the child dies first,
+ * the parent exits with the child's status. Until then the child still
+ * has the terminal, for questions and messages. */
+static int bg_ready_fd = -1;
+
+static void app_fork_background(void)
+{
+	int fds[2];
+	fflush(NULL);
+	if (pipe2(fds, O_CLOEXEC) != 0) {
+		px_log(0, "cannot go to the background: %s", strerror(errno));
+		return;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		px_log(0, "cannot go to the background: %s", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return;
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		bg_ready_fd = fds[1];
+		return;
+	}
+	close(fds[1]);
+	char b;
+	ssize_t n;
+	while ((n = read(fds[0], &b, 1)) < 0 && errno == EINTR)
+		;
+	if (n == 1)
+		_exit(PX_EXIT_OK); /* nothing to clean: it all belongs to the child */
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : PX_EXIT_ERROR);
+}
+
+/* The listeners are up and announced: let the parent go, leave the
+ * terminal. */
+static void app_background_ready(void)
+{
+	if (bg_ready_fd < 0)
+		return;
+	px_log(1, "running in the background as pid %ld", (long)getpid());
+	fflush(NULL);
+	setsid();
+	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (nul >= 0) {
+		dup2(nul, 0);
+		close(nul);
+	}
+	if (write(bg_ready_fd, "R", 1) != 1)
+		px_log(0, "cannot tell the foreground process: %s", strerror(errno));
+	close(bg_ready_fd);
+	bg_ready_fd = -1;
+	if (app.status_line) {
+		app.status_line = false;
+		px_log_status("");
+		if (!app.cfg.status_file[0])
+			uv_timer_stop(&app.status);
+	}
 }
 
 static void conn_open(void)
@@ -135,6 +205,8 @@ static void conn_cb(mux_conn *c, enum mux_conn_event ev, int kind, const char *m
 			px_server_set_conn(app.srv, c);
 		else if (px_server_start(app.loop, c, &app.cfg, &app.srv) < 0)
 			app_stop(PX_EXIT_LISTEN);
+		else
+			app_background_ready();
 		break;
 	case MUX_CONN_FAILED:
 		px_log(0, "%s", msg);
@@ -273,6 +345,14 @@ int main(int argc, char **argv)
 	px_log_init(app.cfg.verbosity);
 	if (app.cfg.syslog)
 		px_log_use_syslog();
+	/* Before the loop exists: ssh -G is a child we wait for here. */
+	if (px_sshconfig_resolve(&app.cfg, stderr) != 0) {
+		px_cli_free(&app.cfg);
+		return PX_EXIT_USAGE;
+	}
+	px_log_init(app.cfg.verbosity); /* LogLevel may have changed it */
+	if (app.cfg.background)
+		app_fork_background();
 	app.status_line = !app.cfg.syslog && app.cfg.verbosity >= 0 && isatty(2);
 	signal(SIGPIPE, SIG_IGN);
 	app.loop = uv_default_loop();
@@ -291,23 +371,44 @@ int main(int argc, char **argv)
 	uv_timer_init(app.loop, &app.drain);
 	app.backoff_ms = BACKOFF_FIRST_MS;
 
+	const px_config *cf = &app.cfg;
 	app.opts = (mux_conn_opts){
-		.host = app.cfg.gateway,
-		.port = app.cfg.ssh_port,
-		.user = app.cfg.user,
-		.identities = app.cfg.identities,
-		.n_identities = app.cfg.nidentities,
-		.use_agent = true,
-		.known_hosts = app.cfg.known_hosts,
-		.hostkey_policy = app.cfg.hostkey_policy,
-		.keepalive_sec = app.cfg.keepalive_sec,
-		.keepalive_count = app.cfg.keepalive_count,
-		.ciphers = app.cfg.ciphers[0] ? app.cfg.ciphers : NULL,
-		.macs = app.cfg.macs[0] ? app.cfg.macs : NULL,
-		.window_max = app.cfg.window_max,
+		.host = cf->gateway,
+		.port = cf->ssh_port,
+		.user = cf->user,
+		.proxy_argv = cf->proxy_argv[0] ? cf->proxy_argv : NULL,
+		.address_family = cf->address_family,
+		.connect_timeout_sec = cf->connect_timeout_sec,
+		.identities = cf->identities,
+		.n_identities = cf->nidentities,
+		.certificates = cf->certificates,
+		.n_certificates = cf->ncertificates,
+		.use_agent = cf->use_agent,
+		.identities_only = cf->identities_only,
+		.batch_mode = cf->batch_mode,
+		.preferred_auth = cf->preferred_auth,
+		.no_pubkey_auth = cf->no_pubkey_auth,
+		.no_password_auth = cf->no_password_auth,
+		.no_kbdint_auth = cf->no_kbdint_auth,
+		.known_hosts = cf->known_hosts,
+		.known_hosts_files = cf->known_hosts_files,
+		.n_known_hosts_files = cf->nknown_hosts_files,
+		.global_known_hosts = cf->global_known_hosts,
+		.n_global_known_hosts = cf->nglobal_known_hosts,
+		.hostkey_alias = cf->hostkey_alias,
+		.hash_known_hosts = cf->hash_known_hosts,
+		.hostkey_policy = cf->hostkey_policy,
+		.keepalive_sec = cf->keepalive_sec,
+		.keepalive_count = cf->keepalive_count,
+		.ciphers = cf->ciphers,
+		.macs = cf->macs,
+		.kex = cf->kex,
+		.hostkey_algs = cf->hostkey_algs,
+		.compression = cf->compression,
+		.window_max = cf->window_max,
 		.log = px_log_mux,
 		.log_ctx = NULL,
-		.ask = px_ask,
+		.ask = cf->batch_mode ? NULL : px_ask,
 		.ask_ctx = &app.reconnecting,
 	};
 	conn_open();

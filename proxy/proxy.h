@@ -39,21 +39,59 @@ typedef struct px_forward {
 	uint16_t port;
 } px_forward;
 
+#define PX_MAX_FILES 8        /* known-hosts files, certificates */
+#define PX_MAX_SSH_ARGS 128   /* argv given to `ssh -G` */
+#define PX_MAX_PROXY_ARGS 32  /* argv of the ProxyCommand / jump ssh */
+
 typedef struct px_config {
 	px_forward fwd[PX_MAX_FORWARDS];
 	size_t nfwd;
-	char gateway[256];
+	char gateway[256];         /* ssh -G "hostname": where to connect */
+	char destination[256];     /* the host as the user named it (%n) */
+	char dest_user[128];       /* user@ of the destination, or "" */
+	uint16_t dest_port;        /* :port of the destination, or 0 */
 	char user[128];
 	uint16_t ssh_port;
 	const char *identities[PX_MAX_IDENTITIES];
 	size_t nidentities;
 	bool identities_given;
-	char known_hosts[4096];
+	const char *certificates[PX_MAX_FILES];
+	size_t ncertificates;
+	bool identities_only;
+	bool use_agent;            /* IdentityAgent none: false */
+	bool batch_mode;
+	const char *preferred_auth; /* PreferredAuthentications or NULL */
+	bool no_pubkey_auth, no_password_auth, no_kbdint_auth;
+	char known_hosts[4096];    /* first UserKnownHostsFile: accept-new writes here */
+	const char *known_hosts_files[PX_MAX_FILES];
+	size_t nknown_hosts_files;
+	const char *global_known_hosts[PX_MAX_FILES];
+	size_t nglobal_known_hosts;
+	const char *hostkey_alias; /* or NULL */
+	bool hash_known_hosts;
 	enum mux_hostkey_policy hostkey_policy;
 	unsigned keepalive_sec;
 	unsigned keepalive_count;
-	char ciphers[256];
-	char macs[256];
+	/* Algorithm lists; NULL: not set by the user, ftpssh's defaults. */
+	const char *ciphers, *macs, *kex, *hostkey_algs;
+	bool compression;          /* -C, Compression yes */
+	int address_family;        /* AF_UNSPEC, AF_INET (-4), AF_INET6 (-6) */
+	unsigned connect_timeout_sec; /* 0: mux's bounded default */
+	const char *proxy_jump;    /* ProxyJump as ssh -G prints it, or NULL */
+	const char *proxy_command; /* ProxyCommand (tokens expanded), or NULL */
+	const char *proxy_argv[PX_MAX_PROXY_ARGS + 1]; /* NULL-terminated; [0] NULL: TCP */
+	bool background;           /* -f: fork once the listeners are up */
+
+	/* What the command line and config files gave for ssh: `ssh -G`
+	 * gets ssh_args, then the destination, then ssh_tail (the config
+	 * files' settings, which the command line's beat: first one wins). */
+	const char *ssh_args[PX_MAX_SSH_ARGS];
+	size_t nssh_args;
+	const char *ssh_tail[PX_MAX_SSH_ARGS];
+	size_t nssh_tail;
+	const char *ssh_config;    /* -F FILE (passed on to a jump's ssh) */
+	bool verbosity_given;      /* -q/-v on the command line beat LogLevel */
+
 	uint32_t window_max;
 	unsigned data_timeout_sec; /* one-shot data port lifetime */
 	bool data_host_reported;   /* data channels to the 227's address */
@@ -68,6 +106,24 @@ typedef struct px_config {
 int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err);
 /* Free what parsing kept (strings from config files). */
 void px_cli_free(px_config *cfg);
+/* Keep a copy of s until px_cli_free(); NULL when out of room. */
+const char *px_cli_keep(const char *s);
+
+/* ---- ssh configuration (sshconfig.c) ---------------------------------------
+ * The effective settings for the destination, asked of OpenSSH itself:
+ * `ssh -G` with the user's ssh flags, read into cfg. Without an ssh
+ * binary (or FTPSSH_SSH naming none), cfg keeps what the command line
+ * gave. Runs before the loop, bounded in time. 0, or -1 after a message
+ * (exit 2: ssh refused the options, or an option ftpssh must refuse). */
+int px_sshconfig_resolve(px_config *cfg, FILE *err);
+/* Apply one ssh option ("Key", "value") as given by the user, for the
+ * command line's -o and for config files, when no ssh can resolve them.
+ * 0 applied or accepted; -1 unknown name or bad value (why says which).
+ * known: set to whether ssh knows the name. */
+int px_sshconfig_set(px_config *cfg, const char *key, const char *val, bool *known, char *why,
+		     size_t cap);
+/* Whether ssh knows this option name. */
+bool px_sshconfig_known(const char *key);
 
 /* ---- log -----------------------------------------------------------------
  * One line per event on stderr: "ftpssh: [#12] text". Levels: 0 error

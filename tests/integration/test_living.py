@@ -8,7 +8,7 @@
   (user, LAST COMMAND) and the running transfer; the terminal status line
   (ftpssh run inside tmux, captured with `tmux capture-pane`; the capture
   is kept in build/status-line.txt);
-- config files: -F FILE, ~/.config/ftpssh/config, -F none; the command
+- config files: --config FILE, ~/.config/ftpssh/config, --config none; the command
   line wins (its -L replaces the config's forwards; its --data-timeout,
   -p, -o Port and user@ beat the config's); a config-only setting takes
   effect; a malformed line is an error naming FILE:LINE, exit 2; config
@@ -18,7 +18,7 @@
   installed page without a warning, `make uninstall` removes them all;
   `systemd-analyze verify` accepts the unit when it is available.
 
-Every ftpssh here gets `-F none` unless the test is about config files,
+Every ftpssh here gets `--config none` unless the test is about config files,
 so a machine's /etc/ftpssh.conf cannot change what is tested.
 """
 
@@ -70,7 +70,7 @@ def wait_for(fn, timeout, what):
 
 def start(bed, *extra, config=None, wait=True):
     """An ftpssh of the test's own in front of pyftpdlib."""
-    args = ["-F", config if config else "none"] + list(extra)
+    args = ["--config", config if config else "none"] + list(extra)
     return ftpssh.Ftpssh(bed, [bed.ftp_server(KIND)], extra=args, wait=wait)
 
 
@@ -401,9 +401,9 @@ def test_config_strings_freed_at_exit(tmp_path):
     """Values read from a config file are kept for the whole run, and
     freed at exit: no leak report (LeakSanitizer, or valgrind)."""
     cfg = write_config(tmp_path, "data-timeout 5\nforward 2121:localhost:21\n")
-    rc, err = run_cli(["-F", cfg, "-V"], tmp_path, leaks=True)
+    rc, err = run_cli(["--config", cfg, "-V"], tmp_path, leaks=True)
     m = ftpssh.SANITIZER.search(err)
-    assert rc == 0 and not m, "ftpssh -F CONFIG -V: exit %d\n%s" % (rc, err)
+    assert rc == 0 and not m, "ftpssh --config CONFIG -V: exit %d\n%s" % (rc, err)
 
 
 BAD_LINES = [
@@ -422,7 +422,7 @@ BAD_LINES = [
 @pytest.mark.parametrize("line", BAD_LINES)
 def test_config_bad_line_exit_2(tmp_path, line):
     cfg = write_config(tmp_path, "# comment\nServerAliveInterval 10\n%s\nverbose\n" % line)
-    rc, err = run_cli(["-F", cfg, "nobody@127.0.0.1"], tmp_path)
+    rc, err = run_cli(["--config", cfg, "nobody@127.0.0.1"], tmp_path)
     key, _, val = line.partition(" ")
     want = "ftpssh: %s:3: bad line: %s %s\n" % (cfg, key, val)
     assert rc == 2 and want in err, "rc %d, stderr %r; wanted exit 2 and %r" % (rc, err, want)
@@ -430,15 +430,15 @@ def test_config_bad_line_exit_2(tmp_path, line):
 
 @pytest.mark.ftpssh_only
 def test_user_config_from_home_and_f_none(tmp_path):
-    """~/.config/ftpssh/config is read (HOME), and -F none reads nothing."""
+    """~/.config/ftpssh/config is read (HOME), and --config none reads nothing."""
     if os.path.exists("/etc/ftpssh.conf"):
         pytest.skip("/etc/ftpssh.conf exists on this machine and is read first")
     cfg = write_config(tmp_path, "gateway\n", name=".config/ftpssh/config")
     rc, err = run_cli(["nobody@127.0.0.1"], tmp_path)
     assert rc == 2 and "ftpssh: %s:1: bad line: gateway" % cfg in err, (rc, err)
-    rc, err = run_cli(["-F", "none", "-q"], tmp_path)
+    rc, err = run_cli(["--config", "none", "-q"], tmp_path)
     assert rc == 2 and "missing gateway" in err and "bad line" not in err, (rc, err)
-    rc, err = run_cli(["-F", str(tmp_path / "absent.conf"), "nobody@127.0.0.1"], tmp_path)
+    rc, err = run_cli(["--config", str(tmp_path / "absent.conf"), "nobody@127.0.0.1"], tmp_path)
     assert rc == 2 and "ftpssh: cannot read config %s: No such file or directory" % (
         tmp_path / "absent.conf") in err, (rc, err)
 
@@ -468,7 +468,7 @@ def test_command_line_o_port_beats_config(tmp_path):
     """`port` in the config, -o Port=N on the command line: N is dialled."""
     cfg_port, cli_port = procs.free_port(), procs.free_port()
     cfg = write_config(tmp_path, "port %d\n" % cfg_port)
-    rc, err = run_cli(["-F", cfg, "-o", "Port=%d" % cli_port, "nobody@127.0.0.1"], tmp_path)
+    rc, err = run_cli(["--config", cfg, "-o", "Port=%d" % cli_port, "nobody@127.0.0.1"], tmp_path)
     assert rc == 3 and "cannot connect to 127.0.0.1 port %d:" % cli_port in err, (rc, err)
 
 
@@ -602,7 +602,7 @@ def test_terminal_status_line_in_tmux(bed, big):
     ssh = bed.sshd()
     srv = bed.ftp_server(KIND)
     sock = os.path.join(bed.dir, "tmux-%d.sock" % os.getpid())
-    argv = ftpssh.wrap() + [ftpssh.binary(), "-F", "none",
+    argv = ftpssh.wrap() + [ftpssh.binary(), "--config", "none",
                             "-L", "127.0.0.1:0:%s:%d" % (srv.host, srv.port),
                             "-p", str(ssh.port), "-i", ssh.user_key,
                             "-o", "UserKnownHostsFile=%s" % ssh.known_hosts,
