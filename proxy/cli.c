@@ -63,6 +63,11 @@ static const char help_text[] =
 	"  --no-uid-check    take a data connection from any local user; by default\n"
 	"                    only the user who owns the control connection may connect\n"
 	"                    to its one-shot data port (Linux sock_diag)\n"
+	"  --max-sessions=N  FTP sessions in all (default 256; lowered to what\n"
+	"                    RLIMIT_NOFILE allows); more get \"421 too many sessions\"\n"
+	"  --max-sessions-per-user=N  sessions of one local uid (default 64)\n"
+	"  --idle-timeout=SECONDS  close a control session after that long with no\n"
+	"                    command and no transfer (default 900, 0 never)\n"
 	"  -F file           config file (default /etc/ftpssh.conf, then\n"
 	"                    ~/.config/ftpssh/config; -F none reads none): one \"key value\"\n"
 	"                    per line, keys as the long options, ssh's -o keys, and\n"
@@ -297,6 +302,9 @@ enum {
 	OPT_NO_UID_CHECK,
 	OPT_SYSLOG,
 	OPT_STATUS_FILE,
+	OPT_MAX_SESSIONS,
+	OPT_MAX_PER_USER,
+	OPT_IDLE_TIMEOUT,
 };
 
 static const struct option longopts[] = {
@@ -308,6 +316,9 @@ static const struct option longopts[] = {
 	{"no-uid-check", no_argument, NULL, OPT_NO_UID_CHECK},
 	{"syslog", no_argument, NULL, OPT_SYSLOG},
 	{"status-file", required_argument, NULL, OPT_STATUS_FILE},
+	{"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
+	{"max-sessions-per-user", required_argument, NULL, OPT_MAX_PER_USER},
+	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
 	{NULL, 0, NULL, 0},
 };
 static const char shortopts[] = ":F:L:p:i:l:o:qvVh";
@@ -439,6 +450,25 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 		if (set_copy(cfg->status_file, sizeof(cfg->status_file), arg) != 0)
 			return bad(err, "--status-file %s: path too long", arg);
 		break;
+	case OPT_MAX_SESSIONS:
+	case OPT_MAX_PER_USER:
+	case OPT_IDLE_TIMEOUT: {
+		char *end;
+		errno = 0;
+		unsigned long v = strtoul(arg, &end, 10);
+		bool idle = ch == OPT_IDLE_TIMEOUT;
+		if (errno || *end || !*arg || v > (idle ? 86400ul * 365 : 65536ul) || (!idle && v < 1))
+			return bad(err, idle ? "--idle-timeout %s: seconds (0: never)"
+					     : "--max-sessions%s: a number from 1 to 65536",
+				   idle ? arg : ch == OPT_MAX_PER_USER ? "-per-user" : "");
+		if (ch == OPT_MAX_SESSIONS)
+			cfg->max_sessions = (unsigned)v;
+		else if (ch == OPT_MAX_PER_USER)
+			cfg->max_sessions_per_user = (unsigned)v;
+		else
+			cfg->idle_timeout_sec = (unsigned)v;
+		break;
+	}
 	case ':':
 		return bad(err, "option -%s needs an argument", c);
 	default:
@@ -586,6 +616,9 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 	cfg->hostkey_policy = MUX_HOSTKEY_STRICT;
 	cfg->window_max = 32u * 1024 * 1024;
 	cfg->data_timeout_sec = 60;
+	cfg->max_sessions = 256;
+	cfg->max_sessions_per_user = 64;
+	cfg->idle_timeout_sec = 900;
 
 	const char *home = getenv("HOME");
 	struct passwd *pw = getpwuid(getuid());
