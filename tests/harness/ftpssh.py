@@ -87,14 +87,15 @@ class Ftpssh:
 
     def __init__(self, bed, servers, known_hosts=None, strict="yes", identity=None,
                  use_l_option=False, extra=(), wait=True, ssh_port=None,
-                 ssh=None, login=None, env=None, home=None, tty=False):
+                 ssh=None, login=None, env=None, home=None, tty=False, prefix=()):
         """ssh: the SshServer to go through (default bed.sshd());
         identity: a key file, a list of them, or False for no -i at all;
         known_hosts / strict: False leaves the option out (ftpssh's default);
         login: the SSH login (default the sshd's); env: variables to set
         (None as a value removes one; SSH_AUTH_SOCK is removed unless given);
         home: $HOME (default the test bed's); tty: run on a pseudo-terminal
-        of its own (its controlling terminal, for prompts; see tty_expect)."""
+        of its own (its controlling terminal, for prompts; see tty_expect);
+        prefix: a command that execs ftpssh (e.g. prlimit --nofile=N --)."""
         self.bed = bed
         self.servers = list(servers)
         ssh = bed.sshd() if ssh is None else ssh
@@ -106,7 +107,7 @@ class Ftpssh:
         if not os.access(b, os.X_OK):
             raise ProxyError("ftpssh binary %s not found or not executable "
                              "(build it: make asan / make; or set FTPSSH_BIN)" % b)
-        argv = wrap() + [b]
+        argv = list(prefix) + wrap() + [b]
         if os.environ.get("FTPSSH_TEST_VERBOSE") == "1":
             argv.append("-v")
         for srv in self.servers:
