@@ -536,9 +536,9 @@ static void session_refuse(px_session *s, const char *msg)
 	if (now - srv->refusal_log_ms >= REFUSAL_LOG_MS || srv->refusal_log_ms == 0) {
 		if (srv->refusals_quiet)
 			px_log(1, "[#%u] %s refused: %s (and %u more refused in the last second)",
-			       s->id, s->peer, msg + 12, srv->refusals_quiet);
+			       s->id, s->peer, msg + 8, srv->refusals_quiet);
 		else
-			px_log(1, "[#%u] %s refused: %s", s->id, s->peer, msg + 12);
+			px_log(1, "[#%u] %s refused: %s", s->id, s->peer, msg + 8);
 		srv->refusal_log_ms = now;
 		srv->refusals_quiet = 0;
 	} else {
