@@ -74,6 +74,7 @@ struct px_server {
 	int diag_fd;              /* sock_diag netlink socket, owned; -1 none */
 	int reserve_fd;           /* /dev/null kept for the EMFILE refusal; -1 none */
 	unsigned max_sessions;    /* --max-sessions, lowered to fit RLIMIT_NOFILE */
+	uint64_t fd_budget;       /* descriptors sessions and transfers may use */
 	uint64_t refusal_log_ms;  /* last "refused" log line (one a second) */
 	unsigned refusals_quiet;  /* refusals not logged since */
 	bool closing;

@@ -255,14 +255,17 @@ static unsigned fds_open(void)
 }
 
 /* --max-sessions, lowered so that the cap bites before descriptors run
- * out: each session may hold FDS_PER_SESSION of them. */
-static unsigned session_ceiling(const px_config *cfg)
+ * out: each session may hold FDS_PER_SESSION of them. Sets the budget of
+ * descriptors admission counts against (limits.c). */
+static unsigned session_ceiling(px_server *srv, const px_config *cfg)
 {
 	struct rlimit rl;
 	unsigned cap = cfg->max_sessions;
+	srv->fd_budget = UINT64_MAX;
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
 		return cap;
 	unsigned long base = fds_open() + FDS_SPARE;
+	srv->fd_budget = rl.rlim_cur > base ? rl.rlim_cur - base : 0;
 	unsigned long fit = rl.rlim_cur > base ? (rl.rlim_cur - base) / FDS_PER_SESSION : 0;
 	if (fit < 1)
 		fit = 1;
@@ -299,7 +302,7 @@ int px_server_start(uv_loop_t *loop, mux_conn *conn, const px_config *cfg, px_se
 		if (rc < 0)
 			return rc; /* caller closes srv */
 	}
-	srv->max_sessions = session_ceiling(cfg);
+	srv->max_sessions = session_ceiling(srv, cfg);
 	px_log(2, "session limits: %u in all, %u per user, idle timeout %u s",
 	       srv->max_sessions, cfg->max_sessions_per_user, cfg->idle_timeout_sec);
 	return 0;

@@ -42,7 +42,6 @@
 #include "proxy/session.h"
 
 #define CLIENT_EOF_WAIT_MS 10000
-#define REFUSAL_LOG_MS 1000
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -178,7 +177,7 @@ static void session_chan_closed_cb(mux_chan *ch)
 
 /* normal: an ordinary end (QUIT answered, the client leaving after its
  * last reply), logged with -v; a failure is logged at the default level. */
-static void session_end(px_session *s, bool normal, const char *why)
+void px_session_end(px_session *s, bool normal, const char *why)
 {
 	if (s->closing)
 		return;
@@ -207,7 +206,7 @@ static void session_end(px_session *s, bool normal, const char *why)
 
 void px_session_close(px_session *s, const char *why)
 {
-	session_end(s, false, why);
+	px_session_end(s, false, why);
 }
 
 /* Every reply the client asked for has been handed to it. */
@@ -218,11 +217,11 @@ static bool replies_done(const px_session *s)
 
 static void client_eof_timeout_cb(uv_timer_t *t)
 {
-	session_end(t->data, true, "the client left; the server did not close within 10 s");
+	px_session_end(t->data, true, "the client left; the server did not close within 10 s");
 }
 
 /* Close once everything the server said has reached the client. */
-static void session_check_end(px_session *s)
+void px_session_check_end(px_session *s)
 {
 	if (s->closing)
 		return;
@@ -235,13 +234,15 @@ static void session_check_end(px_session *s)
 	if (s->server_eof && fp_framer_pending(&s->sin) == 0 && px_outq_len(&s->to_client) == 0 &&
 	    s->deferred_len == 0) {
 		if (s->refused)
-			session_end(s, true, "refused");
+			px_session_end(s, true, "refused");
+		else if (s->idle_closed)
+			px_session_end(s, true, "idle timeout");
 		else if (s->quit_answered)
-			session_end(s, true, "QUIT answered");
+			px_session_end(s, true, "QUIT answered");
 		else if (s->client_eof)
-			session_end(s, true, "client and server closed");
+			px_session_end(s, true, "client and server closed");
 		else
-			session_end(s, false, "the server closed the connection");
+			px_session_end(s, false, "the server closed the connection");
 		return;
 	}
 	if (s->client_eof && !s->eof_sent && fp_framer_pending(&s->cin) == 0 &&
@@ -266,8 +267,6 @@ const char *px_session_data_host(px_session *s, bool epsv, char *buf, size_t cap
 
 /* ---- client -> server ------------------------------------------------------ */
 
-static void idle_cb(uv_timer_t *t);
-
 static void client_line(px_session *s, const fp_line *l)
 {
 	fp_cmd cmd;
@@ -275,8 +274,7 @@ static void client_line(px_session *s, const fp_line *l)
 	int verb = rc == FP_OK ? (int)cmd.verb : FP_CMD_OTHER;
 
 	log_client_line(s, l->p, l->text_len);
-	if (s->srv->cfg->idle_timeout_sec)
-		uv_timer_start(&s->idle, idle_cb, s->srv->cfg->idle_timeout_sec * 1000ull, 0);
+	px_session_idle_arm(s);
 	client_line_text(s->last_cmd, sizeof(s->last_cmd), l->p, l->text_len);
 	s->last_cmd_ms = uv_now(s->srv->loop);
 	if (verb == FP_CMD_AUTH) {
@@ -356,7 +354,7 @@ static void client_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 		snprintf(why, sizeof(why), "client connection %s (%s)%s",
 			 normal ? "closed" : "failed", uv_strerror((int)n),
 			 normal ? " after its last reply" : " with replies pending");
-		session_end(s, normal, why);
+		px_session_end(s, normal, why);
 		return;
 	}
 	px_session_pump(s);
@@ -426,7 +424,7 @@ void px_session_pump(px_session *s)
 		s->server_reading = true;
 		mux_chan_read_start(s->ch, server_alloc_cb, server_read_cb);
 	}
-	session_check_end(s);
+	px_session_check_end(s);
 }
 
 static void outq_cb(px_outq *q, int status)
@@ -443,42 +441,13 @@ static void outq_cb(px_outq *q, int status)
 			snprintf(why, sizeof(why), "client connection %s (%s)%s",
 				 normal ? "closed" : "failed", uv_strerror(status),
 				 s->quit_sent ? " after QUIT" : "");
-			session_end(s, normal, why);
+			px_session_end(s, normal, why);
 		} else {
-			session_end(s, false, "SSH channel write failed");
+			px_session_end(s, false, "SSH channel write failed");
 		}
 		return;
 	}
 	px_session_pump(s);
-}
-
-/* --idle-timeout: no command and no transfer for that long. */
-static void idle_cb(uv_timer_t *t)
-{
-	px_session *s = t->data;
-	unsigned secs = s->srv->cfg->idle_timeout_sec;
-	if (s->closing)
-		return;
-	if (px_xfer_running(s->srv, s->id) || s->held_cmd || s->fcount > 0) {
-		/* busy: a transfer runs or a reply is awaited */
-		uv_timer_start(&s->idle, idle_cb, secs * 1000ull, 0);
-		return;
-	}
-	char msg[160];
-	snprintf(msg, sizeof(msg), "ftpssh: idle for %u s (no command, no transfer); closing "
-				   "(--idle-timeout)",
-		 secs);
-	px_log(1, "[#%u] idle for %u s; closing the session", s->id, secs);
-	px_session_reply_now(s, 421, msg);
-	/* nothing more is relayed either way; close once the 421 is out */
-	fp_framer_init(&s->sin);
-	fp_framer_init(&s->cin);
-	s->client_eof = true;
-	s->server_eof = true;
-	s->quit_answered = false;
-	px_session_pump(s);
-	if (!s->closing && px_outq_len(&s->to_client) == 0)
-		session_end(s, true, "idle timeout");
 }
 
 /* ---- start ------------------------------------------------------------------- */
@@ -498,7 +467,7 @@ static void chan_open_cb(mux_chan *ch, int status, void *data)
 		px_log(0, "[#%u] %s", s->id, msg + 8);
 		px_session_reply_now(s, 421, msg);
 		s->server_eof = true;
-		session_check_end(s);
+		px_session_check_end(s);
 		return;
 	}
 	px_log(2, "[#%u] connected to %s:%u", s->id, s->fwd->host, s->fwd->port);
@@ -524,61 +493,6 @@ void px_addr_str(const struct sockaddr_storage *ss, char *out, size_t cap)
 	} else {
 		snprintf(out, cap, "?");
 	}
-}
-
-/* Turn a new connection away with a 421 (no channel is opened). Log lines
- * for refusals are limited to one a second: a flood must not flood the log. */
-static void session_refuse(px_session *s, const char *msg)
-{
-	px_server *srv = s->srv;
-	uint64_t now = uv_now(srv->loop);
-	s->refused = true;
-	if (now - srv->refusal_log_ms >= REFUSAL_LOG_MS || srv->refusal_log_ms == 0) {
-		if (srv->refusals_quiet)
-			px_log(1, "[#%u] %s refused: %s (and %u more refused in the last second)",
-			       s->id, s->peer, msg + 8, srv->refusals_quiet);
-		else
-			px_log(1, "[#%u] %s refused: %s", s->id, s->peer, msg + 8);
-		srv->refusal_log_ms = now;
-		srv->refusals_quiet = 0;
-	} else {
-		srv->refusals_quiet++;
-	}
-	px_session_reply_now(s, 421, msg);
-	s->server_eof = true;
-	session_check_end(s);
-}
-
-/* The limits: sessions in all and per uid, counting the admitted ones. */
-static bool session_admit(px_session *s)
-{
-	px_server *srv = s->srv;
-	const px_config *cfg = srv->cfg;
-	unsigned all = 0, mine = 0;
-	char msg[200];
-	for (px_session *o = srv->sessions; o; o = o->next) {
-		if (o == s || o->refused || o->closing)
-			continue;
-		all++;
-		if (s->client_uid >= 0 && o->client_uid == s->client_uid)
-			mine++;
-	}
-	if (all >= srv->max_sessions) {
-		snprintf(msg, sizeof(msg),
-			 "421 ftpssh: too many sessions (%u in all, the limit); try again later",
-			 all);
-		session_refuse(s, msg + 4);
-		return false;
-	}
-	if (s->client_uid >= 0 && mine >= cfg->max_sessions_per_user) {
-		snprintf(msg, sizeof(msg),
-			 "421 ftpssh: too many sessions for uid %ld (%u, the per-user limit); try "
-			 "again later",
-			 s->client_uid, mine);
-		session_refuse(s, msg + 4);
-		return false;
-	}
-	return true;
 }
 
 int px_session_accept(px_server *srv, int fd, const px_forward *fwd)
@@ -607,7 +521,7 @@ int px_session_accept(px_server *srv, int fd, const px_forward *fwd)
 	px_outq_init(&s->to_server, outq_cb, s);
 	s->to_client.stream = (uv_stream_t *)&s->client;
 	snprintf(s->peer, sizeof(s->peer), "?");
-	/* link first: from here on session_end() is the only way out */
+	/* link first: from here on px_session_end() is the only way out */
 	s->next = srv->sessions;
 	if (srv->sessions)
 		srv->sessions->prev = s;
@@ -618,7 +532,7 @@ int px_session_accept(px_server *srv, int fd, const px_forward *fwd)
 	if (rc < 0) {
 		close(fd);
 		px_log(0, "accept failed: %s", uv_strerror(rc));
-		session_end(s, false, "accept failed");
+		px_session_end(s, false, "accept failed");
 		return rc;
 	}
 	int len = sizeof(s->local);
@@ -642,17 +556,7 @@ int px_session_accept(px_server *srv, int fd, const px_forward *fwd)
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one));
 
-	if (!srv->cfg->no_uid_check && s->client_uid < 0) {
-		/* fail closed: its data ports could not tell it from a thief */
-		char msg[200];
-		snprintf(msg, sizeof(msg),
-			 "ftpssh: cannot tell which local user this connection belongs to (%s); "
-			 "refused",
-			 uv_strerror(urc));
-		session_refuse(s, msg);
-		return 0;
-	}
-	if (!session_admit(s))
+	if (!px_session_admit(s, urc))
 		return 0;
 	if (s->client_uid >= 0)
 		px_log(1, "[#%u] FTP client %s (uid %ld) -> %s:%u", s->id, s->peer, s->client_uid,
@@ -660,19 +564,18 @@ int px_session_accept(px_server *srv, int fd, const px_forward *fwd)
 	else
 		px_log(1, "[#%u] FTP client %s -> %s:%u", s->id, s->peer, fwd->host, fwd->port);
 
-	if (srv->cfg->idle_timeout_sec)
-		uv_timer_start(&s->idle, idle_cb, srv->cfg->idle_timeout_sec * 1000ull, 0);
+	px_session_idle_arm(s);
 	if (!srv->conn || !mux_conn_is_up(srv->conn)) {
 		px_session_reply_now(s, 421, "ftpssh: SSH tunnel down, retrying; try again shortly");
 		s->server_eof = true;
-		session_check_end(s);
+		px_session_check_end(s);
 		return 0;
 	}
 	s->ch = mux_chan_open(srv->conn, fwd->host, fwd->port, chan_open_cb, s);
 	if (!s->ch) {
 		px_session_reply_now(s, 421, "ftpssh: cannot open an SSH channel");
 		s->server_eof = true;
-		session_check_end(s);
+		px_session_check_end(s);
 	}
 	return 0;
 }
@@ -695,7 +598,7 @@ void px_sessions_close_all(px_server *srv)
 {
 	for (px_session *s = srv->sessions, *next; s; s = next) {
 		next = s->next;
-		session_end(s, true, "ftpssh stopping");
+		px_session_end(s, true, "ftpssh stopping");
 	}
 }
 

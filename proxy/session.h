@@ -62,6 +62,7 @@ struct px_session {
 	int xfer_verb;
 	unsigned xfer_xid;
 	bool quit_sent, quit_answered;
+	bool idle_closed;  /* --idle-timeout ended it */
 
 	/* active mode (active.c) */
 	struct sockaddr_storage active_addr; /* the client's data address */
@@ -110,6 +111,11 @@ static inline bool px_verb_transfers(int v)
 
 /* session.c */
 void px_session_pump(px_session *s);
+/* End the session now; normal: an ordinary end (logged with -v), else a
+ * failure (logged at the default level). Idempotent. */
+void px_session_end(px_session *s, bool normal, const char *why);
+/* End it once everything the server said has reached the client. */
+void px_session_check_end(px_session *s);
 /* A reply of ftpssh's own to the command being answered now. */
 void px_session_reply_now(px_session *s, int code, const char *text);
 /* A reply of ftpssh's own to a command not sent upstream: it goes out once
@@ -121,6 +127,12 @@ void px_session_log_line(px_session *s, const char *dir, const char *p, size_t l
 /* Where the server's data port is, as the gateway sees it. */
 const char *px_session_data_host(px_session *s, bool epsv, char *buf, size_t cap);
 void px_addr_str(const struct sockaddr_storage *ss, char *out, size_t cap);
+
+/* limits.c: admission (owner known, caps in all and per uid); false when
+ * the connection was turned away with a 421 (urc: the owner lookup's
+ * result). And the idle timer, (re)armed on every command. */
+bool px_session_admit(px_session *s, int urc);
+void px_session_idle_arm(px_session *s);
 
 /* reply.c: server -> client, every line that can move now. */
 void px_session_process_server(px_session *s);

@@ -150,6 +150,42 @@ def test_thief_under_fd_pressure(bed):
         "no refusal of the thief was logged:\n" + text[-3000:])
 
 
+def lowest_free_fd(pid):
+    used = {int(fd) for fd in os.listdir("/proc/%d/fd" % pid)}
+    return min(set(range(len(used) + 1)) - used)
+
+
+@pytest.mark.timeout(120)
+def test_emfile_gets_421_from_the_reserve(bed):
+    """Descriptors run out for real (the soft RLIMIT_NOFILE lowered under
+    the running ftpssh to its lowest free descriptor): a new client gets
+    "421 ... out of file descriptors" through the reserve descriptor
+    instead of libuv's silent close, and once descriptors are back a new
+    session is served."""
+    run = ftpssh.Ftpssh(bed, [bed.ftp_server("vsftpd")])
+    try:
+        ftp = clients.open_ftplib(run.target)
+        soft, hard = [int(x) for x in subprocess.check_output(
+            ["prlimit", "--pid", str(run.pid), "--nofile", "--raw", "--noheadings",
+             "--output", "SOFT,HARD"]).split()]
+        limit = lowest_free_fd(run.pid)
+        subprocess.check_call(["prlimit", "--pid", str(run.pid), "--nofile=%d:%d" % (limit, hard)])
+        try:
+            line = first_line(run.target)
+        finally:
+            subprocess.check_call(["prlimit", "--pid", str(run.pid),
+                                   "--nofile=%d:%d" % (soft, hard)])
+        assert line.startswith("421 ftpssh: too many sessions (out of file descriptors)"), (
+            "with no descriptor left a new client got %r\n%s" % (line, run.stderr()[-2000:]))
+        assert ftp.voidcmd("NOOP").startswith("200"), "the session already open was hurt"
+        assert first_line(run.target).startswith("220"), "no greeting once descriptors were back"
+        ftp.quit()
+        ftp.close()
+    finally:
+        run.stop(check=True)
+    assert "out of file descriptors; a new client got 421" in run.stderr()
+
+
 # --- the PORT deputy -------------------------------------------------------------
 
 _ATTACK = r"""
