@@ -56,9 +56,22 @@ static bool sockaddr_is_unspecified(const struct sockaddr_storage *ss)
 static int target_check(px_session *s, const char **why)
 {
 	uid_t uid;
+	struct sockaddr_storage a = s->active_addr;
 	if (s->srv->cfg->no_uid_check || s->client_uid < 0)
 		return 0;
-	int rc = px_listener_uid(s->srv->diag_fd, &s->active_addr, &uid);
+	const struct sockaddr_in6 *a6 = (const void *)&s->active_addr;
+	if (a.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) {
+		/* ::ffff:127.x names an IPv4 socket: look there */
+		struct sockaddr_in *a4 = (struct sockaddr_in *)&a;
+		uint16_t port = a6->sin6_port;
+		uint32_t ip;
+		memcpy(&ip, &a6->sin6_addr.s6_addr[12], 4);
+		memset(&a, 0, sizeof(a));
+		a4->sin_family = AF_INET;
+		a4->sin_port = port;
+		a4->sin_addr.s_addr = ip;
+	}
+	int rc = px_listener_uid(s->srv->diag_fd, &a, &uid);
 	if (rc == UV_ENOENT) {
 		*why = "nothing listens there";
 		return UV_ECONNREFUSED;

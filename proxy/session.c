@@ -239,6 +239,8 @@ void px_session_check_end(px_session *s)
 			px_session_end(s, true, "idle timeout");
 		else if (s->quit_answered)
 			px_session_end(s, true, "QUIT answered");
+		else if (s->client_eof && s->eof_early)
+			px_session_end(s, false, "the client left before its replies came");
 		else if (s->client_eof)
 			px_session_end(s, true, "client and server closed");
 		else
@@ -343,6 +345,7 @@ static void client_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 		fp_framer_commit(&s->cin, (size_t)n);
 	} else if (n == UV_EOF) {
 		s->client_eof = true;
+		s->eof_early = !s->quit_sent && (!replies_done(s) || fp_framer_pending(&s->cin) > 0);
 		uv_read_stop(st);
 		s->client_reading = false;
 	} else if (n == UV_ENOBUFS) {

@@ -63,6 +63,7 @@ struct px_session {
 	unsigned xfer_xid;
 	bool quit_sent, quit_answered;
 	bool idle_closed;  /* --idle-timeout ended it */
+	bool eof_early;    /* the client left before its replies came */
 
 	/* active mode (active.c) */
 	struct sockaddr_storage active_addr; /* the client's data address */
