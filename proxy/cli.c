@@ -68,6 +68,8 @@ static const char help_text[] =
 	"  --max-sessions-per-user=N  sessions of one local uid (default 64)\n"
 	"  --idle-timeout=SECONDS  close a control session after that long with no\n"
 	"                    command and no transfer (default 900, 0 never)\n"
+	"  --allow-users=LIST, --allow-groups=LIST  only these local users (names or\n"
+	"                    uids), or members of these groups, may use the relay\n"
 	"  -F file           config file (default /etc/ftpssh.conf, then\n"
 	"                    ~/.config/ftpssh/config; -F none reads none): one \"key value\"\n"
 	"                    per line, keys as the long options, ssh's -o keys, and\n"
@@ -305,6 +307,8 @@ enum {
 	OPT_MAX_SESSIONS,
 	OPT_MAX_PER_USER,
 	OPT_IDLE_TIMEOUT,
+	OPT_ALLOW_USERS,
+	OPT_ALLOW_GROUPS,
 };
 
 static const struct option longopts[] = {
@@ -319,6 +323,8 @@ static const struct option longopts[] = {
 	{"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
 	{"max-sessions-per-user", required_argument, NULL, OPT_MAX_PER_USER},
 	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+	{"allow-users", required_argument, NULL, OPT_ALLOW_USERS},
+	{"allow-groups", required_argument, NULL, OPT_ALLOW_GROUPS},
 	{NULL, 0, NULL, 0},
 };
 static const char shortopts[] = ":F:L:p:i:l:o:qvVh";
@@ -467,6 +473,17 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 			cfg->max_sessions_per_user = (unsigned)v;
 		else
 			cfg->idle_timeout_sec = (unsigned)v;
+		break;
+	}
+	case OPT_ALLOW_USERS:
+	case OPT_ALLOW_GROUPS: {
+		bool users = ch == OPT_ALLOW_USERS;
+		char *dst = users ? cfg->allow_users : cfg->allow_groups;
+		size_t cap = users ? sizeof(cfg->allow_users) : sizeof(cfg->allow_groups);
+		if (set_copy(dst, cap, arg) != 0)
+			return bad(err, users ? "--allow-users %s: list too long"
+					      : "--allow-groups %s: list too long",
+				   arg);
 		break;
 	}
 	case ':':

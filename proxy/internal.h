@@ -56,6 +56,10 @@ int px_peer_uid(int diag_fd, const struct sockaddr_storage *ours,
 int px_listener_uid(int diag_fd, const struct sockaddr_storage *addr, uid_t *uid);
 
 /* ---- server internals used by sessions ---------------------------------- */
+#define PX_ALLOW_MAX 32
+/* limits.c: resolve --allow-users/--allow-groups (names or numbers) once,
+ * at start; a name that does not resolve is logged and matches nobody. */
+void px_limits_init(px_server *srv);
 typedef struct px_session px_session;
 typedef struct px_dataport px_dataport;
 
@@ -75,6 +79,10 @@ struct px_server {
 	int reserve_fd;           /* /dev/null kept for the EMFILE refusal; -1 none */
 	unsigned max_sessions;    /* --max-sessions, lowered to fit RLIMIT_NOFILE */
 	uint64_t fd_budget;       /* descriptors sessions and transfers may use */
+	bool allow_set;           /* --allow-users/--allow-groups given */
+	unsigned n_allow_uid, n_allow_gid;
+	uid_t allow_uid[PX_ALLOW_MAX];
+	gid_t allow_gid[PX_ALLOW_MAX];
 	uint64_t refusal_log_ms;  /* last "refused" log line (one a second) */
 	unsigned refusals_quiet;  /* refusals not logged since */
 	bool closing;

@@ -8,13 +8,19 @@
  * counted over admitted, open sessions: descriptors (2 per session and 1
  * per running transfer within the budget RLIMIT_NOFILE leaves, so the 421
  * comes before EMFILE), --max-sessions in all, --max-sessions-per-user
- * per uid. A refused connection gets one clear 421 line and is closed; it
- * never opens a channel.
+ * per uid; and, when --allow-users/--allow-groups are given (a relay
+ * lends its SSH identity to every local user), the uid must be one of the
+ * users or a member of one of the groups (group lists are read when the
+ * client connects). A refused connection gets one clear 421 line and is
+ * closed; it never opens a channel.
  *
  * Idle: --idle-timeout seconds with no client command and no transfer of
  * the session running (a held or awaited reply counts as busy) ends the
  * session with a 421.
  */
+#include <grp.h>
+#include <pwd.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "proxy/session.h"
@@ -44,6 +50,72 @@ static void session_refuse(px_session *s, const char *msg)
 	px_session_check_end(s);
 }
 
+static void allow_parse(px_server *srv, const char *list, bool users)
+{
+	char buf[512];
+	snprintf(buf, sizeof(buf), "%s", list);
+	for (char *save = NULL, *w = strtok_r(buf, ", ", &save); w;
+	     w = strtok_r(NULL, ", ", &save)) {
+		char *end;
+		unsigned long id = strtoul(w, &end, 10);
+		bool numeric = *w && !*end;
+		if (!numeric) {
+			struct passwd *pw = users ? getpwnam(w) : NULL;
+			struct group *gr = users ? NULL : getgrnam(w);
+			if (users ? !pw : !gr) {
+				px_log(0, "--allow-%s: no %s named %s; it matches nobody",
+				       users ? "users" : "groups", users ? "user" : "group", w);
+				continue;
+			}
+			id = users ? pw->pw_uid : gr->gr_gid;
+		}
+		if ((users ? srv->n_allow_uid : srv->n_allow_gid) >= PX_ALLOW_MAX) {
+			px_log(0, "--allow-%s: more than %d entries; %s and later ignored",
+			       users ? "users" : "groups", PX_ALLOW_MAX, w);
+			break;
+		}
+		if (users)
+			srv->allow_uid[srv->n_allow_uid++] = (uid_t)id;
+		else
+			srv->allow_gid[srv->n_allow_gid++] = (gid_t)id;
+	}
+}
+
+void px_limits_init(px_server *srv)
+{
+	const px_config *cfg = srv->cfg;
+	srv->allow_set = cfg->allow_users[0] || cfg->allow_groups[0];
+	allow_parse(srv, cfg->allow_users, true);
+	allow_parse(srv, cfg->allow_groups, false);
+}
+
+/* May this uid use the relay? */
+static bool uid_allowed(px_server *srv, long uid)
+{
+	if (!srv->allow_set)
+		return true;
+	if (uid < 0)
+		return false;
+	for (unsigned i = 0; i < srv->n_allow_uid; i++)
+		if (srv->allow_uid[i] == (uid_t)uid)
+			return true;
+	if (!srv->n_allow_gid)
+		return false;
+	struct passwd pwbuf, *pw = NULL;
+	char buf[4096];
+	if (getpwuid_r((uid_t)uid, &pwbuf, buf, sizeof(buf), &pw) != 0 || !pw)
+		return false;
+	gid_t groups[256];
+	int n = 256;
+	if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+		n = 256; /* more than fit: the first 256 are there */
+	for (int g = 0; g < n; g++)
+		for (unsigned i = 0; i < srv->n_allow_gid; i++)
+			if (groups[g] == srv->allow_gid[i])
+				return true;
+	return false;
+}
+
 bool px_session_admit(px_session *s, int urc)
 {
 	px_server *srv = s->srv;
@@ -56,6 +128,13 @@ bool px_session_admit(px_session *s, int urc)
 			 "ftpssh: cannot tell which local user this connection belongs to (%s); "
 			 "refused",
 			 uv_strerror(urc));
+		session_refuse(s, msg);
+		return false;
+	}
+	if (!uid_allowed(srv, s->client_uid)) {
+		snprintf(msg, sizeof(msg),
+			 "ftpssh: uid %ld may not use this relay (--allow-users, --allow-groups)",
+			 s->client_uid);
 		session_refuse(s, msg);
 		return false;
 	}

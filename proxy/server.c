@@ -297,6 +297,7 @@ int px_server_start(uv_loop_t *loop, mux_conn *conn, const px_config *cfg, px_se
 			       uv_strerror(srv->diag_fd));
 	}
 	reserve_take(srv);
+	px_limits_init(srv);
 	for (size_t i = 0; i < cfg->nfwd; i++) {
 		int rc = listener_open(srv, &cfg->fwd[i]);
 		if (rc < 0)

@@ -17,6 +17,8 @@ limits).
 - Limits: --max-sessions-per-user=3: the 4th session of uid 0 gets 421
   while uid 65534 is served; --max-sessions=5: the 6th session in all gets
   421; a freed slot serves again.
+- --allow-users/--allow-groups: only those users (or group members) get a
+  session; others get 421.
 - --idle-timeout: a session with no command gets 421 and is closed; one
   whose transfer outlasts the timeout is not cut.
 - Reply order (finding 7): PORT naming a closed port, STAT and RETR sent in
@@ -323,6 +325,29 @@ def test_session_caps(bed):
         for f in mine:
             f.close()
         run.stop(check=True)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("option,served", [("--allow-users=%s" % THIEF_USER, "nobody"),
+                                           ("--allow-groups=root", "root")])
+def test_allowed_users_and_groups(bed, option, served):
+    """A relay lends its SSH identity to every local user: with
+    --allow-users/--allow-groups only those may use it."""
+    run = ftpssh.Ftpssh(bed, [bed.ftp_server("vsftpd")], extra=[option])
+    try:
+        hog = Hog(run.target.host, run.target.port, 1)
+        try:
+            nobody = hog.result()["lines"][0]
+        finally:
+            hog.stop()
+        root = first_line(run.target)
+    finally:
+        run.stop(check=True)
+    ok, refused = (nobody, root) if served == "nobody" else (root, nobody)
+    refused_uid = os.geteuid() if served == "nobody" else Thief.uid()
+    assert ok.startswith("220"), "%s: the allowed user got %r" % (option, ok)
+    assert refused.startswith("421 ftpssh: uid %d may not use this relay" % refused_uid), (
+        "%s: the other user got %r" % (option, refused))
 
 
 @pytest.mark.timeout(120)
