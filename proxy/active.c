@@ -287,6 +287,12 @@ void px_active_reply(px_session *s, int head, const fp_line *l, const fp_reply_l
 		}
 		/* the transfer command follows its passive request at once */
 		px_session_send(s, s->held_cmd, s->held_len, s->held_verb);
+		if (px_log_enabled(3)) {
+			char dir[48];
+			snprintf(dir, sizeof(dir), "-> (held for %s, sent now)",
+				 s->active_eprt ? "EPRT" : "PORT");
+			px_session_log_line(s, dir, s->last_cmd, strlen(s->last_cmd));
+		}
 		s->xfer_verb = s->held_verb;
 		s->xfer_xid = s->held_xid;
 		held_free(s);
