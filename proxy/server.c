@@ -49,15 +49,21 @@ static void reserve_take(px_server *srv)
 }
 
 /* Out of descriptors: refuse one waiting client with a reply rather than
- * leave it (and everyone behind it) hanging. */
-static void listener_refuse_emfile(struct px_listener *l)
+ * leave it (and everyone behind it) hanging. false: no reserve to do it
+ * with (the caller stops for this round). */
+static bool listener_refuse_emfile(struct px_listener *l)
 {
 	static const char msg[] = "421 ftpssh: too many sessions (out of file descriptors); "
 				  "try again later\r\n";
 	px_server *srv = l->srv;
 	if (srv->reserve_fd < 0) {
-		px_log(0, "listener: out of file descriptors and no reserve left");
-		return;
+		reserve_take(srv); /* for the next round, if a descriptor came free */
+		uint64_t now = uv_now(srv->loop);
+		if (now - srv->refusal_log_ms >= 1000 || srv->refusal_log_ms == 0) {
+			px_log(0, "listener: out of file descriptors and no reserve left");
+			srv->refusal_log_ms = now;
+		}
+		return false;
 	}
 	close(srv->reserve_fd);
 	srv->reserve_fd = -1;
@@ -69,6 +75,7 @@ static void listener_refuse_emfile(struct px_listener *l)
 		px_log(0, "listener: out of file descriptors; a new client got 421");
 	}
 	reserve_take(srv);
+	return fd >= 0;
 }
 
 static void listener_poll_cb(uv_poll_t *h, int status, int events)
@@ -82,15 +89,16 @@ static void listener_poll_cb(uv_poll_t *h, int status, int events)
 	for (int i = 0; i < ACCEPT_BURST && !l->srv->closing; i++) {
 		int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-			    errno == ENOMEM) {
-				listener_refuse_emfile(l);
-				continue;
+			int e = errno;
+			if (e == EMFILE || e == ENFILE) {
+				if (listener_refuse_emfile(l))
+					continue;
+				return;
 			}
-			if (errno == EINTR || errno == ECONNABORTED)
+			if (e == EINTR || e == ECONNABORTED)
 				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				px_log(0, "listener: accept: %s", strerror(errno));
+			if (e != EAGAIN && e != EWOULDBLOCK)
+				px_log(0, "listener: accept: %s", strerror(e));
 			return;
 		}
 		px_session_accept(l->srv, fd, l->fwd);
