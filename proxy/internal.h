@@ -95,7 +95,6 @@ struct px_server {
 /* A new control connection (an accepted socket, which the session owns
  * from now on, even on failure). */
 int px_session_accept(px_server *srv, int fd, const px_forward *fwd);
-void px_session_close(px_session *s, const char *why);
 /* The active data connection of session sid (transfer xid) to the client
  * is up (status 0) or failed. Returns false when the session is gone or no
  * longer wants it (the caller then closes it). */

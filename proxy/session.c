@@ -204,11 +204,6 @@ void px_session_end(px_session *s, bool normal, const char *why)
 	}
 }
 
-void px_session_close(px_session *s, const char *why)
-{
-	px_session_end(s, false, why);
-}
-
 /* Every reply the client asked for has been handed to it. */
 static bool replies_done(const px_session *s)
 {

@@ -100,7 +100,7 @@ def test_thief_under_fd_pressure(bed):
         victim.voidcmd("TYPE I")
         host, port = ftplib.parse229(victim.sendcmd("EPSV"), victim.sock.getpeername())
 
-        hog = Hog(run.target.host, run.target.port, HOGS)
+        hog = Hog(run.target.host, run.target.port, HOGS, wait=20.0)
         lines = hog.result()["lines"]
 
         t = Thief(host, port)
