@@ -9,6 +9,9 @@ limits).
   nothing, and the victim's RETR completes with the right sha256; a new
   client meanwhile gets a clear 421, and once the hog leaves a new session
   works again.
+- The reserve descriptor: with the soft RLIMIT_NOFILE lowered under a
+  running ftpssh so that accept() fails with EMFILE, a new client gets
+  "421 ... (out of file descriptors)" instead of libuv's silent close.
 - The PORT deputy: another user with its own FTP login sends PORT naming
   the victim's one-shot data port: refused (501, the port belongs to
   another user), and the victim's transfer completes intact. The same from
@@ -23,7 +26,8 @@ limits).
   whose transfer outlasts the timeout is not cut.
 - Reply order (finding 7): PORT naming a closed port, STAT and RETR sent in
   one write. RFC 959 answers commands in order, so the client must read
-  200 (PORT: ftpssh's own, it checks nothing yet), then 211 (STAT: the
+  200 (PORT: ftpssh's own; a port nobody listens on yet is no reason to
+  refuse a PORT, the check that matters comes with RETR), then 211 (STAT: the
   server's), then 425 (RETR: ftpssh's own, nothing listens on the port);
   ftpssh's 425 must not overtake the server's 211.
 - Masking (finding 8): `PASS<TAB>secret`, ` PASS secret` and `ACCT secret`
