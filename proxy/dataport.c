@@ -30,7 +30,7 @@ struct px_dataport {
 	long owner_uid;
 	bool grace;        /* the timer was extended once for a waiting client */
 	bool told_unknown; /* "cannot tell who" logged once */
-	bool refused;      /* the server refused the command: no transfer ran */        /* the timer was extended once for a waiting client */
+	bool refused;      /* the server refused the command: no transfer ran */
 	char what[128];    /* transfer label, handed to the transfer */
 	bool closing;
 	int pending_closes;
