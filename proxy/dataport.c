@@ -8,6 +8,17 @@
  * channel to the FTP server's data port, and closes. If no connection
  * comes within data_timeout_sec it closes anyway.
  *
+ * Whose connection it takes (data_conn_allowed), every doubt a no and the
+ * port left waiting for the real client: not one of ftpssh's own
+ * active-mode sockets (another session's PORT aimed here would pass the
+ * uid check under ftpssh's uid), and only one whose owner, asked of the
+ * kernel, is the control connection's uid; an owner that cannot be
+ * established is refused too.
+ *
+ * Active-mode transfers live here as well (px_active_start/go/abort): the
+ * connection to the client first, the channel once the session knows the
+ * server's passive port.
+ *
  * Ownership: the session owns its unused data port (through *slot, which is
  * cleared here when the port closes). A started transfer (px_xfer) belongs
  * to the server's list, not to the session: it ends by itself when both
