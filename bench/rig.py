@@ -337,10 +337,15 @@ class Rig:
 
     def start_ftpssh(self, ssh_port=None, args=None):
         c = self.cfg
-        extra = ["-o", "Ciphers=%s" % c.cipher, "-o", "MACs=%s" % c.mac] + (
+        # One uid drives every session of the bench: lift the per-user and
+        # global session caps (and the descriptor limit they are fitted
+        # to), which are not what is measured here.
+        extra = ["-o", "Ciphers=%s" % c.cipher, "-o", "MACs=%s" % c.mac,
+                 "--max-sessions=4096", "--max-sessions-per-user=4096"] + (
             c.ftpssh_args if args is None else args)
         fx = Ftpssh(self.bed, [self.srv], known_hosts=self.known_hosts,
-                    ssh_port=ssh_port or self.ssh.port, extra=extra)
+                    ssh_port=ssh_port or self.ssh.port, extra=extra,
+                    prefix=["prlimit", "--nofile=16384", "--"])
         ep = Endpoint("ftpssh", "127.0.0.1", fx.target.port, pid=fx.pid, server_root=self.root,
                       sshd_pid=self.ssh.daemon.pid)
         ep.daemon = fx

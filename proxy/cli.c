@@ -92,6 +92,13 @@ static const char help_text[] =
 	"  --no-uid-check    take a data connection from any local user; by default\n"
 	"                    only the user who owns the control connection may connect\n"
 	"                    to its one-shot data port (Linux sock_diag)\n"
+	"  --max-sessions=N  FTP sessions in all (default 256; lowered to what\n"
+	"                    RLIMIT_NOFILE allows); more get \"421 too many sessions\"\n"
+	"  --max-sessions-per-user=N  sessions of one local uid (default 64)\n"
+	"  --idle-timeout=SECONDS  close a control session after that long with no\n"
+	"                    command and no transfer (default 900, 0 never)\n"
+	"  --allow-users=LIST, --allow-groups=LIST  only these local users (names or\n"
+	"                    uids), or members of these groups, may use the relay\n"
 	"  --config file     ftpssh's settings file (default /etc/ftpssh.conf, then\n"
 	"                    ~/.config/ftpssh/config; none reads none): one \"key value\"\n"
 	"                    per line, keys as the long options, ssh_config options, and\n"
@@ -266,6 +273,11 @@ enum {
 	OPT_SYSLOG,
 	OPT_STATUS_FILE,
 	OPT_CONFIG,
+	OPT_MAX_SESSIONS,
+	OPT_MAX_PER_USER,
+	OPT_IDLE_TIMEOUT,
+	OPT_ALLOW_USERS,
+	OPT_ALLOW_GROUPS,
 };
 
 static const struct option longopts[] = {
@@ -278,6 +290,11 @@ static const struct option longopts[] = {
 	{"syslog", no_argument, NULL, OPT_SYSLOG},
 	{"status-file", required_argument, NULL, OPT_STATUS_FILE},
 	{"config", required_argument, NULL, OPT_CONFIG},
+	{"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
+	{"max-sessions-per-user", required_argument, NULL, OPT_MAX_PER_USER},
+	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+	{"allow-users", required_argument, NULL, OPT_ALLOW_USERS},
+	{"allow-groups", required_argument, NULL, OPT_ALLOW_GROUPS},
 	{NULL, 0, NULL, 0},
 };
 static const char shortopts[] = ":F:L:p:i:l:o:J:c:m:46CNTfnakxyqvVh";
@@ -458,6 +475,36 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 		break;
 	case OPT_CONFIG:
 		break; /* handled before parsing */
+	case OPT_MAX_SESSIONS:
+	case OPT_MAX_PER_USER:
+	case OPT_IDLE_TIMEOUT: {
+		char *end;
+		errno = 0;
+		unsigned long v = strtoul(arg, &end, 10);
+		bool idle = ch == OPT_IDLE_TIMEOUT;
+		if (errno || *end || !*arg || v > (idle ? 86400ul * 365 : 65536ul) || (!idle && v < 1))
+			return bad(err, idle ? "--idle-timeout %s: seconds (0: never)"
+					     : "--max-sessions%s: a number from 1 to 65536",
+				   idle ? arg : ch == OPT_MAX_PER_USER ? "-per-user" : "");
+		if (ch == OPT_MAX_SESSIONS)
+			cfg->max_sessions = (unsigned)v;
+		else if (ch == OPT_MAX_PER_USER)
+			cfg->max_sessions_per_user = (unsigned)v;
+		else
+			cfg->idle_timeout_sec = (unsigned)v;
+		break;
+	}
+	case OPT_ALLOW_USERS:
+	case OPT_ALLOW_GROUPS: {
+		bool users = ch == OPT_ALLOW_USERS;
+		char *dst = users ? cfg->allow_users : cfg->allow_groups;
+		size_t cap = users ? sizeof(cfg->allow_users) : sizeof(cfg->allow_groups);
+		if (set_copy(dst, cap, arg) != 0)
+			return bad(err, users ? "--allow-users %s: list too long"
+					      : "--allow-groups %s: list too long",
+				   arg);
+		break;
+	}
 	case ':':
 		return bad(err, "option -%s needs an argument", c);
 	default:
@@ -626,6 +673,9 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 	cfg->use_agent = true;
 	cfg->window_max = 32u * 1024 * 1024;
 	cfg->data_timeout_sec = 60;
+	cfg->max_sessions = 256;
+	cfg->max_sessions_per_user = 64;
+	cfg->idle_timeout_sec = 900;
 
 	const char *home = getenv("HOME");
 	struct passwd *pw = getpwuid(getuid());

@@ -8,6 +8,17 @@
  * channel to the FTP server's data port, and closes. If no connection
  * comes within data_timeout_sec it closes anyway.
  *
+ * Whose connection it takes (data_conn_allowed), every doubt a no and the
+ * port left waiting for the real client: not one of ftpssh's own
+ * active-mode sockets (another session's PORT aimed here would pass the
+ * uid check under ftpssh's uid), and only one whose owner, asked of the
+ * kernel, is the control connection's uid; an owner that cannot be
+ * established is refused too.
+ *
+ * Active-mode transfers live here as well (px_active_start/go/abort): the
+ * connection to the client first, the channel once the session knows the
+ * server's passive port.
+ *
  * Ownership: the session owns its unused data port (through *slot, which is
  * cleared here when the port closes). A started transfer (px_xfer) belongs
  * to the server's list, not to the session: it ends by itself when both
@@ -29,6 +40,8 @@ struct px_dataport {
 	uint16_t port;
 	long owner_uid;
 	bool grace;        /* the timer was extended once for a waiting client */
+	bool told_unknown; /* "cannot tell who" logged once */
+	bool refused;      /* the server refused the command: no transfer ran */
 	char what[128];    /* transfer label, handed to the transfer */
 	bool closing;
 	int pending_closes;
@@ -41,6 +54,11 @@ struct px_xfer {
 	unsigned sid, xid;
 	uint64_t t0;
 	uv_connect_t connect;  /* active mode: our connection to the client */
+	struct sockaddr_storage ours; /* active mode: its local address */
+	bool active;           /* active mode, the pump not started yet */
+	bool connected;        /* active mode: the client's port answered */
+	bool ran;              /* the pump was started: data could move */
+	bool refused;          /* the server refused the command */
 	char what[128];        /* "RETR big.iso", or "" until the command is seen */
 	char host[256];
 	uint16_t port;
@@ -113,14 +131,19 @@ static void xfer_done_cb(mux_pump *p, const mux_pump_result *r, void *data)
 	const char *what = x->what[0] ? x->what : "data";
 	const char *dir = r->bytes_up > r->bytes_down ? "to server" : "from server";
 	px_fmt_bytes(sz, sizeof(sz), (double)bytes);
-	if (r->status == 0)
+	if (!x->ran || (x->refused && bytes == 0))
+		/* nothing was transferred: not a transfer line */
+		px_log(2, "[#%u.%u] %s: no transfer (%s)", x->sid, x->xid, what,
+		       x->refused ? "the server refused the command" : "data connection dropped");
+	else if (r->status == 0)
 		px_log(1, "[#%u.%u] %s: %s %s in %.2f s, %.1f MB/s", x->sid, x->xid, what, sz,
 		       dir, secs, rate);
 	else
 		px_log(1, "[#%u.%u] %s: ended after %s %s: %s", x->sid, x->xid, what, sz, dir,
 		       mux_strerror(r->status));
 	srv->bytes_done += bytes;
-	srv->xfers_done++;
+	if (x->ran && !x->refused)
+		srv->xfers_done++;
 	if (x->prev)
 		x->prev->next = x->next;
 	else if (srv->xfers == x)
@@ -156,45 +179,156 @@ static struct px_xfer *xfer_new(px_server *srv, unsigned sid, unsigned xid)
 	return x;
 }
 
+static struct px_xfer *xfer_find(px_server *srv, unsigned sid, unsigned xid)
+{
+	for (struct px_xfer *x = srv->xfers; x; x = x->next)
+		if (x->sid == sid && x->xid == xid)
+			return x;
+	return NULL;
+}
+
 static void active_connected_cb(uv_connect_t *req, int status)
 {
 	struct px_xfer *x = container_of(req, struct px_xfer, connect);
 	if (status == UV_ECANCELED)
 		return; /* the pump is closing */
-	/* The session sends the transfer command only now: a client port
-	 * that refuses gets a quick 425 instead of a server-side timeout. */
-	bool session_alive = px_session_active_connected(x->srv, x->sid, x->xid, status);
-	if (status < 0 || !session_alive) {
+	x->connected = status == 0;
+	/* The session asks the server for its data port only now: a client
+	 * port that refuses gets a quick 425 instead of a server timeout. */
+	bool wanted = px_session_active_connected(x->srv, x->sid, x->xid, status);
+	if (status < 0 || !wanted) {
 		if (status < 0)
 			px_log(1, "[#%u.%u] cannot connect to the client's data port: %s", x->sid,
 			       x->xid, uv_strerror(status));
+		x->connected = false;
 		mux_pump_close(x->pump);
-		return;
 	}
-	int rc = mux_pump_start(x->pump, x->srv->conn, x->host, x->port);
-	if (rc < 0) {
-		px_log(0, "[#%u.%u] cannot open a data channel: %s", x->sid, x->xid,
-		       mux_strerror(rc));
-		mux_pump_close(x->pump);
-		return;
-	}
-	px_log(2, "[#%u.%u] active: connected to the client, channel to %s:%u", x->sid, x->xid,
-	       x->host, x->port);
 }
 
 int px_active_start(px_server *srv, unsigned sid, unsigned xid, const struct sockaddr *client,
-		    const char *host, uint16_t port, const char *what)
+		    const char *what)
 {
 	struct px_xfer *x = xfer_new(srv, sid, xid);
 	if (!x)
 		return UV_ENOMEM;
 	snprintf(x->what, sizeof(x->what), "%s", what);
+	x->active = true;
+	int rc = uv_tcp_connect(&x->connect, mux_pump_tcp(x->pump), client, active_connected_cb);
+	if (rc < 0) {
+		mux_pump_close(x->pump);
+		return rc;
+	}
+	/* connect() has bound the socket already: remember its address so a
+	 * PORT aimed at one of our own data ports is recognised there */
+	int len = sizeof(x->ours);
+	uv_tcp_getsockname(mux_pump_tcp(x->pump), (struct sockaddr *)&x->ours, &len);
+	return 0;
+}
+
+int px_active_go(px_server *srv, unsigned sid, unsigned xid, const char *host, uint16_t port)
+{
+	struct px_xfer *x = xfer_find(srv, sid, xid);
+	if (!x || !x->active || !x->connected)
+		return UV_ENOENT;
 	snprintf(x->host, sizeof(x->host), "%s", host);
 	x->port = port;
-	int rc = uv_tcp_connect(&x->connect, mux_pump_tcp(x->pump), client, active_connected_cb);
-	if (rc < 0)
+	int rc = mux_pump_start(x->pump, srv->conn, host, port);
+	if (rc < 0) {
+		px_log(0, "[#%u.%u] cannot open a data channel: %s", sid, xid, mux_strerror(rc));
 		mux_pump_close(x->pump);
-	return rc;
+		return rc;
+	}
+	x->ran = true;
+	px_log(2, "[#%u.%u] active: connected to the client, channel to %s:%u", sid, xid, host,
+	       port);
+	return 0;
+}
+
+void px_active_abort(px_server *srv, unsigned sid, unsigned xid)
+{
+	struct px_xfer *x = xfer_find(srv, sid, xid);
+	if (x)
+		mux_pump_close(x->pump);
+}
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+	}
+	return false;
+}
+
+bool px_active_is_ours(px_server *srv, const struct sockaddr_storage *addr)
+{
+	for (struct px_xfer *x = srv->xfers; x; x = x->next)
+		if (x->ours.ss_family && same_addr(&x->ours, addr))
+			return true;
+	return false;
+}
+
+void px_xfer_refused(px_server *srv, px_dataport *dp, unsigned sid, unsigned xid)
+{
+	if (dp && dp->sid == sid && dp->xid == xid && !dp->closing) {
+		dp->refused = true;
+		return;
+	}
+	struct px_xfer *x = xfer_find(srv, sid, xid);
+	if (x)
+		x->refused = true;
+}
+
+/* Whose is this data connection? true: take it. Every doubt is a no: the
+ * real client can still connect after a refused one. */
+static bool data_conn_allowed(px_dataport *dp, uv_tcp_t *tcp, struct sockaddr_storage *peer)
+{
+	px_server *srv = dp->srv;
+	struct sockaddr_storage ours;
+	int len = sizeof(*peer);
+	if (uv_tcp_getpeername(tcp, (struct sockaddr *)peer, &len) != 0 || !is_loopback(peer)) {
+		px_log(0, "[#%u.%u] data connection from a non-loopback address refused",
+		       dp->sid, dp->xid);
+		return false;
+	}
+	if (px_active_is_ours(srv, peer)) {
+		/* a PORT/EPRT aimed at this port: ftpssh would pass its own
+		 * uid check and hand the data to another session */
+		px_log(0, "[#%u.%u] data connection from ftpssh's own active-mode socket refused "
+			  "(a PORT/EPRT of another session aimed at this port)",
+		       dp->sid, dp->xid);
+		return false;
+	}
+	if (dp->owner_uid < 0)
+		return true; /* --no-uid-check */
+	uid_t uid;
+	len = sizeof(ours);
+	int urc = uv_tcp_getsockname(tcp, (struct sockaddr *)&ours, &len);
+	if (urc == 0)
+		urc = px_peer_uid(srv->diag_fd, &ours, peer, &uid);
+	if (urc != 0) {
+		if (!dp->told_unknown)
+			px_log(0, "[#%u.%u] cannot tell who opened a data connection (%s); refused, "
+				  "waiting for the client",
+			       dp->sid, dp->xid, uv_strerror(urc));
+		dp->told_unknown = true;
+		return false;
+	}
+	if ((long)uid != dp->owner_uid) {
+		/* another local user raced the client to the port */
+		px_log(0, "[#%u.%u] data connection from uid %ld refused: the session belongs "
+			  "to uid %ld",
+		       dp->sid, dp->xid, (long)uid, dp->owner_uid);
+		return false;
+	}
+	return true;
 }
 
 static void connection_cb(uv_stream_t *listener, int status)
@@ -213,6 +347,7 @@ static void connection_cb(uv_stream_t *listener, int status)
 		return;
 	}
 	memcpy(x->what, dp->what, sizeof(x->what));
+	x->refused = dp->refused;
 	int rc = uv_accept(listener, (uv_stream_t *)mux_pump_tcp(x->pump));
 	if (rc < 0) {
 		px_log(0, "[#%u.%u] data accept: %s", dp->sid, dp->xid, uv_strerror(rc));
@@ -220,32 +355,9 @@ static void connection_cb(uv_stream_t *listener, int status)
 		return;
 	}
 	struct sockaddr_storage peer;
-	int len = sizeof(peer);
-	if (uv_tcp_getpeername(mux_pump_tcp(x->pump), (struct sockaddr *)&peer, &len) != 0 ||
-	    !is_loopback(&peer)) {
-		px_log(0, "[#%u.%u] data connection from a non-loopback address refused",
-		       dp->sid, dp->xid);
+	if (!data_conn_allowed(dp, mux_pump_tcp(x->pump), &peer)) {
 		mux_pump_close(x->pump);
 		return; /* keep waiting for the real client */
-	}
-	if (dp->owner_uid >= 0) {
-		struct sockaddr_storage ours;
-		uid_t uid;
-		len = sizeof(ours);
-		uv_tcp_getsockname(mux_pump_tcp(x->pump), (struct sockaddr *)&ours, &len);
-		int urc = px_peer_uid(&ours, &peer, &uid);
-		if (urc == 0 && (long)uid != dp->owner_uid) {
-			/* another local user raced the client to the port */
-			px_log(0, "[#%u.%u] data connection from uid %ld refused: the session "
-				  "belongs to uid %ld",
-			       dp->sid, dp->xid, (long)uid, dp->owner_uid);
-			mux_pump_close(x->pump);
-			return; /* keep waiting for the real client */
-		}
-		if (urc != 0)
-			px_log(1, "[#%u.%u] cannot tell who opened the data connection (%s); "
-				  "taking it",
-			       dp->sid, dp->xid, uv_strerror(urc));
 	}
 	rc = mux_pump_start(x->pump, srv->conn, dp->host, dp->port);
 	if (rc < 0) {
@@ -253,6 +365,7 @@ static void connection_cb(uv_stream_t *listener, int status)
 		       mux_strerror(rc));
 		mux_pump_close(x->pump);
 	} else {
+		x->ran = true;
 		px_log(2, "[#%u.%u] data connection accepted, channel to %s:%u", dp->sid,
 		       dp->xid, dp->host, dp->port);
 	}
@@ -319,11 +432,17 @@ void px_xfer_label(px_server *srv, px_dataport *dp, unsigned sid, unsigned xid,
 		snprintf(dp->what, sizeof(dp->what), "%s", what);
 		return;
 	}
+	struct px_xfer *x = xfer_find(srv, sid, xid);
+	if (x)
+		snprintf(x->what, sizeof(x->what), "%s", what);
+}
+
+bool px_xfer_running(px_server *srv, unsigned sid)
+{
 	for (struct px_xfer *x = srv->xfers; x; x = x->next)
-		if (x->sid == sid && x->xid == xid) {
-			snprintf(x->what, sizeof(x->what), "%s", what);
-			return;
-		}
+		if (x->sid == sid)
+			return true;
+	return false;
 }
 
 uint64_t px_xfers_report(px_server *srv, FILE *out)

@@ -40,11 +40,20 @@ int px_outq_push(px_outq *q, const char *p, size_t n);
 int px_ask(void *ctx, const char *prompt, bool echo, char *buf, size_t cap);
 void px_ask_forget(void);
 
-/* peeruid.c: uid owning the socket at the other end of a local TCP
- * connection (ours = our address, peer = its address). 0 or -errno. */
+/* peeruid.c: which uid owns a loopback TCP socket, asked of the kernel
+ * over one sock_diag netlink socket opened at start (px_peeruid_open;
+ * its owner, the server, closes it). A negative diag_fd means netlink is
+ * unavailable: /proc/net/tcp{,6} is read instead. 0 or -errno. */
 #include <sys/types.h>
-int px_peer_uid(const struct sockaddr_storage *ours, const struct sockaddr_storage *peer,
-		uid_t *uid);
+int px_peeruid_open(void);
+void px_peeruid_close(int diag_fd);
+/* The socket at the other end of our connection (ours = our address,
+ * peer = its address). */
+int px_peer_uid(int diag_fd, const struct sockaddr_storage *ours,
+		const struct sockaddr_storage *peer, uid_t *uid);
+/* The socket listening on addr (address and port; a wildcard listener on
+ * that port counts). */
+int px_listener_uid(int diag_fd, const struct sockaddr_storage *addr, uid_t *uid);
 
 /* ---- sshconfig.c, for sshrun.c: the option table ---------------------------
  * Entry i's name; applying ssh -G's value uv for it (bv: the -F none
@@ -63,6 +72,10 @@ int px__ssh_expand(const px_config *cfg, const char *in, char *out, size_t cap, 
 		   size_t wcap);
 
 /* ---- server internals used by sessions ---------------------------------- */
+#define PX_ALLOW_MAX 32
+/* limits.c: resolve --allow-users/--allow-groups (names or numbers) once,
+ * at start; a name that does not resolve is logged and matches nobody. */
+void px_limits_init(px_server *srv);
 typedef struct px_session px_session;
 typedef struct px_dataport px_dataport;
 
@@ -78,6 +91,16 @@ struct px_server {
 	unsigned nxfers;
 	uint64_t bytes_done;      /* data bytes of finished transfers */
 	uint64_t xfers_done;
+	int diag_fd;              /* sock_diag netlink socket, owned; -1 none */
+	int reserve_fd;           /* /dev/null kept for the EMFILE refusal; -1 none */
+	unsigned max_sessions;    /* --max-sessions, lowered to fit RLIMIT_NOFILE */
+	uint64_t fd_budget;       /* descriptors sessions and transfers may use */
+	bool allow_set;           /* --allow-users/--allow-groups given */
+	unsigned n_allow_uid, n_allow_gid;
+	uid_t allow_uid[PX_ALLOW_MAX];
+	gid_t allow_gid[PX_ALLOW_MAX];
+	uint64_t refusal_log_ms;  /* last "refused" log line (one a second) */
+	unsigned refusals_quiet;  /* refusals not logged since */
 	bool closing;
 	int pending_closes;
 	void (*close_cb)(void *);
@@ -85,11 +108,14 @@ struct px_server {
 };
 
 /* session.c */
-int px_session_accept(px_server *srv, uv_stream_t *listener, const px_forward *fwd);
-void px_session_close(px_session *s, const char *why);
+/* A new control connection (an accepted socket, which the session owns
+ * from now on, even on failure). */
+int px_session_accept(px_server *srv, int fd, const px_forward *fwd);
 /* The active data connection of session sid (transfer xid) to the client
- * is up (status 0) or failed. Returns false when the session is gone. */
+ * is up (status 0) or failed. Returns false when the session is gone or no
+ * longer wants it (the caller then closes it). */
 bool px_session_active_connected(px_server *srv, unsigned sid, unsigned xid, int status);
+
 void px_session_list_unlink(px_session *s);
 
 /* dataport.c: a one-shot listener whose single connection is pumped to
@@ -103,12 +129,25 @@ int px_dataport_open(px_server *srv, unsigned sid, unsigned xid,
 void px_xfer_label(px_server *srv, px_dataport *dp, unsigned sid, unsigned xid,
 		   const char *what);
 void px_dataport_close(px_dataport *dp);
-/* Active mode: connect to the client's data address and pump it to
- * host:port over a new channel. The session is told the outcome of the
- * connect (px_session_active_connected) before anything is pumped. */
+/* Active mode, in three steps: px_active_start connects to the client's
+ * data address (the session hears of the outcome through
+ * px_session_active_connected); once the server has named its passive
+ * port, px_active_go opens the channel to it and starts pumping; or
+ * px_active_abort drops the connection. go/abort return UV_ENOENT when the
+ * transfer is gone. */
 int px_active_start(px_server *srv, unsigned sid, unsigned xid,
-		    const struct sockaddr *client, const char *host, uint16_t port,
-		    const char *what);
+		    const struct sockaddr *client, const char *what);
+int px_active_go(px_server *srv, unsigned sid, unsigned xid, const char *host,
+		 uint16_t port);
+void px_active_abort(px_server *srv, unsigned sid, unsigned xid);
+/* Is addr the local end of one of ftpssh's own active-mode connections?
+ * Those must never count as a client at a data port (confused deputy). */
+bool px_active_is_ours(px_server *srv, const struct sockaddr_storage *addr);
+/* The server refused transfer sid.xid's command: its data connection, if
+ * any, carried no transfer, and its end is logged as such. */
+void px_xfer_refused(px_server *srv, px_dataport *dp, unsigned sid, unsigned xid);
+/* Session sid has a data connection open (for the idle timeout). */
+bool px_xfer_running(px_server *srv, unsigned sid);
 /* Abort every running transfer (shutdown). */
 void px_xfers_abort_all(px_server *srv);
 void px_server_maybe_closed(px_server *srv);

@@ -96,6 +96,11 @@ typedef struct px_config {
 	unsigned data_timeout_sec; /* one-shot data port lifetime */
 	bool data_host_reported;   /* data channels to the 227's address */
 	bool no_uid_check;         /* accept data connections from any local user */
+	unsigned max_sessions;          /* sessions in all (RLIMIT_NOFILE may lower it) */
+	unsigned max_sessions_per_user; /* sessions of one local uid */
+	unsigned idle_timeout_sec;      /* control session idle limit, 0 never */
+	char allow_users[512];          /* "alice,1002": who may use the relay ("" all) */
+	char allow_groups[512];         /* "ftpusers,100": or members of these */
 	int verbosity;             /* -q: -1, default 0, -v 1, -vv 2 */
 	bool syslog;
 	char status_file[4096];

@@ -1,34 +1,108 @@
 /*
  * The server: one loopback listener per -L forward, the list of sessions
- * and the list of running transfers. It owns the listeners; sessions and
+ * and the list of running transfers. It owns the listeners, the sock_diag
+ * socket used for every owner check and a reserve descriptor; sessions and
  * transfers unlink themselves when they end. Closing stops the listeners,
  * ends every session and transfer, and calls back once all are gone.
+ *
+ * Listeners are plain sockets under a uv_poll_t, accepted here rather than
+ * by libuv: on EMFILE libuv accepts and closes every pending connection
+ * without a word, which locks every user out in silence. Here the reserve
+ * descriptor (/dev/null, opened at start) is given up for a moment instead:
+ * accept, say "421 too many sessions", close, take the reserve back. The
+ * session caps (sessions in all, lowered to what RLIMIT_NOFILE allows, and
+ * per uid) are meant to bite long before that.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "proxy/internal.h"
+
+/* Descriptors a session may hold at once: its control connection, an
+ * unused data port and one data connection. */
+#define FDS_PER_SESSION 3
+/* Kept free beyond what is open at start: SSH re-connects, config and
+ * /proc reads, the status file. */
+#define FDS_SPARE 16
+#define ACCEPT_BURST 64
 
 struct px_listener {
 	struct px_listener *next;
 	px_server *srv;
 	const px_forward *fwd;
-	uv_tcp_t tcp;
+	uv_poll_t poll;
+	bool poll_inited;
+	int fd;
 };
 
 void px_sessions_close_all(px_server *srv);
 
-static void listener_connection_cb(uv_stream_t *st, int status)
+static void reserve_take(px_server *srv)
 {
-	struct px_listener *l = st->data;
+	if (srv->reserve_fd < 0)
+		srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Out of descriptors: refuse one waiting client with a reply rather than
+ * leave it (and everyone behind it) hanging. false: no reserve to do it
+ * with (the caller stops for this round). */
+static bool listener_refuse_emfile(struct px_listener *l)
+{
+	static const char msg[] = "421 ftpssh: too many sessions (out of file descriptors); "
+				  "try again later\r\n";
+	px_server *srv = l->srv;
+	if (srv->reserve_fd < 0) {
+		reserve_take(srv); /* for the next round, if a descriptor came free */
+		uint64_t now = uv_now(srv->loop);
+		if (now - srv->refusal_log_ms >= 1000 || srv->refusal_log_ms == 0) {
+			px_log(0, "listener: out of file descriptors and no reserve left");
+			srv->refusal_log_ms = now;
+		}
+		return false;
+	}
+	close(srv->reserve_fd);
+	srv->reserve_fd = -1;
+	int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd >= 0) {
+		ssize_t n = send(fd, msg, sizeof(msg) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+		(void)n;
+		close(fd);
+		px_log(0, "listener: out of file descriptors; a new client got 421");
+	}
+	reserve_take(srv);
+	return fd >= 0;
+}
+
+static void listener_poll_cb(uv_poll_t *h, int status, int events)
+{
+	struct px_listener *l = h->data;
+	(void)events;
 	if (status < 0) {
-		/* EMFILE and friends: say so, keep serving the others */
 		px_log(0, "listener: %s", uv_strerror(status));
 		return;
 	}
-	if (l->srv->closing)
-		return;
-	px_session_accept(l->srv, st, l->fwd);
+	for (int i = 0; i < ACCEPT_BURST && !l->srv->closing; i++) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			int e = errno;
+			if (e == EMFILE || e == ENFILE) {
+				if (listener_refuse_emfile(l))
+					continue;
+				return;
+			}
+			if (e == EINTR || e == ECONNABORTED)
+				continue;
+			if (e != EAGAIN && e != EWOULDBLOCK)
+				px_log(0, "listener: accept: %s", strerror(e));
+			return;
+		}
+		px_session_accept(l->srv, fd, l->fwd);
+	}
 }
 
 static bool addr_is_loopback(const char *a)
@@ -40,19 +114,32 @@ static int listener_bind(struct px_listener *l, const char *addr, uint16_t port,
 			 uint16_t *bound)
 {
 	struct sockaddr_storage ss;
-	int rc;
-	if (strchr(addr, ':'))
+	socklen_t slen;
+	int rc, one = 1;
+	if (strchr(addr, ':')) {
 		rc = uv_ip6_addr(addr, port, (struct sockaddr_in6 *)&ss);
-	else
+		slen = sizeof(struct sockaddr_in6);
+	} else {
 		rc = uv_ip4_addr(addr, port, (struct sockaddr_in *)&ss);
+		slen = sizeof(struct sockaddr_in);
+	}
 	if (rc < 0)
 		return rc;
-	if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) < 0)
+	l->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (l->fd < 0)
+		return -errno;
+	setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (ss.ss_family == AF_INET6)
+		setsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(l->fd, (struct sockaddr *)&ss, slen) < 0 || listen(l->fd, 128) < 0)
+		return -errno;
+	if (getsockname(l->fd, (struct sockaddr *)&ss, &slen) < 0)
+		return -errno;
+	if ((rc = uv_poll_init_socket(l->srv->loop, &l->poll, l->fd)) < 0)
 		return rc;
-	if ((rc = uv_listen((uv_stream_t *)&l->tcp, 128, listener_connection_cb)) < 0)
-		return rc;
-	int len = sizeof(ss);
-	if ((rc = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len)) < 0)
+	l->poll_inited = true;
+	l->poll.data = l;
+	if ((rc = uv_poll_start(&l->poll, UV_READABLE, listener_poll_cb)) < 0)
 		return rc;
 	*bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 						: ((struct sockaddr_in *)&ss)->sin_port);
@@ -63,6 +150,7 @@ static void listener_closed_cb(uv_handle_t *h)
 {
 	struct px_listener *l = h->data;
 	px_server *srv = l->srv;
+	close(l->fd);
 	free(l);
 	srv->pending_closes--;
 	px_server_maybe_closed(srv);
@@ -70,7 +158,21 @@ static void listener_closed_cb(uv_handle_t *h)
 
 static void listener_free_cb(uv_handle_t *h)
 {
-	free(h->data);
+	struct px_listener *l = h->data;
+	close(l->fd);
+	free(l);
+}
+
+/* A listener that failed to start: close what it holds and free it. */
+static void listener_discard(struct px_listener *l)
+{
+	if (l->poll_inited) {
+		uv_close((uv_handle_t *)&l->poll, listener_free_cb);
+		return;
+	}
+	if (l->fd >= 0)
+		close(l->fd);
+	free(l);
 }
 
 static struct px_listener *listener_new(px_server *srv, const px_forward *f)
@@ -80,8 +182,7 @@ static struct px_listener *listener_new(px_server *srv, const px_forward *f)
 		return NULL;
 	l->srv = srv;
 	l->fwd = f;
-	uv_tcp_init(srv->loop, &l->tcp);
-	l->tcp.data = l;
+	l->fd = -1;
 	return l;
 }
 
@@ -96,7 +197,7 @@ static void listener_open_v6(px_server *srv, const px_forward *f, uint16_t port)
 	int rc = listener_bind(l, "::1", port, &bound);
 	if (rc < 0) {
 		px_log(2, "not listening on [::1]:%u: %s", port, uv_strerror(rc));
-		uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
+		listener_discard(l);
 		return;
 	}
 	l->next = srv->listeners;
@@ -117,21 +218,21 @@ static int listener_open(px_server *srv, const px_forward *f)
 		/* Port 21 needs privilege (or is taken): the documented fallback. */
 		px_log(2, "cannot listen on %s port 21 (%s); using 2121", f->bind_addr,
 		       uv_strerror(rc));
-		uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
-		/* a fresh handle: a failed bind leaves the old one unusable */
+		listener_discard(l);
 		l = listener_new(srv, f);
 		if (!l)
 			return UV_ENOMEM;
 		rc = listener_bind(l, f->bind_addr, 2121, &port);
 	}
-	l->next = srv->listeners;
-	srv->listeners = l;
-	srv->pending_closes++;
 	if (rc < 0) {
 		px_log(0, "cannot listen on %s port %u: %s", f->bind_addr,
 		       f->default_port ? 2121 : f->bind_port, uv_strerror(rc));
+		listener_discard(l);
 		return rc;
 	}
+	l->next = srv->listeners;
+	srv->listeners = l;
+	srv->pending_closes++;
 	if (!addr_is_loopback(f->bind_addr))
 		px_log(0, "warning: listening on %s, beyond loopback: other hosts can reach "
 			  "this FTP relay",
@@ -147,6 +248,44 @@ static int listener_open(px_server *srv, const px_forward *f)
 	return 0;
 }
 
+/* How many open descriptors now (at start: stdio, the loop, SSH). */
+static unsigned fds_open(void)
+{
+	unsigned n = 0;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0;
+	rlim_t top = rl.rlim_cur < 65536 ? rl.rlim_cur : 65536;
+	for (rlim_t fd = 0; fd < top; fd++)
+		if (fcntl((int)fd, F_GETFD) >= 0)
+			n++;
+	return n;
+}
+
+/* --max-sessions, lowered so that the cap bites before descriptors run
+ * out: each session may hold FDS_PER_SESSION of them. Sets the budget of
+ * descriptors admission counts against (limits.c). */
+static unsigned session_ceiling(px_server *srv, const px_config *cfg)
+{
+	struct rlimit rl;
+	unsigned cap = cfg->max_sessions;
+	srv->fd_budget = UINT64_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return cap;
+	unsigned long base = fds_open() + FDS_SPARE;
+	srv->fd_budget = rl.rlim_cur > base ? rl.rlim_cur - base : 0;
+	unsigned long fit = rl.rlim_cur > base ? (rl.rlim_cur - base) / FDS_PER_SESSION : 0;
+	if (fit < 1)
+		fit = 1;
+	if (fit < cap) {
+		px_log(1, "at most %lu sessions: RLIMIT_NOFILE is %llu (raise it with ulimit -n "
+			  "for the --max-sessions=%u asked)",
+		       fit, (unsigned long long)rl.rlim_cur, cfg->max_sessions);
+		cap = (unsigned)fit;
+	}
+	return cap;
+}
+
 int px_server_start(uv_loop_t *loop, mux_conn *conn, const px_config *cfg, px_server **out)
 {
 	px_server *srv = calloc(1, sizeof(*srv));
@@ -155,12 +294,26 @@ int px_server_start(uv_loop_t *loop, mux_conn *conn, const px_config *cfg, px_se
 	srv->loop = loop;
 	srv->conn = conn;
 	srv->cfg = cfg;
+	srv->reserve_fd = -1;
+	srv->diag_fd = -1;
 	*out = srv;
+	if (!cfg->no_uid_check) {
+		srv->diag_fd = px_peeruid_open();
+		if (srv->diag_fd < 0)
+			px_log(1, "no sock_diag netlink socket (%s): owner checks read "
+				  "/proc/net/tcp",
+			       uv_strerror(srv->diag_fd));
+	}
+	reserve_take(srv);
+	px_limits_init(srv);
 	for (size_t i = 0; i < cfg->nfwd; i++) {
 		int rc = listener_open(srv, &cfg->fwd[i]);
 		if (rc < 0)
 			return rc; /* caller closes srv */
 	}
+	srv->max_sessions = session_ceiling(srv, cfg);
+	px_log(2, "session limits: %u in all, %u per user, idle timeout %u s",
+	       srv->max_sessions, cfg->max_sessions_per_user, cfg->idle_timeout_sec);
 	return 0;
 }
 
@@ -171,6 +324,9 @@ void px_server_maybe_closed(px_server *srv)
 	void (*cb)(void *) = srv->close_cb;
 	void *data = srv->close_data;
 	srv->close_cb = NULL;
+	px_peeruid_close(srv->diag_fd);
+	if (srv->reserve_fd >= 0)
+		close(srv->reserve_fd);
 	free(srv);
 	if (cb)
 		cb(data);
@@ -190,7 +346,7 @@ void px_server_stop_listening(px_server *srv)
 {
 	for (struct px_listener *l = srv->listeners, *next; l; l = next) {
 		next = l->next;
-		uv_close((uv_handle_t *)&l->tcp, listener_closed_cb);
+		uv_close((uv_handle_t *)&l->poll, listener_closed_cb);
 	}
 	srv->listeners = NULL;
 }

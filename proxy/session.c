@@ -8,111 +8,103 @@
  * Server -> client: lines are framed and classified into replies; a 227 or
  * 229 that answers a PASV or EPSV we actually forwarded is replaced by one
  * pointing at a fresh one-shot local port (dataport.c); everything else is
- * forwarded verbatim.
+ * forwarded verbatim. ftpssh's own replies (534 to AUTH, 200/501 to PORT,
+ * 425 when a data connection cannot be made) wait in `deferred` until every
+ * earlier command has had its reply, so the client reads them in order.
+ * Active mode (PORT/EPRT) is active.c's half of the session.
  *
  * Backpressure: each direction has a bounded output queue (outq.c). A side
  * is read only while the queue it feeds has room for a whole line and the
  * command FIFO has a free slot, so neither a flooding client nor a flooding
  * server grows memory.
  *
- * Ownership: the session owns its client TCP handle, its channel, a timer
- * and the one unused data port (a new PASV/EPSV replaces it). It is freed
- * when every one of them has closed (pending_closes == 0). Running data
- * transfers are not the session's: they finish on their own.
+ * Admission: a connection whose owner cannot be established (unless
+ * --no-uid-check), or one beyond --max-sessions or
+ * --max-sessions-per-user, gets a 421 and is closed without a channel.
+ *
+ * Ownership: the session owns its client TCP handle, its channel, two
+ * timers and the one unused data port (a new PASV/EPSV replaces it). It is
+ * freed when every one of them has closed (pending_closes == 0). Running
+ * data transfers are not the session's: they finish on their own.
  *
  * Ending: server EOF -> deliver what is left to the client, then close.
  * Client EOF -> forward what is left, send EOF on the channel, then wait
- * (bounded) for the server to close. Any error -> close at once.
+ * (bounded) for the server to close. Any error -> close at once. The log
+ * line at the end says whether that was a normal close (QUIT answered,
+ * the client leaving after its last reply) or a failure.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
-#include "proxy/internal.h"
+#include "proxy/session.h"
 
-#define FIFO_CAP 16
 #define CLIENT_EOF_WAIT_MS 10000
-
-/* FIFO entries beyond fp_verb: what ftpssh itself is waiting for. The
- * ACTIVE ones are the passive requests ftpssh sends on behalf of a client
- * that gave PORT/EPRT; their replies are answered to the client as the
- * reply to its PORT/EPRT and never forwarded. */
-enum expect { EXP_GREETING = 100, EXP_ACTIVE_EPSV, EXP_ACTIVE_PASV };
-
-struct px_session {
-	px_server *srv;
-	px_session *prev, *next;
-	const px_forward *fwd;
-	unsigned id;
-	unsigned next_xid;
-	uv_tcp_t client;
-	uv_timer_t timer;
-	mux_chan *ch;
-	px_dataport *dp;
-	struct sockaddr_storage local; /* our side of the control connection */
-	long client_uid;               /* owner of the client's socket, -1 unknown */
-	char user[64];                 /* from USER, for status */
-	char last_cmd[96];             /* last command (PASS masked), for status */
-	uint64_t last_cmd_ms;
-	char peer[INET6_ADDRSTRLEN + 10];
-
-	fp_framer cin, sin;
-	fp_reply rep;
-	int fifo[FIFO_CAP];
-	unsigned fhead, fcount;
-	/* the passive reply being read */
-	bool pasv_found;
-	fp_hostport pasv;
-	uint16_t epsv_port;
-	int pasv_err;
-
-	/* active mode: the client's data address, and the server's port */
-	struct sockaddr_storage active_addr;
-	bool active_setup;  /* hidden EPSV/PASV in flight */
-	bool active_armed;  /* next transfer command connects to active_addr */
-	bool active_eprt;   /* the client said EPRT (for the reply text) */
-	uint16_t active_port;
-	char active_host[256];
-	char *held_cmd;     /* transfer command held until the client's port answers */
-	size_t held_len;
-	int held_verb;
-	unsigned held_xid;
-
-	px_outq to_client, to_server;
-	bool client_reading, server_reading;
-	bool client_eof, server_eof, eof_sent;
-	bool closing;
-	int pending_closes;
-	uint64_t started_ms;
-};
-
-static void session_pump(px_session *s);
-static void addr_str(const struct sockaddr_storage *ss, char *out, size_t cap);
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static int fifo_head(const px_session *s)
+#define TELNET_IAC 0xff
+#define TELNET_SE 0xf0
+#define TELNET_WILL 0xfb
+
+/* Does this client line carry a secret? "PASS" or "ACCT" if so, else
+ * NULL. Decided on the first word after blanks and Telnet IAC sequences,
+ * whatever follows it, so "PASS\tx" and " PASS x" are masked too, whether
+ * or not a server would take them. Errs on the side of masking. */
+static const char *line_secret(const char *text, size_t n)
 {
-	return s->fcount ? s->fifo[s->fhead] : -1;
+	const unsigned char *p = (const unsigned char *)text;
+	size_t i = 0;
+	while (i < n) {
+		if (p[i] == ' ' || p[i] == '\t') {
+			i++;
+		} else if (p[i] == TELNET_IAC && i + 1 < n && p[i + 1] != TELNET_IAC) {
+			i += p[i + 1] < TELNET_SE ? 1 : p[i + 1] >= TELNET_WILL ? 3 : 2;
+		} else {
+			break;
+		}
+	}
+	if (i + 4 > n)
+		return NULL;
+	if (strncasecmp(text + i, "PASS", 4) == 0)
+		return "PASS";
+	if (strncasecmp(text + i, "ACCT", 4) == 0)
+		return "ACCT";
+	return NULL;
 }
 
-static void fifo_push(px_session *s, int v)
+/* The printable form of a client line for logs and status, secrets masked. */
+static void client_line_text(char *buf, size_t cap, const char *p, size_t len)
 {
-	s->fifo[(s->fhead + s->fcount) % FIFO_CAP] = v;
-	s->fcount++;
-}
-
-static void fifo_pop(px_session *s)
-{
-	if (!s->fcount)
+	const char *secret = line_secret(p, len);
+	if (secret) {
+		snprintf(buf, cap, "%s ****", secret);
 		return;
-	s->fhead = (s->fhead + 1) % FIFO_CAP;
-	s->fcount--;
+	}
+	fp_printable(buf, cap, p, len);
 }
 
-/* A reply generated by ftpssh itself. */
-static void reply_local(px_session *s, int code, const char *text)
+void px_session_log_line(px_session *s, const char *dir, const char *p, size_t len)
+{
+	char buf[300];
+	if (!px_log_enabled(3))
+		return;
+	fp_printable(buf, sizeof(buf), p, len);
+	px_log(3, "[#%u] %s %s", s->id, dir, buf);
+}
+
+static void log_client_line(px_session *s, const char *p, size_t len)
+{
+	char buf[300];
+	if (!px_log_enabled(3))
+		return;
+	client_line_text(buf, sizeof(buf), p, len);
+	px_log(3, "[#%u] -> %s", s->id, buf);
+}
+
+void px_session_reply_now(px_session *s, int code, const char *text)
 {
 	char line[512];
 	int n = fp_format_reply(line, sizeof(line), code, text);
@@ -120,17 +112,39 @@ static void reply_local(px_session *s, int code, const char *text)
 		px_log(3, "[#%u] <- %d %s (ftpssh)", s->id, code, text);
 }
 
-static void log_line(px_session *s, const char *dir, const char *p, size_t len, bool pass)
+/* Out once the FIFO is empty: every earlier command has had its reply. */
+static void deferred_flush(px_session *s)
 {
-	char buf[300];
-	if (!px_log_enabled(3))
+	if (!s->deferred_len || s->fcount > 0 || px_outq_room(&s->to_client) < s->deferred_len)
 		return;
-	if (pass) {
-		px_log(3, "[#%u] %s PASS ****", s->id, dir);
+	px_outq_push(&s->to_client, s->deferred, s->deferred_len);
+	s->deferred_len = 0;
+}
+
+void px_session_reply(px_session *s, int code, const char *text)
+{
+	char line[512];
+	int n = fp_format_reply(line, sizeof(line), code, text);
+	if (n <= 0)
+		return;
+	if (s->deferred_len + (size_t)n > sizeof(s->deferred)) {
+		/* cannot happen: reading stops while a reply waits */
+		px_log(0, "[#%u] local reply dropped: %d %s", s->id, code, text);
 		return;
 	}
-	fp_printable(buf, sizeof(buf), p, len);
-	px_log(3, "[#%u] %s %s", s->id, dir, buf);
+	memcpy(s->deferred + s->deferred_len, line, (size_t)n);
+	s->deferred_len += (size_t)n;
+	px_log(3, "[#%u] <- %d %s (ftpssh)%s", s->id, code, text,
+	       s->fcount ? " (after earlier replies)" : "");
+	deferred_flush(s);
+}
+
+int px_session_send(px_session *s, const char *line, size_t len, int expect)
+{
+	int rc = px_outq_push(&s->to_server, line, len);
+	if (rc == 0)
+		fifo_push(s, expect);
+	return rc;
 }
 
 /* ---- closing --------------------------------------------------------------- */
@@ -161,53 +175,85 @@ static void session_chan_closed_cb(mux_chan *ch)
 	session_free_if_done(s);
 }
 
-void px_session_close(px_session *s, const char *why)
+/* normal: an ordinary end (QUIT answered, the client leaving after its
+ * last reply), logged with -v; a failure is logged at the default level. */
+void px_session_end(px_session *s, bool normal, const char *why)
 {
 	if (s->closing)
 		return;
 	s->closing = true;
 	uint64_t ms = uv_now(s->srv->loop) - s->started_ms;
-	px_log(2, "[#%u] session from %s ends after %.1f s: %s", s->id, s->peer, ms / 1000.0,
-	       why);
+	if (s->refused)
+		px_log(3, "[#%u] refused connection from %s closed", s->id, s->peer);
+	else if (normal)
+		px_log(2, "[#%u] session from %s closed normally after %.1f s: %s", s->id, s->peer,
+		       ms / 1000.0, why);
+	else
+		px_log(1, "[#%u] session from %s failed after %.1f s: %s", s->id, s->peer,
+		       ms / 1000.0, why);
 	if (s->dp)
 		px_dataport_close(s->dp);
-	s->pending_closes += 2;
+	px_active_drop(s);
+	s->pending_closes += 3;
 	uv_close((uv_handle_t *)&s->client, session_handle_closed_cb);
 	uv_close((uv_handle_t *)&s->timer, session_handle_closed_cb);
+	uv_close((uv_handle_t *)&s->idle, session_handle_closed_cb);
 	if (s->ch) {
 		s->pending_closes++;
 		mux_chan_close(s->ch, session_chan_closed_cb);
 	}
 }
 
+/* Every reply the client asked for has been handed to it. */
+static bool replies_done(const px_session *s)
+{
+	return s->fcount == 0 && s->deferred_len == 0 && !s->held_cmd;
+}
+
 static void client_eof_timeout_cb(uv_timer_t *t)
 {
-	px_session_close(t->data, "server did not close after the client left");
+	px_session_end(t->data, true, "the client left; the server did not close within 10 s");
 }
 
 /* Close once everything the server said has reached the client. */
-static void session_check_end(px_session *s)
+void px_session_check_end(px_session *s)
 {
 	if (s->closing)
 		return;
-	if (s->server_eof && fp_framer_pending(&s->sin) == 0 && px_outq_len(&s->to_client) == 0) {
-		px_session_close(s, s->client_eof ? "both sides closed" : "server closed");
+	if (s->server_eof && s->deferred_len &&
+	    px_outq_room(&s->to_client) >= s->deferred_len) {
+		/* nothing more will be answered: ftpssh's own replies go now */
+		px_outq_push(&s->to_client, s->deferred, s->deferred_len);
+		s->deferred_len = 0;
+	}
+	if (s->server_eof && fp_framer_pending(&s->sin) == 0 && px_outq_len(&s->to_client) == 0 &&
+	    s->deferred_len == 0) {
+		if (s->refused)
+			px_session_end(s, true, "refused");
+		else if (s->idle_closed)
+			px_session_end(s, true, "idle timeout");
+		else if (s->quit_answered)
+			px_session_end(s, true, "QUIT answered");
+		else if (s->client_eof && s->eof_early)
+			px_session_end(s, false, "the client left before its replies came");
+		else if (s->client_eof)
+			px_session_end(s, true, "client and server closed");
+		else
+			px_session_end(s, false, "the server closed the connection");
 		return;
 	}
 	if (s->client_eof && !s->eof_sent && fp_framer_pending(&s->cin) == 0 &&
-	    px_outq_len(&s->to_server) == 0 && s->ch) {
+	    px_outq_len(&s->to_server) == 0 && s->ch && s->to_server.chan) {
 		s->eof_sent = true;
 		mux_chan_shutdown(s->ch);
 		uv_timer_start(&s->timer, client_eof_timeout_cb, CLIENT_EOF_WAIT_MS, 0);
 	}
 }
 
-/* ---- server -> client ------------------------------------------------------ */
-
 /* Where the server's data port is, as the gateway sees it: the control
  * connection's host (default, works behind NAT), or with
  * --data-host=reported the address in a 227 (EPSV has none: RFC 2428). */
-static const char *data_host(px_session *s, bool epsv, char *buf, size_t cap)
+const char *px_session_data_host(px_session *s, bool epsv, char *buf, size_t cap)
 {
 	if (epsv || !s->srv->cfg->data_host_reported)
 		return s->fwd->host;
@@ -216,343 +262,7 @@ static const char *data_host(px_session *s, bool epsv, char *buf, size_t cap)
 	return buf;
 }
 
-static void answer_passive(px_session *s, bool epsv)
-{
-	char hostbuf[64];
-	char line[128];
-	uint16_t target = epsv ? s->epsv_port : s->pasv.port;
-	uint16_t lport = 0;
-	int n;
-
-	if (!s->pasv_found) {
-		char msg[160];
-		snprintf(msg, sizeof(msg),
-			 "ftpssh: cannot use the server's %s reply (%s); try again or use %s",
-			 epsv ? "EPSV" : "PASV", fp_strerror(s->pasv_err),
-			 epsv ? "PASV" : "EPSV");
-		px_log(1, "[#%u] bad %s reply from server: %s", s->id, epsv ? "229" : "227",
-		       fp_strerror(s->pasv_err));
-		reply_local(s, 425, msg);
-		return;
-	}
-	if (!epsv && s->local.ss_family != AF_INET) {
-		px_log(2, "[#%u] PASV over IPv6 refused", s->id);
-		reply_local(s, 425, "ftpssh: PASV cannot name an IPv6 address; use EPSV");
-		return;
-	}
-	if (s->dp)
-		px_dataport_close(s->dp); /* a new PASV replaces an unused port */
-	const char *host = data_host(s, epsv, hostbuf, sizeof(hostbuf));
-	int rc = px_dataport_open(s->srv, s->id, ++s->next_xid, (struct sockaddr *)&s->local,
-				  host, target, s->client_uid, &s->dp, &lport);
-	if (rc < 0) {
-		char msg[160];
-		snprintf(msg, sizeof(msg), "ftpssh: cannot open a local data port: %s",
-			 uv_strerror(rc));
-		px_log(0, "[#%u] %s", s->id, msg + strlen("ftpssh: "));
-		reply_local(s, 425, msg);
-		return;
-	}
-	if (epsv) {
-		n = fp_format_229(line, sizeof(line), lport);
-	} else {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)&s->local;
-		uint8_t ip[4];
-		memcpy(ip, &sin->sin_addr, 4);
-		n = fp_format_227(line, sizeof(line), ip, lport);
-	}
-	if (n > 0 && px_outq_push(&s->to_client, line, (size_t)n) == 0)
-		log_line(s, "<-", line, (size_t)n - 2, false);
-	px_log(2, "[#%u.%u] %s: local port %u -> %s:%u", s->id, s->next_xid,
-	       epsv ? "EPSV" : "PASV", lport, host, target);
-}
-
-static bool feat_is_auth(const fp_line *l)
-{
-	size_t i = 0;
-	while (i < l->text_len && l->p[i] == ' ')
-		i++;
-	return l->text_len - i >= 4 && strncasecmp(l->p + i, "AUTH", 4) == 0 &&
-	       (l->text_len - i == 4 || l->p[i + 4] == ' ');
-}
-
-/* Ask the server for a passive port on behalf of an active-mode client. */
-static void active_request(px_session *s, bool epsv)
-{
-	static const char epsv_cmd[] = "EPSV\r\n", pasv_cmd[] = "PASV\r\n";
-	const char *cmd = epsv ? epsv_cmd : pasv_cmd;
-	if (px_outq_push(&s->to_server, cmd, strlen(cmd)) != 0) {
-		s->active_setup = false;
-		reply_local(s, 425, "ftpssh: cannot reach the server");
-		return;
-	}
-	log_line(s, "-> (for PORT)", cmd, 4, false);
-	fifo_push(s, epsv ? EXP_ACTIVE_EPSV : EXP_ACTIVE_PASV);
-	s->pasv_found = false;
-	s->pasv_err = FP_E_SYNTAX;
-}
-
-/* A reply to our hidden EPSV/PASV: on success the client's PORT/EPRT gets
- * its 200; an EPSV refusal falls back to PASV (the caller sends it); a
- * PASV failure is the client's error. */
-static void active_reply(px_session *s, bool epsv, const fp_line *l, const fp_reply_line *info)
-{
-	bool ok_code = info->code == (epsv ? 229 : 227);
-	if (ok_code && !s->pasv_found) {
-		int rc = epsv ? fp_parse_229(l->p, l->text_len, &s->epsv_port)
-			      : fp_parse_227(l->p, l->text_len, &s->pasv);
-		if (rc == FP_OK)
-			s->pasv_found = true;
-		else
-			s->pasv_err = rc;
-	}
-	if (!info->last || info->code < 200)
-		return;
-	const char *verb = s->active_eprt ? "EPRT" : "PORT";
-	if (ok_code && s->pasv_found) {
-		char hostbuf[64];
-		s->active_port = epsv ? s->epsv_port : s->pasv.port;
-		snprintf(s->active_host, sizeof(s->active_host), "%s",
-			 data_host(s, epsv, hostbuf, sizeof(hostbuf)));
-		s->active_setup = false;
-		s->active_armed = true;
-		char msg[128];
-		snprintf(msg, sizeof(msg), "%s command successful (ftpssh carries it over SSH)",
-			 verb);
-		reply_local(s, 200, msg);
-		return;
-	}
-	if (epsv && info->code >= 400 && !ok_code)
-		return; /* server_line sends PASV next */
-	s->active_setup = false;
-	char msg[200];
-	snprintf(msg, sizeof(msg), "ftpssh: the server gave no usable passive port for %s (%s)",
-		 verb, ok_code ? fp_strerror(s->pasv_err) : "refused");
-	px_log(1, "[#%u] %s", s->id, msg + 8);
-	reply_local(s, 425, msg);
-}
-
-static void server_line(px_session *s, const fp_line *l)
-{
-	fp_reply_line info;
-	int head = fifo_head(s);
-
-	if (fp_reply_feed(&s->rep, l->p, l->text_len, &info) != FP_OK) {
-		log_line(s, "<- (not a reply)", l->p, l->text_len, false);
-		if (head == FP_CMD_PASV || head == FP_CMD_EPSV || head == EXP_ACTIVE_EPSV ||
-		    head == EXP_ACTIVE_PASV) {
-			/* It may still hold the server's real data port: never pass
-			 * it on. It ends the reply to that command. */
-			s->pasv_found = false;
-			s->pasv_err = FP_E_SYNTAX;
-			if (head == FP_CMD_PASV || head == FP_CMD_EPSV) {
-				answer_passive(s, head == FP_CMD_EPSV);
-			} else {
-				s->active_setup = false;
-				reply_local(s, 425, "ftpssh: the server's passive reply was "
-						    "malformed");
-			}
-			fifo_pop(s);
-			return;
-		}
-		/* Elsewhere: pass it on untouched, the client is the judge. */
-		px_outq_push(&s->to_client, l->p, l->len);
-		return;
-	}
-	bool pasv = info.code == 227 && head == FP_CMD_PASV;
-	bool epsv = info.code == 229 && head == FP_CMD_EPSV;
-	log_line(s, "<-", l->p, l->text_len, false);
-	if (head == EXP_ACTIVE_EPSV || head == EXP_ACTIVE_PASV) {
-		active_reply(s, head == EXP_ACTIVE_EPSV, l, &info);
-		if (info.last && info.code >= 200) {
-			fifo_pop(s);
-			if (s->active_setup && head == EXP_ACTIVE_EPSV)
-				active_request(s, false); /* no EPSV: try PASV */
-		}
-		return;
-	}
-	if (head == FP_CMD_FEAT && !info.first && !info.last && feat_is_auth(l)) {
-		/* TLS cannot be offered through ftpssh: don't advertise it */
-		log_line(s, "<- (hidden)", l->p, l->text_len, false);
-		return;
-	}
-	if (pasv || epsv) {
-		if (info.first) {
-			s->pasv_found = false;
-			s->pasv_err = FP_E_SYNTAX;
-		}
-		if (!s->pasv_found) {
-			int rc = pasv ? fp_parse_227(l->p, l->text_len, &s->pasv)
-				      : fp_parse_229(l->p, l->text_len, &s->epsv_port);
-			if (rc == FP_OK)
-				s->pasv_found = true;
-			else
-				s->pasv_err = rc;
-		}
-		if (info.last)
-			answer_passive(s, epsv);
-	} else {
-		px_outq_push(&s->to_client, l->p, l->len);
-	}
-	if (info.last && info.code >= 200)
-		fifo_pop(s);
-}
-
-static void process_server(px_session *s)
-{
-	fp_line l;
-	while (!s->closing && px_outq_room(&s->to_client) >= FP_LINE_MAX + 256) {
-		int rc = fp_framer_next(&s->sin, &l);
-		if (rc == FP_E_AGAIN)
-			break;
-		if (rc == FP_E_TOOLONG) {
-			px_log(1, "[#%u] server sent a line over %d bytes; session closed", s->id,
-			       FP_LINE_MAX);
-			reply_local(s, 421, "ftpssh: the server sent an over-long line; closing");
-			s->server_eof = true; /* nothing more will be relayed */
-			mux_chan_read_stop(s->ch);
-			break;
-		}
-		server_line(s, &l);
-	}
-	if (s->server_eof && !s->closing && fp_framer_pending(&s->sin) > 0 &&
-	    px_outq_room(&s->to_client) >= FP_LINE_MAX) {
-		/* the server closed in the middle of a line: deliver the tail */
-		size_t n = fp_framer_pending(&s->sin);
-		char *p = (char *)s->sin.buf + s->sin.start;
-		px_outq_push(&s->to_client, p, n);
-		fp_framer_init(&s->sin);
-	}
-}
-
 /* ---- client -> server ------------------------------------------------------ */
-
-static bool sockaddr_is_loopback(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-		return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
-		       (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127);
-	}
-	return false;
-}
-
-static bool sockaddr_is_unspecified(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_INET)
-		return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == 0;
-	if (ss->ss_family == AF_INET6)
-		return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
-	return false;
-}
-
-/* PORT/EPRT: checked and answered here. The server side of every transfer
- * stays passive inside SSH; only a loopback address and a port >= 1024 are
- * accepted, so ftpssh can never be used to bounce to another host. */
-static void client_active(px_session *s, const fp_cmd *cmd)
-{
-	bool eprt = cmd->verb == FP_CMD_EPRT;
-	const char *verb = eprt ? "EPRT" : "PORT";
-	char msg[160];
-	uint16_t port = 0;
-	int rc;
-
-	memset(&s->active_addr, 0, sizeof(s->active_addr));
-	s->active_armed = false;
-	if (eprt) {
-		char addr[64];
-		int fam = 0;
-		rc = fp_parse_eprt(cmd->arg, cmd->arg_len, &fam, addr, sizeof(addr), &port);
-		if (rc == FP_OK)
-			rc = fam == 1 ? uv_ip4_addr(addr, port, (struct sockaddr_in *)&s->active_addr)
-				      : uv_ip6_addr(addr, port, (struct sockaddr_in6 *)&s->active_addr);
-	} else {
-		fp_hostport hp;
-		rc = fp_parse_port(cmd->arg, cmd->arg_len, &hp);
-		if (rc == FP_OK) {
-			struct sockaddr_in *a = (struct sockaddr_in *)&s->active_addr;
-			a->sin_family = AF_INET;
-			memcpy(&a->sin_addr, hp.ip, 4);
-			a->sin_port = htons(hp.port);
-			port = hp.port;
-		}
-	}
-	if (rc != 0) {
-		snprintf(msg, sizeof(msg), "ftpssh: cannot parse the %s argument", verb);
-		reply_local(s, 501, msg);
-		return;
-	}
-	if (sockaddr_is_unspecified(&s->active_addr)) {
-		/* "::" or 0.0.0.0 (lftp over IPv6 says EPRT |2|::|port|): the
-		 * client means its own host, the peer of the control connection. */
-		struct sockaddr_storage peer;
-		int plen = sizeof(peer);
-		if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&peer, &plen) == 0) {
-			if (peer.ss_family == AF_INET6)
-				((struct sockaddr_in6 *)&peer)->sin6_port = htons(port);
-			else
-				((struct sockaddr_in *)&peer)->sin_port = htons(port);
-			s->active_addr = peer;
-		}
-	}
-	if (!sockaddr_is_loopback(&s->active_addr)) {
-		char a[64];
-		addr_str(&s->active_addr, a, sizeof(a));
-		px_log(1, "[#%u] %s to %s refused: not a loopback address", s->id, verb, a);
-		snprintf(msg, sizeof(msg), "ftpssh: %s must name a loopback address (no FTP bounce)",
-			 verb);
-		reply_local(s, 501, msg);
-		return;
-	}
-	if (port < 1024) {
-		snprintf(msg, sizeof(msg), "ftpssh: %s to a port below 1024 refused", verb);
-		reply_local(s, 501, msg);
-		return;
-	}
-	if (s->dp)
-		px_dataport_close(s->dp);
-	s->active_eprt = eprt;
-	s->active_setup = true;
-	active_request(s, true);
-}
-
-static void active_held_fail(px_session *s, int err)
-{
-	char msg[160];
-	free(s->held_cmd);
-	s->held_cmd = NULL;
-	snprintf(msg, sizeof(msg), "ftpssh: cannot open the data connection to your port (%s)",
-		 uv_strerror(err));
-	reply_local(s, 425, msg);
-}
-
-bool px_session_active_connected(px_server *srv, unsigned sid, unsigned xid, int status)
-{
-	px_session *s;
-	for (s = srv->sessions; s; s = s->next)
-		if (s->id == sid)
-			break;
-	if (!s || s->closing || !s->held_cmd || s->held_xid != xid)
-		return false;
-	if (status < 0) {
-		active_held_fail(s, status);
-	} else {
-		px_outq_push(&s->to_server, s->held_cmd, s->held_len);
-		fifo_push(s, s->held_verb);
-		free(s->held_cmd);
-		s->held_cmd = NULL;
-	}
-	session_pump(s);
-	return status == 0;
-}
-
-static bool verb_transfers(int v)
-{
-	return v == FP_CMD_RETR || v == FP_CMD_STOR || v == FP_CMD_STOU || v == FP_CMD_APPE ||
-	       v == FP_CMD_LIST || v == FP_CMD_NLST || v == FP_CMD_MLSD;
-}
 
 static void client_line(px_session *s, const fp_line *l)
 {
@@ -560,16 +270,19 @@ static void client_line(px_session *s, const fp_line *l)
 	int rc = fp_cmd_parse(l->p, l->text_len, &cmd);
 	int verb = rc == FP_OK ? (int)cmd.verb : FP_CMD_OTHER;
 
-	log_line(s, "->", l->p, l->text_len, verb == FP_CMD_PASS);
+	log_client_line(s, l->p, l->text_len);
+	px_session_idle_arm(s);
+	client_line_text(s->last_cmd, sizeof(s->last_cmd), l->p, l->text_len);
+	s->last_cmd_ms = uv_now(s->srv->loop);
 	if (verb == FP_CMD_AUTH) {
 		/* The SSH tunnel already encrypts, and TLS would hide the
 		 * passive replies ftpssh has to rewrite. */
-		reply_local(s, 534, "ftpssh: the link is already protected by SSH; continue "
-				    "without TLS");
+		px_session_reply(s, 534, "ftpssh: the link is already protected by SSH; continue "
+					 "without TLS");
 		return;
 	}
 	if (verb == FP_CMD_PORT || verb == FP_CMD_EPRT) {
-		client_active(s, &cmd);
+		px_active_port(s, &cmd);
 		return;
 	}
 	if (verb == FP_CMD_PASV || verb == FP_CMD_EPSV)
@@ -578,76 +291,31 @@ static void client_line(px_session *s, const fp_line *l)
 		size_t n = cmd.arg_len < sizeof(s->user) - 1 ? cmd.arg_len : sizeof(s->user) - 1;
 		fp_printable(s->user, sizeof(s->user), cmd.arg, n);
 	}
-	if (rc == FP_OK) {
-		if (verb == FP_CMD_PASS)
-			snprintf(s->last_cmd, sizeof(s->last_cmd), "PASS ****");
-		else
-			fp_printable(s->last_cmd, sizeof(s->last_cmd), l->p, l->text_len);
-		s->last_cmd_ms = uv_now(s->srv->loop);
-	}
-	if (verb_transfers(verb) && s->active_armed) {
-		/* Connect to the client as the server would; the command goes
-		 * to the server once that connection stands (px_session_active_
-		 * connected), so a dead client port costs no server timeout. */
-		s->active_armed = false;
-		s->held_cmd = malloc(l->len);
-		if (!s->held_cmd) {
-			reply_local(s, 425, "ftpssh: out of memory");
-			return;
-		}
-		memcpy(s->held_cmd, l->p, l->len);
-		s->held_len = l->len;
-		s->held_verb = verb;
-		s->held_xid = ++s->next_xid;
-		int arc = px_active_start(s->srv, s->id, s->held_xid,
-					  (struct sockaddr *)&s->active_addr, s->active_host,
-					  s->active_port, s->last_cmd);
-		if (arc < 0) {
-			px_log(0, "[#%u] active data connection: %s", s->id, uv_strerror(arc));
-			active_held_fail(s, arc);
-		}
-		return;
-	} else if (verb_transfers(verb) && s->next_xid) {
+	if (px_verb_transfers(verb) && px_active_transfer(s, l, verb))
+		return; /* held: goes upstream once the data connection stands */
+	if (px_verb_transfers(verb) && s->next_xid) {
 		px_xfer_label(s->srv, s->dp, s->id, s->next_xid, s->last_cmd);
+		s->xfer_verb = verb;
+		s->xfer_xid = s->next_xid;
 	}
-	px_outq_push(&s->to_server, l->p, l->len);
-	fifo_push(s, verb);
-}
-
-/* Does this line need ftpssh's own answer (which must wait its turn)? */
-static bool line_is_local(const fp_line *l)
-{
-	fp_cmd cmd;
-	return fp_cmd_parse(l->p, l->text_len, &cmd) == FP_OK &&
-	       (cmd.verb == FP_CMD_AUTH || cmd.verb == FP_CMD_PORT || cmd.verb == FP_CMD_EPRT);
+	if (verb == FP_CMD_QUIT)
+		s->quit_sent = true;
+	px_session_send(s, l->p, l->len, verb);
 }
 
 static void process_client(px_session *s)
 {
-	while (!s->closing && !s->active_setup && !s->held_cmd && s->fcount < FIFO_CAP &&
+	while (!s->closing && !s->deferred_len && !s->held_cmd && s->fcount < FIFO_CAP &&
 	       px_outq_room(&s->to_server) >= FP_LINE_MAX &&
 	       px_outq_room(&s->to_client) >= 512) {
-		/* A local answer must come after the replies to earlier
-		 * commands: peek and wait until they are all in. */
-		size_t sv_start = s->cin.start, sv_len = s->cin.len, sv_scanned = s->cin.scanned;
-		bool sv_disc = s->cin.discarding;
 		fp_line l;
 		int rc = fp_framer_next(&s->cin, &l);
 		if (rc == FP_E_AGAIN)
 			break;
 		if (rc == FP_E_TOOLONG) {
 			px_log(1, "[#%u] client sent a line over %d bytes", s->id, FP_LINE_MAX);
-			if (s->fcount == 0)
-				reply_local(s, 500, "ftpssh: command line too long");
+			px_session_reply(s, 500, "ftpssh: command line too long");
 			continue;
-		}
-		if (s->fcount > 0 && line_is_local(&l)) {
-			/* put the line back (next() only moves indices) */
-			s->cin.start = sv_start;
-			s->cin.len = sv_len;
-			s->cin.scanned = sv_scanned;
-			s->cin.discarding = sv_disc;
-			break;
 		}
 		client_line(s, &l);
 	}
@@ -672,16 +340,22 @@ static void client_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 		fp_framer_commit(&s->cin, (size_t)n);
 	} else if (n == UV_EOF) {
 		s->client_eof = true;
+		s->eof_early = !s->quit_sent && (!replies_done(s) || fp_framer_pending(&s->cin) > 0);
 		uv_read_stop(st);
 		s->client_reading = false;
 	} else if (n == UV_ENOBUFS) {
 		uv_read_stop(st);
 		s->client_reading = false;
 	} else if (n < 0) {
-		px_session_close(s, uv_strerror((int)n));
+		char why[160];
+		bool normal = s->quit_sent || (replies_done(s) && px_outq_len(&s->to_client) == 0);
+		snprintf(why, sizeof(why), "client connection %s (%s)%s",
+			 normal ? "closed" : "failed", uv_strerror((int)n),
+			 normal ? " after its last reply" : " with replies pending");
+		px_session_end(s, normal, why);
 		return;
 	}
-	session_pump(s);
+	px_session_pump(s);
 }
 
 static void server_alloc_cb(mux_chan *ch, size_t suggested, uv_buf_t *buf)
@@ -709,23 +383,22 @@ static void server_read_cb(mux_chan *ch, ssize_t n, const uv_buf_t *buf)
 		s->server_eof = true;
 		s->server_reading = false;
 	} else if (n < 0) {
-		char why[160];
-		snprintf(why, sizeof(why), "SSH channel failed: %s", mux_strerror((int)n));
 		if (!s->server_eof)
-			reply_local(s, 421, "ftpssh: connection to the FTP server lost (SSH "
-					    "tunnel down)");
+			px_session_reply_now(s, 421, "ftpssh: connection to the FTP server lost "
+						     "(SSH tunnel down)");
 		s->server_eof = true;
-		px_log(1, "[#%u] %s", s->id, why);
+		px_log(1, "[#%u] SSH channel failed: %s", s->id, mux_strerror((int)n));
 	}
-	session_pump(s);
+	px_session_pump(s);
 }
 
 /* Move every line that can move, then decide who may be read. */
-static void session_pump(px_session *s)
+void px_session_pump(px_session *s)
 {
 	if (s->closing)
 		return;
-	process_server(s);
+	px_session_process_server(s);
+	deferred_flush(s);
 	process_client(s);
 	if (s->closing)
 		return;
@@ -749,7 +422,7 @@ static void session_pump(px_session *s)
 		s->server_reading = true;
 		mux_chan_read_start(s->ch, server_alloc_cb, server_read_cb);
 	}
-	session_check_end(s);
+	px_session_check_end(s);
 }
 
 static void outq_cb(px_outq *q, int status)
@@ -758,11 +431,21 @@ static void outq_cb(px_outq *q, int status)
 	if (s->closing)
 		return;
 	if (status < 0) {
-		px_session_close(s, q == &s->to_client ? "client connection failed"
-						       : "SSH channel write failed");
+		if (q == &s->to_client) {
+			/* a client that sent QUIT (or had every reply) and went
+			 * away before reading the last one is not a failure */
+			char why[160];
+			bool normal = s->quit_sent || s->refused;
+			snprintf(why, sizeof(why), "client connection %s (%s)%s",
+				 normal ? "closed" : "failed", uv_strerror(status),
+				 s->quit_sent ? " after QUIT" : "");
+			px_session_end(s, normal, why);
+		} else {
+			px_session_end(s, false, "SSH channel write failed");
+		}
 		return;
 	}
-	session_pump(s);
+	px_session_pump(s);
 }
 
 /* ---- start ------------------------------------------------------------------- */
@@ -780,18 +463,18 @@ static void chan_open_cb(mux_chan *ch, int status, void *data)
 			 "gateway (%s)",
 			 s->fwd->host, s->fwd->port, mux_strerror(status));
 		px_log(0, "[#%u] %s", s->id, msg + 8);
-		reply_local(s, 421, msg);
+		px_session_reply_now(s, 421, msg);
 		s->server_eof = true;
-		session_check_end(s);
+		px_session_check_end(s);
 		return;
 	}
 	px_log(2, "[#%u] connected to %s:%u", s->id, s->fwd->host, s->fwd->port);
 	s->to_server.chan = s->ch;
 	fifo_push(s, EXP_GREETING);
-	session_pump(s);
+	px_session_pump(s);
 }
 
-static void addr_str(const struct sockaddr_storage *ss, char *out, size_t cap)
+void px_addr_str(const struct sockaddr_storage *ss, char *out, size_t cap)
 {
 	char ip[INET6_ADDRSTRLEN] = "?";
 	unsigned port = 0;
@@ -810,85 +493,87 @@ static void addr_str(const struct sockaddr_storage *ss, char *out, size_t cap)
 	}
 }
 
-int px_session_accept(px_server *srv, uv_stream_t *listener, const px_forward *fwd)
+int px_session_accept(px_server *srv, int fd, const px_forward *fwd)
 {
 	px_session *s = calloc(1, sizeof(*s));
 	int rc;
-	if (!s)
+	if (!s) {
+		close(fd);
 		return UV_ENOMEM;
+	}
 	s->srv = srv;
 	s->fwd = fwd;
 	s->id = ++srv->next_sid;
 	s->started_ms = uv_now(srv->loop);
+	s->client_uid = -1;
 	uv_tcp_init(srv->loop, &s->client);
 	s->client.data = s;
 	uv_timer_init(srv->loop, &s->timer);
 	s->timer.data = s;
+	uv_timer_init(srv->loop, &s->idle);
+	s->idle.data = s;
 	fp_framer_init(&s->cin);
 	fp_framer_init(&s->sin);
 	fp_reply_init(&s->rep);
 	px_outq_init(&s->to_client, outq_cb, s);
 	px_outq_init(&s->to_server, outq_cb, s);
 	s->to_client.stream = (uv_stream_t *)&s->client;
-	/* link first: from here on px_session_close() is the only way out */
+	snprintf(s->peer, sizeof(s->peer), "?");
+	/* link first: from here on px_session_end() is the only way out */
 	s->next = srv->sessions;
 	if (srv->sessions)
 		srv->sessions->prev = s;
 	srv->sessions = s;
 	srv->nsessions++;
 
-	rc = uv_accept(listener, (uv_stream_t *)&s->client);
+	rc = uv_tcp_open(&s->client, fd);
 	if (rc < 0) {
+		close(fd);
 		px_log(0, "accept failed: %s", uv_strerror(rc));
-		px_session_close(s, "accept failed");
+		px_session_end(s, false, "accept failed");
 		return rc;
 	}
 	int len = sizeof(s->local);
 	uv_tcp_getsockname(&s->client, (struct sockaddr *)&s->local, &len);
 	struct sockaddr_storage peer;
+	int urc = UV_ENOTCONN;
 	len = sizeof(peer);
-	s->client_uid = -1;
 	if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&peer, &len) == 0) {
-		addr_str(&peer, s->peer, sizeof(s->peer));
+		px_addr_str(&peer, s->peer, sizeof(s->peer));
 		uid_t uid;
 		if (!srv->cfg->no_uid_check) {
-			int urc = px_peer_uid(&s->local, &peer, &uid);
+			urc = px_peer_uid(srv->diag_fd, &s->local, &peer, &uid);
 			if (urc == 0)
 				s->client_uid = (long)uid;
-			else
-				px_log(1, "[#%u] cannot tell which user %s is (%s): its data ports "
-					  "accept any local user",
-				       s->id, s->peer, uv_strerror(urc));
 		}
-	} else {
-		snprintf(s->peer, sizeof(s->peer), "?");
 	}
 	uv_tcp_nodelay(&s->client, 1);
 	/* Clients send ABOR's Telnet "Synch" as TCP urgent data (ftplib sends
 	 * the whole "ABOR\r\n" urgent). Keep the urgent byte in the stream, as
 	 * FTP servers do, or the command loses its LF. */
-	uv_os_fd_t cfd;
-	if (uv_fileno((uv_handle_t *)&s->client, &cfd) == 0) {
-		int one = 1;
-		setsockopt(cfd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one));
-	}
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one));
+
+	if (!px_session_admit(s, urc))
+		return 0;
 	if (s->client_uid >= 0)
 		px_log(1, "[#%u] FTP client %s (uid %ld) -> %s:%u", s->id, s->peer, s->client_uid,
 		       fwd->host, fwd->port);
 	else
 		px_log(1, "[#%u] FTP client %s -> %s:%u", s->id, s->peer, fwd->host, fwd->port);
 
+	px_session_idle_arm(s);
 	if (!srv->conn || !mux_conn_is_up(srv->conn)) {
-		reply_local(s, 421, "ftpssh: SSH tunnel down, retrying; try again shortly");
+		px_session_reply_now(s, 421, "ftpssh: SSH tunnel down, retrying; try again shortly");
 		s->server_eof = true;
-		session_check_end(s);
+		px_session_check_end(s);
 		return 0;
 	}
 	s->ch = mux_chan_open(srv->conn, fwd->host, fwd->port, chan_open_cb, s);
 	if (!s->ch) {
-		reply_local(s, 421, "ftpssh: cannot open an SSH channel");
+		px_session_reply_now(s, 421, "ftpssh: cannot open an SSH channel");
 		s->server_eof = true;
-		session_check_end(s);
+		px_session_check_end(s);
 	}
 	return 0;
 }
@@ -911,24 +596,7 @@ void px_sessions_close_all(px_server *srv)
 {
 	for (px_session *s = srv->sessions, *next; s; s = next) {
 		next = s->next;
-		px_session_close(s, "ftpssh stopping");
+		px_session_end(s, true, "ftpssh stopping");
 	}
 }
 
-void px_sessions_report(px_server *srv, FILE *out)
-{
-	uint64_t now = uv_now(srv->loop);
-	fprintf(out, "%-7s %-16s %-24s %6s %8s  %s\n", "SESSION", "USER", "CLIENT", "UID", "AGE",
-		"LAST COMMAND");
-	for (px_session *s = srv->sessions; s; s = s->next) {
-		char id[16], uid[24];
-		snprintf(id, sizeof(id), "#%u", s->id);
-		if (s->client_uid >= 0)
-			snprintf(uid, sizeof(uid), "%ld", s->client_uid);
-		else
-			snprintf(uid, sizeof(uid), "-");
-		fprintf(out, "%-7s %-16.16s %-24.24s %6s %7.0fs  %s\n", id,
-			s->user[0] ? s->user : "-", s->peer, uid, (now - s->started_ms) / 1000.0,
-			s->last_cmd[0] ? s->last_cmd : "-");
-	}
-}

@@ -5,7 +5,7 @@
  */
 #include <stdio.h>
 
-#include "proxy/internal.h"
+#include "proxy/session.h"
 
 uint64_t px_server_bytes(px_server *srv)
 {
@@ -33,4 +33,24 @@ void px_server_summary(px_server *srv, const char *ssh_state, double rate, char 
 	snprintf(buf, cap, "ftpssh: ssh %s | %u session%s | %u transfer%s | %.1f MB/s | %s",
 		 ssh_state, srv->nsessions, srv->nsessions == 1 ? "" : "s", srv->nxfers,
 		 srv->nxfers == 1 ? "" : "s", rate / 1e6, total);
+}
+
+void px_sessions_report(px_server *srv, FILE *out)
+{
+	uint64_t now = uv_now(srv->loop);
+	fprintf(out, "%-7s %-16s %-24s %6s %8s  %s\n", "SESSION", "USER", "CLIENT", "UID", "AGE",
+		"LAST COMMAND");
+	for (px_session *s = srv->sessions; s; s = s->next) {
+		char id[16], uid[24];
+		if (s->refused)
+			continue;
+		snprintf(id, sizeof(id), "#%u", s->id);
+		if (s->client_uid >= 0)
+			snprintf(uid, sizeof(uid), "%ld", s->client_uid);
+		else
+			snprintf(uid, sizeof(uid), "-");
+		fprintf(out, "%-7s %-16.16s %-24.24s %6s %7.0fs  %s\n", id,
+			s->user[0] ? s->user : "-", s->peer, uid, (now - s->started_ms) / 1000.0,
+			s->last_cmd[0] ? s->last_cmd : "-");
+	}
 }

@@ -107,7 +107,8 @@ class Ftpssh:
 
     def __init__(self, bed, servers, known_hosts=None, strict="yes", identity=None,
                  use_l_option=False, extra=(), wait=True, ssh_port=None,
-                 ssh=None, login=None, env=None, home=None, tty=False, binary_path=None):
+                 ssh=None, login=None, env=None, home=None, tty=False, binary_path=None,
+                 prefix=()):
         """ssh: the SshServer to go through (default bed.sshd());
         identity: a key file, a list of them, or False for no -i at all;
         known_hosts / strict: False leaves the option out (ftpssh's default);
@@ -115,7 +116,8 @@ class Ftpssh:
         (None as a value removes one; SSH_AUTH_SOCK is removed unless given);
         home: $HOME (default the test bed's); tty: run on a pseudo-terminal
         of its own (its controlling terminal, for prompts; see tty_expect);
-        binary_path: run this binary instead of FTPSSH_BIN's."""
+        binary_path: run this binary instead of FTPSSH_BIN's;
+        prefix: a command that execs ftpssh (e.g. prlimit --nofile=N --)."""
         self.bed = bed
         self.servers = list(servers)
         ssh = bed.sshd() if ssh is None else ssh
@@ -127,7 +129,7 @@ class Ftpssh:
         if not os.access(b, os.X_OK):
             raise ProxyError("ftpssh binary %s not found or not executable "
                              "(build it: make asan / make; or set FTPSSH_BIN)" % b)
-        argv = wrap() + [b]
+        argv = list(prefix) + wrap() + [b]
         if os.environ.get("FTPSSH_TEST_VERBOSE") == "1":
             argv.append("-v")
         for srv in self.servers:

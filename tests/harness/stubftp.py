@@ -17,10 +17,18 @@ EPSV answer 502, so a client (or ftpssh) must fall back to PASV.
 
 It speaks what curl, lftp and ftplib send for a login, a RETR, a STOR and
 FEAT: USER PASS SYST FEAT PWD CWD TYPE MODE STRU OPTS NOOP SIZE MDTM PASV
-EPSV RETR STOR AUTH PBSZ PROT QUIT; anything else gets 502. Every socket
+EPSV RETR STOR AUTH PBSZ PROT QUIT LIST NLST; anything else gets 502. Every socket
 has a timeout; a data listener nobody connects to gives up after
 accept_timeout seconds (then 425), so a test of a wrong data address ends
 quickly (accept_timeout is scaled like every harness time limit).
+
+StubFtp(strict=True, epsv=False) is the server of issue 15: after PASV
+(EPSV answers 502) it reads no further command until its data port is
+connected, and after 10 s without a connection it answers "550 Requested
+action not taken: internal server error" and closes, as that server
+did. A client that sends TYPE I between PORT and RETR (curl) stalls it
+unless ftpssh connects to the data port before it sends anything else.
+stub.strict_timeouts counts those 550s.
 """
 
 import socket
@@ -52,8 +60,13 @@ class StubFtp:
     kind = "stubftp"
     banner = "stubftp"
 
-    def __init__(self, pasv_host="127.0.0.2", accept_timeout=3.0):
+    def __init__(self, pasv_host="127.0.0.2", accept_timeout=3.0, strict=False, epsv=True,
+                 strict_timeout=10.0):
         self.host = "127.0.0.1"
+        self.strict = strict
+        self.epsv = epsv
+        self.strict_timeout = strict_timeout  # not scaled: it is the server's own
+        self.strict_timeouts = 0
         self.pasv_host = pasv_host
         self.accept_timeout = accept_timeout * procs.time_scale()
         self.files = {}
@@ -135,11 +148,18 @@ class _Session:
         self.sock = sock
         self.user = None
         self.data = None
+        self.ready = None  # strict: the data connection taken right after PASV
 
     def send(self, text):
         self.sock.sendall(text.encode("latin-1"))
 
     def close_data(self):
+        if self.ready is not None:
+            try:
+                self.ready.close()
+            except OSError:
+                pass
+            self.ready = None
         if self.data is not None:
             try:
                 self.data.close()
@@ -156,7 +176,31 @@ class _Session:
         self.data = ls
         return ls.getsockname()[1]
 
+    def wait_data(self):
+        """strict: take the data connection before reading anything else;
+        False (550 sent) when none comes in time: the session ends."""
+        ls, self.data = self.data, None
+        ls.settimeout(self.server.strict_timeout)
+        try:
+            conn, _ = ls.accept()
+        except OSError:
+            with self.server._lock:
+                self.server.strict_timeouts += 1
+            self.send("550 Requested action not taken: internal server error\r\n")
+            return False
+        finally:
+            ls.close()
+        with self.server._lock:
+            self.server.data_accepted += 1
+        conn.settimeout(IO_TIMEOUT)
+        self.ready = conn
+        return True
+
     def data_conn(self, what):
+        if self.ready is not None:
+            conn, self.ready = self.ready, None
+            self.send("150 Opening BINARY mode data connection for %s.\r\n" % what)
+            return conn
         if self.data is None:
             self.send("425 Use PASV or EPSV first.\r\n")
             return None
@@ -196,6 +240,23 @@ class _Session:
         finally:
             conn.close()
         self.send("226 Transfer complete.\r\n")
+
+    def listing(self, names_only):
+        conn = self.data_conn("file list")
+        if conn is None:
+            return
+        lines = []
+        for name, content in sorted(self.server.files.items()):
+            lines.append(name if names_only else
+                         "-rw-r--r--    1 0        0        %10d Jan 01  2024 %s" % (len(content), name))
+        try:
+            conn.sendall("".join(l + "\r\n" for l in lines).encode("latin-1"))
+        except OSError:
+            self.send("426 Connection closed; transfer aborted.\r\n")
+            return
+        finally:
+            conn.close()
+        self.send("226 Directory send OK.\r\n")
 
     def stor(self, name):
         conn = self.data_conn(name)
@@ -270,16 +331,22 @@ class _Session:
                 self.server.pasv_ports.append(port)
             h = self.server.pasv_host.replace(".", ",")
             self.send("227 Entering Passive Mode (%s,%d,%d).\r\n" % (h, port >> 8, port & 255))
+            if self.server.strict and not self.wait_data():
+                return True
         elif verb == "EPSV":
-            if self.user == "noepsv":
+            if self.user == "noepsv" or not self.server.epsv:
                 self.send("502 EPSV not implemented.\r\n")
             else:
                 port = self.listen(self.server.host)
                 with self.server._lock:
                     self.server.epsv_ports.append(port)
                 self.send("229 Entering Extended Passive Mode (|||%d|)\r\n" % port)
+                if self.server.strict and not self.wait_data():
+                    return True
         elif verb == "RETR":
             self.retr(arg)
+        elif verb in ("LIST", "NLST"):
+            self.listing(verb == "NLST")
         elif verb == "STOR":
             self.stor(arg)
         elif verb == "QUIT":

@@ -144,3 +144,93 @@ def wait_not_listening(port, v6=False, timeout=10.0):
             return True
         time.sleep(0.02)
     return False
+
+
+_HOG = r"""
+import json, select, socket, sys, time
+host, port, n, wait = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+socks, first, errors = [], {}, []
+for i in range(n):
+    try:
+        socks.append(socket.create_connection((host, port), timeout=wait))
+    except OSError as e:
+        errors.append(repr(e))
+bufs = {s: b"" for s in socks}
+deadline = time.monotonic() + wait
+while time.monotonic() < deadline and len(first) < len(socks):
+    pending = [s for s in socks if s not in first]
+    r, _, _ = select.select(pending, [], [], max(0.0, deadline - time.monotonic()))
+    for s in r:
+        try:
+            b = s.recv(4096)
+        except OSError as e:
+            first[s] = "error " + e.__class__.__name__
+            continue
+        if not b:
+            first[s] = "eof"
+            continue
+        bufs[s] += b
+        if b"\n" in bufs[s]:
+            first[s] = bufs[s].split(b"\n", 1)[0].decode("latin-1").rstrip("\r")
+lines = [first.get(s, "silent") for s in socks]
+print(json.dumps({"uid": __import__("os").getuid(), "lines": lines, "connect_errors": errors}), flush=True)
+sys.stdin.read()  # hold the connections until told to stop
+"""
+
+
+class Hog:
+    """A `nobody` process that opens N control connections to HOST:PORT,
+    reads the first line of each (up to WAIT seconds in all) and holds
+    them open until stop(): fd pressure from another local user.
+
+        h = Hog("127.0.0.1", port, 120)
+        r = h.result()   # {"uid", "lines": first line per connection or
+                         #  "silent"/"eof", "connect_errors"}
+        h.stop()
+    """
+
+    def __init__(self, host, port, n, wait=8.0):
+        wait *= procs.time_scale()
+        self.wait = wait
+        argv = ["setpriv", "--reuid=%s" % THIEF_USER, "--regid=%s" % THIEF_GROUP,
+                "--clear-groups", "/usr/bin/python3", "-c", _HOG, host, str(port), str(n),
+                str(wait)]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, cwd="/", env={"PATH": "/usr/bin:/bin"})
+
+    def result(self):
+        deadline = time.monotonic() + self.wait + 60
+        out = b""
+        while b"\n" not in out:
+            left = deadline - time.monotonic()
+            r, _, _ = select.select([self.proc.stdout], [], [], max(0.0, left))
+            if not r:
+                self.stop()
+                raise AssertionError("the hog said nothing in time")
+            b = os.read(self.proc.stdout.fileno(), 1 << 20)
+            if not b:
+                err = self.proc.stderr.read().decode("utf-8", "replace")
+                raise AssertionError("the hog failed: %r\n%s" % (out, err))
+            out += b
+        return json.loads(out.split(b"\n", 1)[0])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def as_nobody(script, *args, timeout=30.0):
+    """Run a python SCRIPT as nobody; its stdout (bounded in time)."""
+    argv = ["setpriv", "--reuid=%s" % THIEF_USER, "--regid=%s" % THIEF_GROUP,
+            "--clear-groups", "/usr/bin/python3", "-c", script] + [str(a) for a in args]
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, cwd="/", env={"PATH": "/usr/bin:/bin"},
+                       timeout=timeout * procs.time_scale())
+    if r.returncode != 0:
+        raise AssertionError("nobody script failed (%d): %s" % (r.returncode, r.stderr.decode()))
+    return r.stdout.decode("utf-8", "replace")

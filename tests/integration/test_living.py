@@ -184,9 +184,9 @@ WRONG_PASSWORD = "Wr0ng-pa55-never-logged"
 LEVELS = {
     "-q": ([], [r"\[#", r"SSH connection .* is up"]),
     "default": ([r"^SSH connection to \S+@127\.0\.0\.1 port \d+ is up$", "SESSION", "RETR", "STOR"],
-                [r"session from .* ends after", r"\] -> ", r"PASS"]),
-    "-v": (["SESSION", "RETR", "STOR", r"^\[#\d+\] session from 127\.0\.0\.1:\d+ ends after "
-            r"\d+\.\d s: "], [r"\] -> ", r"PASS"]),
+                [r"session from .* (?:closed normally|failed) after", r"\] -> ", r"PASS"]),
+    "-v": (["SESSION", "RETR", "STOR", r"^\[#\d+\] session from 127\.0\.0\.1:\d+ closed normally "
+            r"after \d+\.\d s: "], [r"\] -> ", r"PASS", r"session from .* failed after"]),
     "-vv": (["SESSION", "RETR", "STOR", r"^\[#\d+\] -> USER %s$" % testbed.FTP_USER,
              r"^\[#\d+\] -> PASS \*\*\*\*$", r"^\[#\d+\] <- 230", r"^\[#\d+\] <- 530",
              r"^\[#\d+\] <- 227 "], []),
@@ -215,8 +215,9 @@ def test_log_levels(bed, scratch, level):
             wait_for(lambda: re.search(r"\] STOR %s: " % name, run.stderr()), LOG_WAIT,
                      "the STOR line in ftpssh's log")
         if level in ("-v", "-vv"):
-            wait_for(lambda: len(re.findall(r"session from .* ends after", run.stderr())) >= 2,
-                     LOG_WAIT, "two 'session ... ends' lines")
+            wait_for(lambda: len(re.findall(r"session from .* (?:closed normally|failed) after",
+                                            run.stderr())) >= 2,
+                     LOG_WAIT, "two 'session ... closed normally' lines")
         else:
             time.sleep(0.5)  # whatever would come, let it come
         run.assert_alive()
