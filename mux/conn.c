@@ -457,6 +457,7 @@ static void conn_free(mux_conn *c)
 	for (size_t i = 0; i < c->opts.n_identities; i++)
 		free(c->identities[i]);
 	free(c->identities);
+	mux__auth_free(c);
 	free(c->in);
 	free(c->out);
 	free(c);
@@ -534,6 +535,8 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	c->opts.user = c->user;
 	c->opts.known_hosts = c->known_hosts;
 	c->opts.identities = (const char *const *)c->identities;
+	if (mux__auth_init(c, o) != 0)
+		goto fail;
 	c->opts.ciphers = c->ciphers;
 	c->opts.macs = c->macs;
 

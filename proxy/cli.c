@@ -185,6 +185,17 @@ static int set_copy(char *dst, size_t cap, const char *src)
 	return 0;
 }
 
+static int parse_yes_no(const char *val, bool *out)
+{
+	if (strcasecmp(val, "yes") == 0 || strcasecmp(val, "true") == 0)
+		*out = true;
+	else if (strcasecmp(val, "no") == 0 || strcasecmp(val, "false") == 0)
+		*out = false;
+	else
+		return -1;
+	return 0;
+}
+
 static int parse_o(const char *opt, px_config *cfg, FILE *err)
 {
 	char key[64];
@@ -239,6 +250,33 @@ static int parse_o(const char *opt, px_config *cfg, FILE *err)
 	} else if (strcasecmp(key, "User") == 0) {
 		if (set_copy(cfg->user, sizeof(cfg->user), val) != 0)
 			return bad(err, "-o %s: too long", opt);
+	} else if (strcasecmp(key, "IdentitiesOnly") == 0) {
+		if (parse_yes_no(val, &cfg->identities_only) != 0)
+			return bad(err, "-o %s: use yes or no", opt);
+	} else if (strcasecmp(key, "BatchMode") == 0) {
+		if (parse_yes_no(val, &cfg->batch_mode) != 0)
+			return bad(err, "-o %s: use yes or no", opt);
+	} else if (strcasecmp(key, "PreferredAuthentications") == 0) {
+		if (set_copy(cfg->preferred_auth, sizeof(cfg->preferred_auth), val) != 0)
+			return bad(err, "-o %s: too long", opt);
+	} else if (strcasecmp(key, "PubkeyAuthentication") == 0) {
+		/* ssh also takes unbound/host-bound: both mean yes here */
+		cfg->no_pubkey_auth = strcasecmp(val, "no") == 0;
+	} else if (strcasecmp(key, "PasswordAuthentication") == 0) {
+		bool yes;
+		if (parse_yes_no(val, &yes) != 0)
+			return bad(err, "-o %s: use yes or no", opt);
+		cfg->no_password_auth = !yes;
+	} else if (strcasecmp(key, "KbdInteractiveAuthentication") == 0 ||
+		   strcasecmp(key, "ChallengeResponseAuthentication") == 0) {
+		bool yes;
+		if (parse_yes_no(val, &yes) != 0)
+			return bad(err, "-o %s: use yes or no", opt);
+		cfg->no_kbdint_auth = !yes;
+	} else if (strcasecmp(key, "CertificateFile") == 0) {
+		if (cfg->ncertificates >= PX_MAX_IDENTITIES)
+			return bad(err, "-o %s: too many certificates", opt);
+		cfg->certificates[cfg->ncertificates++] = val;
 	} else if (strcasecmp(key, "IdentityFile") == 0) {
 		if (cfg->nidentities >= PX_MAX_IDENTITIES)
 			return bad(err, "-o %s: too many identities", opt);
@@ -286,7 +324,8 @@ static int parse_target(const char *arg, px_config *cfg, bool login_given, uint1
 static void default_identities(px_config *cfg, const char *home)
 {
 	static char paths[3][4096];
-	static const char *names[] = {"id_ed25519", "id_ecdsa", "id_rsa"};
+	/* ssh's order (less the key types libssh2 cannot use) */
+	static const char *names[] = {"id_rsa", "id_ecdsa", "id_ed25519"};
 	for (size_t i = 0; i < 3 && cfg->nidentities < PX_MAX_IDENTITIES; i++) {
 		snprintf(paths[i], sizeof(paths[i]), "%s/.ssh/%s", home, names[i]);
 		if (access(paths[i], R_OK) == 0)

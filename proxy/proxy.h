@@ -48,6 +48,12 @@ typedef struct px_config {
 	const char *identities[PX_MAX_IDENTITIES];
 	size_t nidentities;
 	bool identities_given;
+	const char *certificates[PX_MAX_IDENTITIES]; /* CertificateFile */
+	size_t ncertificates;
+	bool identities_only;      /* IdentitiesOnly */
+	bool batch_mode;           /* BatchMode: never ask */
+	char preferred_auth[256];  /* PreferredAuthentications, "" for ssh's default */
+	bool no_pubkey_auth, no_password_auth, no_kbdint_auth; /* *Authentication no */
 	char known_hosts[4096];
 	enum mux_hostkey_policy hostkey_policy;
 	unsigned keepalive_sec;

@@ -109,7 +109,8 @@ class SshServer:
     test user's password) or kbdint=True (keyboard-interactive through
     PAM), for tests that must not disturb the shared one."""
 
-    def __init__(self, bed, name="ssh", password_auth=False, kbdint=False, extra_config=()):
+    def __init__(self, bed, name="ssh", password_auth=False, kbdint=False, extra_config=(),
+                 log_level="DEBUG1"):
         self.bed = bed
         self.name = name
         d = bed.path(name)
@@ -155,7 +156,7 @@ class SshServer:
             "PermitTTY no",
             "PrintMotd no",
             "MaxStartups 100",
-            "LogLevel DEBUG1",  # direct-tcpip targets are logged at debug1
+            "LogLevel %s" % log_level,  # direct-tcpip targets are logged at debug1
         ] + list(extra_config) + [""]))
         # Compiled-in privilege separation directory.
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
