@@ -185,11 +185,11 @@ static bool auth_lost(mux_conn *c)
 		return false;
 	mux__fail(c, MUX_FAIL_AUTH, MUX_ESSH(LIBSSH2_ERROR_SOCKET_DISCONNECT),
 		  "%s@%s: the server closed the connection during authentication (%s) after %u "
-		  "refused key%s (tried: %s).%s",
+		  "key%s offered (tried: %s).%s",
 		  c->user, c->host, c->disconnect_msg[0] ? c->disconnect_msg : "no reason given",
-		  c->pubkey_failures, c->pubkey_failures == 1 ? "" : "s",
+		  c->keys_offered, c->keys_offered == 1 ? "" : "s",
 		  c->tried[0] ? c->tried : "nothing",
-		  c->pubkey_failures >= 2 ? " sshd allows 6 attempts by default (MaxAuthTries): name "
+		  c->keys_offered >= 2 ? " sshd allows 6 attempts by default (MaxAuthTries): name "
 					    "the key with -i FILE and -o IdentitiesOnly=yes, so that "
 					    "other ssh-agent keys are not offered."
 					  : "");
@@ -212,7 +212,6 @@ static void id_next(mux_conn *c)
 
 static void id_refused(mux_conn *c, struct mux_ident *id)
 {
-	c->pubkey_failures++;
 	if (!lib_has_rsa_sha2() && strncmp(id->type, "ssh-rsa", 7) == 0) {
 		c->rsa_refused = true;
 		note(c, id->label, "refused by the server; libssh2 %s signs RSA keys with ssh-rsa "
@@ -241,7 +240,6 @@ static void id_failed(mux_conn *c, struct mux_ident *id, int rc)
 	else if (sign_local)
 		note(c, id->label, "private key not usable: %s", msg);
 	else if (rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED && !c->disconnect_msg[0] && !c->in_eof) {
-		c->pubkey_failures++;
 		note(c, id->label, "the server took the key but refused its %s signature",
 		     id->type[0] ? id->type : "");
 	} else
@@ -289,6 +287,7 @@ static void id_start(mux_conn *c, struct mux_ident *id)
 		return;
 	}
 	if (id->agent_id) {
+		c->keys_offered++;
 		c->id_step = ID_AGENT;
 		return;
 	}
@@ -313,7 +312,9 @@ static void id_start(mux_conn *c, struct mux_ident *id)
 		c->id_step = ID_SIGN; /* public half unknown: passphrase first, as ssh */
 	} else {
 		id_next(c);
+		return;
 	}
+	c->keys_offered++; /* once, whether probed first or not */
 }
 
 /* Returns true when waiting for the server (or done). */

@@ -113,7 +113,7 @@ struct mux_conn {
 	bool secret_set;           /* secret holds an answer for this step */
 	unsigned password_tries;
 	unsigned kbd_prompt_no;    /* keyboard-interactive prompts so far */
-	unsigned pubkey_failures;  /* keys the server refused */
+	unsigned keys_offered;     /* identities offered to the server */
 	bool rsa_refused;          /* an RSA key was refused (the 1.10 hint) */
 	char disconnect_msg[160];  /* the server's DISCONNECT reason, sanitised */
 	char tried[2048];          /* what auth tried, for the failure message */
