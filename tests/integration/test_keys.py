@@ -350,3 +350,64 @@ def test_strict_kex(bed, keysd):
     assert "kex-strict-c-v00@openssh.com" in kex_line, kex_line
     local = log.split("local server KEXINIT proposal", 1)[1]
     assert "kex-strict-s-v00@openssh.com" in local.split("peer client", 1)[0], local[:2000]
+
+
+# --- keyboard-interactive: server text made printable, answers keyed by question --
+
+HOSTILE = "Welcome\x1b]0;pwned\x07\x1b[2J\u009b31m caf\u00e9 \u2713"
+HOSTILE_SHOWN = "Welcome\\033]0;pwned\\007\\033[2J\\302\\23331m caf\u00e9 \u2713"
+
+
+@pytest.fixture
+def pam_kbdint(bed):
+    """An sshd doing keyboard-interactive through a PAM service of its own:
+    pam_echo sends the text of a file as the instruction (PAM_TEXT_INFO),
+    then pam_unix asks for the password."""
+    service = "ftpssh-test-kbdint-%d" % os.getpid()
+    info = bed.path("kbdint-info.txt")
+    with open(info, "w", encoding="utf-8") as f:
+        f.write(HOSTILE)
+    pam = "/etc/pam.d/" + service
+    with open(pam, "w") as f:
+        f.write("auth required pam_echo.so file=%s\nauth required pam_unix.so\n"
+                "account required pam_permit.so\nsession required pam_permit.so\n"
+                "password required pam_deny.so\n" % info)
+    try:
+        ssh = bed.extra_sshd("keys-kbdint", kbdint=True, pam_service=service)
+        ssh.info_file = info
+        yield ssh
+    finally:
+        os.unlink(pam)
+
+
+def test_kbdint_text_sanitised_and_answers_keyed_by_question(bed, pam_kbdint):
+    ssh = pam_kbdint
+    run = start(bed, ssh, identity=False, login=testbed.FTP_USER, use_l_option=True, tty=True,
+                wait=False)
+    try:
+        shown = run.tty_expect("Password: ")
+        assert "\x1b" not in shown and "\x07" not in shown and "\u009b" not in shown, repr(shown)
+        assert HOSTILE_SHOWN in shown, repr(shown)
+        run.tty_send(testbed.FTP_PASSWORD + "\n")
+        run.wait_ready()
+        assert "authenticated with keyboard-interactive" in run.stderr(), run.stderr()
+        transfer(bed, run)
+
+        # Same question on reconnect: the remembered answer is given.
+        assert ssh.kill_connections(), "no sshd connection process found to kill"
+        tunnel.wait_for(lambda: run.stderr().count(" is up") >= 2, 15, "a reconnect", run)
+        transfer(bed, run)
+
+        # The server changes its question: the old answer is not replayed
+        # (the user never saw this one), so the login fails: exit 5.
+        with open(ssh.info_file, "w") as f:
+            f.write("Enter the code we sent to your phone")
+        assert ssh.kill_connections(), "no sshd connection process found to kill"
+        rc = run.wait_exit(timeout=30)
+        text = run.stderr()
+        assert rc == AUTH_FAILED, "expected exit 5 after the question changed, got %s:\n%s" % (rc, text)
+        assert "changed since it was answered" in text, text
+        assert run.tty_text().count("Password: ") == 1, repr(run.tty_text())
+    finally:
+        if run.alive():
+            run.stop(check=False)
