@@ -120,7 +120,7 @@ def expect_exit(run, status, what, timeout=20):
 
 # --- key types, from files and from the agent ---------------------------------
 
-KEYTYPES = [("rsa", 3072, "RSA"), ("ecdsa", None, "ECDSA"), ("ed25519", None, "ED25519")]
+KEYTYPES = [("rsa", 2048, "RSA"), ("ecdsa", None, "ECDSA"), ("ed25519", None, "ED25519")]
 
 
 @pytest.mark.parametrize("keytype,bits,label", KEYTYPES, ids=[k[0] for k in KEYTYPES])
