@@ -6,20 +6,12 @@
  *
  * Authentication follows OpenSSH: methods in PreferredAuthentications
  * order (default publickey, keyboard-interactive, password), each only if
- * the server offers it and it is not switched off; identities in ssh's
- * order (ident.c). One identity goes through these steps:
- *
- *   START  read the private key file (agent keys: straight to AGENT)
- *   PROBE  passphrase-protected key with a known public half: ask the
- *          server whether it would take the key (a sign callback that
- *          only notes that it was called), and ask for the passphrase only
- *          if it would — as ssh does
- *   SIGN   libssh2 offers the key and signs (public line + private file)
- *   AGENT  ssh-agent signs
- *
- * Every identity that fails leaves a note saying why (no such file, not
- * readable, passphrase needed and nobody to ask, wrong passphrase, refused
- * by the server, signature refused), and the failure message lists them.
+ * the server offers it and it is not switched off; publickey tries the
+ * identities of ident.c in ssh's order (authkey.c). Whatever fails leaves
+ * a note saying why (no such file, not readable, passphrase needed and
+ * nobody to ask, wrong passphrase, refused by the server, signature
+ * refused), and the failure message lists them. Server text that reaches
+ * the terminal or the log is made printable first, as OpenSSH does.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -35,14 +27,13 @@
 #endif
 
 enum { M_PUBKEY = 1, M_KBDINT, M_PASSWORD };
-enum { ID_START, ID_PROBE, ID_SIGN, ID_AGENT };
 
 static int ssh_err(mux_conn *c)
 {
 	return libssh2_session_last_errno(c->ssh);
 }
 
-static const char *ssh_errmsg(mux_conn *c)
+const char *mux__ssh_errmsg(mux_conn *c)
 {
 	char *msg = NULL;
 	libssh2_session_last_error(c->ssh, &msg, NULL, 0);
@@ -53,12 +44,6 @@ static const char *method_name(mux_conn *c, int type)
 {
 	const char *m = libssh2_session_methods(c->ssh, type);
 	return m ? m : "?";
-}
-
-/* libssh2 1.10 signs RSA keys with ssh-rsa (SHA-1) only. */
-static bool lib_has_rsa_sha2(void)
-{
-	return libssh2_version(0x010b00) != NULL;
 }
 
 void mux__sanitize(const char *in, size_t n, char *out, size_t cap, bool keep_nl)
@@ -104,9 +89,7 @@ void mux__sanitize(const char *in, size_t n, char *out, size_t cap, bool keep_nl
 }
 
 /* One entry of the failure message: "WHAT (why)", also logged at -v. */
-static void note(mux_conn *c, const char *what, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void note(mux_conn *c, const char *what, const char *fmt, ...)
+void mux__auth_note(mux_conn *c, const char *what, const char *fmt, ...)
 {
 	char why[300];
 	va_list ap;
@@ -122,7 +105,7 @@ static void note(mux_conn *c, const char *what, const char *fmt, ...)
 		snprintf(c->tried + sizeof(c->tried) - 5, 5, "...");
 }
 
-static void secret_clear(mux_conn *c)
+void mux__auth_secret_clear(mux_conn *c)
 {
 	volatile char *p = c->secret; /* volatile: keep the dead store */
 	for (size_t i = 0; i < sizeof(c->secret); i++)
@@ -132,7 +115,7 @@ static void secret_clear(mux_conn *c)
 
 /* Ask the user (never in BatchMode). key names the question in a way the
  * server cannot steer; the answer cache in proxy/ask.c is keyed by it. */
-static int ask(mux_conn *c, const char *key, const char *prompt, bool echo)
+int mux__auth_ask(mux_conn *c, const char *key, const char *prompt, bool echo)
 {
 	if (!c->opts.ask || c->opts.batch_mode)
 		return -1;
@@ -179,7 +162,7 @@ static void auth_failed(mux_conn *c)
 /* The server hung up in the middle of authentication: say so, with the
  * usual cause when keys were refused (sshd's MaxAuthTries, 6 by default,
  * counts every key offered). True when the connection has failed. */
-static bool auth_lost(mux_conn *c)
+bool mux__auth_lost(mux_conn *c)
 {
 	if (!c->disconnect_msg[0] && !(c->in_eof && c->in_len == 0) && !c->in_err)
 		return false;
@@ -193,193 +176,6 @@ static bool auth_lost(mux_conn *c)
 					    "the key with -i FILE and -o IdentitiesOnly=yes, so that "
 					    "other ssh-agent keys are not offered."
 					  : "");
-	return true;
-}
-
-/* ---- publickey -------------------------------------------------------------- */
-
-static void id_next(mux_conn *c)
-{
-	mux__wipe_free(c->key_data, c->key_len + 1);
-	c->key_data = NULL;
-	c->key_len = 0;
-	free(c->key_pub);
-	c->key_pub = NULL;
-	secret_clear(c);
-	c->id_step = ID_START;
-	c->id_idx++;
-}
-
-static void id_refused(mux_conn *c, struct mux_ident *id)
-{
-	if (!lib_has_rsa_sha2() && strncmp(id->type, "ssh-rsa", 7) == 0) {
-		c->rsa_refused = true;
-		note(c, id->label, "refused by the server; libssh2 %s signs RSA keys with ssh-rsa "
-				   "(SHA-1) only", libssh2_version(0));
-	} else {
-		note(c, id->label, "refused by the server");
-	}
-}
-
-/* After SIGN or AGENT failed with rc. */
-static void id_failed(mux_conn *c, struct mux_ident *id, int rc)
-{
-	const char *msg = ssh_errmsg(c);
-	/* libssh2 answers AUTHENTICATION_FAILED only when the server refused
-	 * the key itself; PUBLICKEY_UNVERIFIED "Callback returned error" when
-	 * it would take the key but signing failed here (private key not
-	 * loadable: wrong passphrase), otherwise when it refused the signature. */
-	bool sign_local = rc == LIBSSH2_ERROR_FILE ||
-			  (rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED && strstr(msg, "Callback"));
-	if (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED)
-		id_refused(c, id);
-	else if (sign_local && id->agent_id)
-		note(c, id->label, "ssh-agent could not sign: %s", msg);
-	else if (sign_local && id->encrypted)
-		note(c, id->label, "wrong passphrase");
-	else if (sign_local)
-		note(c, id->label, "private key not usable: %s", msg);
-	else if (rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED && !c->disconnect_msg[0] && !c->in_eof) {
-		note(c, id->label, "the server took the key but refused its %s signature",
-		     id->type[0] ? id->type : "");
-	} else
-		note(c, id->label, "%s", msg);
-}
-
-static bool ask_passphrase(mux_conn *c, struct mux_ident *id)
-{
-	char key[4200], prompt[4200];
-	if (c->opts.batch_mode) {
-		note(c, id->label, "passphrase needed; BatchMode does not ask for one");
-		return false;
-	}
-	snprintf(key, sizeof(key), "passphrase:%s", id->path);
-	snprintf(prompt, sizeof(prompt), "Enter passphrase for key '%s': ", id->path);
-	if (ask(c, key, prompt, false) != 0) {
-		note(c, id->label, "passphrase needed; no terminal to ask for a passphrase on");
-		return false;
-	}
-	return true;
-}
-
-static LIBSSH2_USERAUTH_PUBLICKEY_SIGN_FUNC(probe_cb)
-{
-	mux_conn *c = *abstract;
-	(void)session;
-	(void)data;
-	(void)data_len;
-	*sig = NULL;
-	*sig_len = 0;
-	c->probe_ok = true; /* called only after the server's PK_OK */
-	return -1;
-}
-
-static void id_start(mux_conn *c, struct mux_ident *id)
-{
-	if (id->file_err) {
-		int e = -id->file_err;
-		note(c, id->label, "%s",
-		     e == ENOENT ? "no such file"
-		     : e == EINVAL ? (id->path ? "not a private key file ssh can read" : "not a certificate")
-		     : e == EACCES ? "not readable: permission denied"
-				   : strerror(e));
-		id_next(c);
-		return;
-	}
-	if (id->agent_id) {
-		c->keys_offered++;
-		c->id_step = ID_AGENT;
-		return;
-	}
-	if (!id->path) {
-		note(c, id->label, "no identity file holds its private key");
-		id_next(c);
-		return;
-	}
-	int rc = mux__key_read_file(id->path, &c->key_data, &c->key_len);
-	if (rc != 0) {
-		note(c, id->label, "not readable: %s", strerror(-rc));
-		id_next(c);
-		return;
-	}
-	c->key_pub = id->blob ? mux__key_publine(id->blob, id->blob_len) : NULL;
-	if (!id->encrypted) {
-		c->id_step = ID_SIGN;
-	} else if (c->key_pub) {
-		c->probe_ok = false;
-		c->id_step = ID_PROBE;
-	} else if (ask_passphrase(c, id)) {
-		c->id_step = ID_SIGN; /* public half unknown: passphrase first, as ssh */
-	} else {
-		id_next(c);
-		return;
-	}
-	c->keys_offered++; /* once, whether probed first or not */
-}
-
-/* Returns true when waiting for the server (or done). */
-static bool pubkey_step(mux_conn *c)
-{
-	if (c->id_idx >= c->n_ids) {
-		c->state = CS_AUTH_NEXT;
-		return false;
-	}
-	struct mux_ident *id = &c->ids[c->id_idx];
-	int rc;
-	switch (c->id_step) {
-	case ID_START:
-		id_start(c, id);
-		return false;
-	case ID_PROBE:
-		rc = libssh2_userauth_publickey(c->ssh, c->user, id->blob, id->blob_len, probe_cb,
-						&c->auth_self);
-		if (rc == LIBSSH2_ERROR_EAGAIN)
-			return true;
-		if (rc == 0)
-			break; /* taken without a signature (never from OpenSSH) */
-		if (!c->probe_ok) {
-			if (!auth_lost(c)) {
-				id_failed(c, id, rc);
-				id_next(c);
-			}
-			return c->state == CS_DEAD;
-		}
-		if (ask_passphrase(c, id))
-			c->id_step = ID_SIGN;
-		else
-			id_next(c);
-		return false;
-	case ID_SIGN:
-		rc = libssh2_userauth_publickey_frommemory(
-			c->ssh, c->user, strlen(c->user), c->key_pub, c->key_pub ? strlen(c->key_pub) : 0,
-			c->key_data, c->key_len, c->secret_set ? c->secret : "");
-		if (rc == LIBSSH2_ERROR_EAGAIN)
-			return true;
-		if (rc == 0)
-			break;
-		if (auth_lost(c))
-			return true;
-		id_failed(c, id, rc);
-		id_next(c);
-		return false;
-	case ID_AGENT:
-		rc = libssh2_agent_userauth(c->agent, c->user, id->agent_id);
-		if (rc == LIBSSH2_ERROR_EAGAIN)
-			return true;
-		if (rc == 0)
-			break;
-		if (auth_lost(c))
-			return true;
-		id_failed(c, id, rc);
-		id_next(c);
-		return false;
-	}
-	if (id->agent_id && !id->path)
-		mux__log(c, 2, "authenticated with %s", id->label); /* "ssh-agent key COMMENT" */
-	else
-		mux__log(c, 2, "authenticated with %s%s %s", id->agent_id ? "ssh-agent " : "",
-			 id->cert ? "certificate" : "key", id->label);
-	mux__set_up(c);
 	return true;
 }
 
@@ -417,7 +213,7 @@ static void kbdint_cb(const char *name, int name_len, const char *instruction,
 			 c->kbd_prompt_no++);
 		responses[i].text = NULL;
 		responses[i].length = 0;
-		if (ask(c, key, prompt, prompts[i].echo != 0) != 0)
+		if (mux__auth_ask(c, key, prompt, prompts[i].echo != 0) != 0)
 			continue;
 		size_t n = strlen(c->secret);
 		responses[i].text = malloc(n + 1); /* libssh2 frees it */
@@ -425,7 +221,7 @@ static void kbdint_cb(const char *name, int name_len, const char *instruction,
 			memcpy(responses[i].text, c->secret, n + 1);
 			responses[i].length = (unsigned)n;
 		}
-		secret_clear(c);
+		mux__auth_secret_clear(c);
 	}
 }
 
@@ -435,14 +231,14 @@ static bool password_step(mux_conn *c)
 	if (!c->secret_set) {
 		char prompt[600], key[600];
 		if (c->opts.batch_mode) {
-			note(c, "password", "not asked: BatchMode");
+			mux__auth_note(c, "password", "not asked: BatchMode");
 			c->state = CS_AUTH_NEXT;
 			return false;
 		}
 		snprintf(prompt, sizeof(prompt), "%s@%s's password: ", c->user, c->host);
 		snprintf(key, sizeof(key), "password:%s@%s", c->user, c->host);
-		if (ask(c, key, prompt, false) != 0) {
-			note(c, "password", "no terminal to ask on");
+		if (mux__auth_ask(c, key, prompt, false) != 0) {
+			mux__auth_note(c, "password", "no terminal to ask on");
 			c->state = CS_AUTH_NEXT;
 			return false;
 		}
@@ -451,17 +247,17 @@ static bool password_step(mux_conn *c)
 					      (unsigned)strlen(c->secret), NULL);
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return true;
-	secret_clear(c);
+	mux__auth_secret_clear(c);
 	if (rc == 0) {
 		mux__log(c, 2, "authenticated with a password");
 		mux__set_up(c);
 		return true;
 	}
-	if (auth_lost(c))
+	if (mux__auth_lost(c))
 		return true;
 	mux__log(c, 1, "Permission denied, please try again.");
 	if (++c->password_tries >= 3) {
-		note(c, "password", "3 tries");
+		mux__auth_note(c, "password", "3 tries");
 		c->state = CS_AUTH_NEXT;
 	}
 	return false;
@@ -470,7 +266,7 @@ static bool password_step(mux_conn *c)
 static bool kbdint_step(mux_conn *c)
 {
 	if (c->opts.batch_mode || !c->opts.ask) {
-		note(c, "keyboard-interactive", c->opts.batch_mode ? "not asked: BatchMode"
+		mux__auth_note(c, "keyboard-interactive", c->opts.batch_mode ? "not asked: BatchMode"
 								 : "nobody to ask");
 		c->state = CS_AUTH_NEXT;
 		return false;
@@ -484,9 +280,9 @@ static bool kbdint_step(mux_conn *c)
 		mux__set_up(c);
 		return true;
 	}
-	if (auth_lost(c))
+	if (mux__auth_lost(c))
 		return true;
-	note(c, "keyboard-interactive", "refused");
+	mux__auth_note(c, "keyboard-interactive", "refused");
 	c->state = CS_AUTH_NEXT;
 	return false;
 }
@@ -533,7 +329,7 @@ static bool auth_list_step(mux_conn *c)
 			return true;
 		}
 		mux__fail(c, MUX_FAIL_AUTH, MUX_ESSH(ssh_err(c)), "cannot list authentication methods: %s",
-			  c->disconnect_msg[0] ? c->disconnect_msg : ssh_errmsg(c));
+			  c->disconnect_msg[0] ? c->disconnect_msg : mux__ssh_errmsg(c));
 		return true;
 	}
 	char shown[300];
@@ -557,7 +353,7 @@ static void next_method(mux_conn *c)
 			return;
 		}
 		c->id_idx = 0;
-		c->id_step = ID_START;
+		c->id_step = 0; /* authkey.c: start */
 		c->state = CS_AUTH_PUBKEY;
 	} else if (m == M_PASSWORD) {
 		c->password_tries = 0;
@@ -583,7 +379,7 @@ void mux__auth_step(mux_conn *c)
 			if (rc) {
 				mux__fail(c, MUX_FAIL_PROTO, MUX_ESSH(rc),
 					  "SSH handshake with %s port %u failed: %s", c->host,
-					  c->opts.port, ssh_errmsg(c));
+					  c->opts.port, mux__ssh_errmsg(c));
 				return;
 			}
 			mux__log(c, 2, "SSH handshake done (libssh2 %s, %s): kex %s, host key %s, "
@@ -610,7 +406,7 @@ void mux__auth_step(mux_conn *c)
 			next_method(c);
 			break;
 		case CS_AUTH_PUBKEY:
-			wait = pubkey_step(c);
+			wait = mux__auth_pubkey_step(c);
 			break;
 		case CS_AUTH_PASSWORD:
 			wait = password_step(c);
@@ -653,7 +449,7 @@ void mux__auth_cleanup(mux_conn *c)
 	c->key_len = 0;
 	free(c->key_pub);
 	c->key_pub = NULL;
-	secret_clear(c);
+	mux__auth_secret_clear(c);
 	mux__ident_free(c); /* before the agent: agent identities point into it */
 	if (c->agent) {
 		libssh2_agent_disconnect(c->agent);

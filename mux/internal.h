@@ -164,6 +164,19 @@ void mux__auth_step(mux_conn *c);
 int mux__auth_init(mux_conn *c, const mux_conn_opts *o);
 void mux__auth_cleanup(mux_conn *c);
 void mux__auth_free(mux_conn *c);
+/* Shared by auth.c and authkey.c: one entry of the failure message
+ * ("WHAT (why)", also logged at -v); ask the user (never in BatchMode;
+ * key as for mux_ask_fn); wipe the secret; the server hung up during
+ * authentication (true: the connection has failed, with the message). */
+void mux__auth_note(mux_conn *c, const char *what, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int mux__auth_ask(mux_conn *c, const char *key, const char *prompt, bool echo);
+void mux__auth_secret_clear(mux_conn *c);
+bool mux__auth_lost(mux_conn *c);
+const char *mux__ssh_errmsg(mux_conn *c);
+/* authkey.c: the publickey method; true when waiting for the server or
+ * done (up, or failed), false to go on (state may have changed). */
+bool mux__auth_pubkey_step(mux_conn *c);
 /* Make server text printable as OpenSSH does before it reaches a terminal
  * or log: printable ASCII and valid printable UTF-8 stay, newlines stay if
  * keep_nl, everything else becomes \ooo. Always NUL-terminates. */
