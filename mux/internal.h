@@ -22,6 +22,11 @@
 #define MUX_WINDOW_START (2u * 1024 * 1024)
 #define MUX_READ_CHUNK (64 * 1024)
 
+/* Cipher preference without -o Ciphers (libssh2 drops names it lacks). */
+#define MUX_DEFAULT_CIPHERS                                                                 \
+	"aes128-ctr,aes192-ctr,aes256-ctr,aes128-gcm@openssh.com,aes256-gcm@openssh.com,"   \
+	"chacha20-poly1305@openssh.com,aes256-cbc,aes192-cbc,aes128-cbc"
+
 enum conn_state {
 	CS_RESOLVING,
 	CS_CONNECTING,
