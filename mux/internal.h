@@ -31,13 +31,18 @@
  * for a target that drops SYNs). */
 #define MUX_OPEN_TIMEOUT_MS 20000
 
+/* Cipher preference without -o Ciphers (libssh2 drops names it lacks). */
+#define MUX_DEFAULT_CIPHERS                                                                 \
+	"aes128-ctr,aes192-ctr,aes256-ctr,aes128-gcm@openssh.com,aes256-gcm@openssh.com,"   \
+	"chacha20-poly1305@openssh.com,aes256-cbc,aes192-cbc,aes128-cbc"
+
 enum conn_state {
 	CS_RESOLVING,
 	CS_CONNECTING,
 	CS_HANDSHAKE,
 	CS_AUTH_LIST,
-	CS_AUTH_AGENT,
-	CS_AUTH_KEY,
+	CS_AUTH_NEXT,     /* pick the next method (PreferredAuthentications) */
+	CS_AUTH_PUBKEY,   /* one identity after another (auth.c) */
 	CS_AUTH_PASSWORD,
 	CS_AUTH_KBDINT,
 	CS_UP,
@@ -128,16 +133,29 @@ struct mux_conn {
 	const char *host, *user, *known_hosts;
 	const char *const *identities;
 	LIBSSH2_SESSION *ssh;
+	/* authentication (auth.c, ident.c) */
+	char **certificates;       /* our copies of opts.certificates */
+	char *preferred_auth;
 	LIBSSH2_AGENT *agent;
-	struct libssh2_agent_publickey *agent_id;
-	unsigned agent_tried;
-	size_t key_idx;
+	struct mux_ident *ids;     /* identities in the order ssh tries them */
+	size_t n_ids, id_idx;
+	int id_step;               /* where the current identity is (auth.c) */
+	char *key_data;            /* its private key file, while in use */
+	size_t key_len;
+	char *key_pub;             /* its public key line for libssh2, or NULL */
+	bool probe_ok;             /* the server would take the current key */
+	void *auth_self;           /* = this conn: libssh2's callback "abstract" */
+	int methods[4];            /* methods to try, in order (auth.c) */
+	size_t n_methods, method_idx;
 	bool auth_publickey, auth_password, auth_kbdint;
 	char secret[512];          /* passphrase or password being tried */
 	bool secret_set;           /* secret holds an answer for this step */
-	bool key_asked;            /* asked for the current key's passphrase */
 	unsigned password_tries;
-	char tried[512];           /* what auth tried, for the failure message */
+	unsigned kbd_prompt_no;    /* keyboard-interactive prompts so far */
+	unsigned keys_offered;     /* identities offered to the server */
+	bool rsa_refused;          /* an RSA key was refused (the 1.10 hint) */
+	char disconnect_msg[160];  /* the server's DISCONNECT reason, sanitised */
+	char tried[2048];          /* what auth tried, for the failure message */
 
 	/* SSH socket input */
 	char *in;
@@ -183,9 +201,59 @@ size_t mux__socket_backlog(const mux_conn *c);
 /* hostkey.c: 0 accepted, -1 refused (the connection has failed). */
 int mux__hostkey_check(mux_conn *c);
 
-/* auth.c: drive the handshake/hostkey/auth states; returns when waiting. */
+/* auth.c: drive the handshake/hostkey/auth states; returns when waiting.
+ * init copies what auth needs from opts (0 or UV_ENOMEM); cleanup drops
+ * the agent, identities and secrets (idempotent); free releases the copies. */
 void mux__auth_step(mux_conn *c);
+int mux__auth_init(mux_conn *c, const mux_conn_opts *o);
 void mux__auth_cleanup(mux_conn *c);
+void mux__auth_free(mux_conn *c);
+/* Shared by auth.c and authkey.c: one entry of the failure message
+ * ("WHAT (why)", also logged at -v); ask the user (never in BatchMode;
+ * key as for mux_ask_fn); wipe the secret; the server hung up during
+ * authentication (true: the connection has failed, with the message). */
+void mux__auth_note(mux_conn *c, const char *what, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int mux__auth_ask(mux_conn *c, const char *key, const char *prompt, bool echo);
+void mux__auth_secret_clear(mux_conn *c);
+bool mux__auth_lost(mux_conn *c);
+const char *mux__ssh_errmsg(mux_conn *c);
+/* authkey.c: the publickey method; true when waiting for the server or
+ * done (up, or failed), false to go on (state may have changed). */
+bool mux__auth_pubkey_step(mux_conn *c);
+/* Make server text printable as OpenSSH does before it reaches a terminal
+ * or log: printable ASCII and valid printable UTF-8 stay, newlines stay if
+ * keep_nl, everything else becomes \ooo. Always NUL-terminates. */
+void mux__sanitize(const char *in, size_t n, char *out, size_t cap, bool keep_nl);
+
+/* ident.c: the identities to try, in ssh's order (certificates from
+ * CertificateFile, agent keys that match configured files, other agent
+ * keys unless IdentitiesOnly, then the files). */
+struct mux_ident {
+	char *path;                /* private key file; NULL: the agent signs */
+	char *label;               /* for messages: the file, or "agent key COMMENT" */
+	unsigned char *blob;       /* public key or certificate; NULL: unknown */
+	size_t blob_len;
+	char type[80];             /* from blob: "ssh-ed25519", "...-cert-v01@openssh.com" */
+	bool cert;
+	bool encrypted;            /* the private key file needs a passphrase */
+	int file_err;              /* -errno reading the file, or -EINVAL: not a key */
+	struct libssh2_agent_publickey *agent_id; /* sign with ssh-agent */
+};
+int mux__ident_build(mux_conn *c);
+void mux__ident_free(mux_conn *c);
+
+/* keyfile.c: key files as ssh reads them (bounded parsing, nothing trusted) */
+void mux__wipe_free(void *p, size_t n);
+int mux__key_read_file(const char *path, char **data, size_t *len); /* 0 or -errno */
+int mux__key_parse_pub(const char *text, size_t len, unsigned char **blob, size_t *blob_len);
+int mux__key_parse_private(const char *data, size_t len, bool *encrypted, unsigned char **blob,
+			   size_t *blob_len);
+bool mux__key_blob_type(const unsigned char *blob, size_t len, char *type, size_t cap);
+bool mux__key_is_cert_type(const char *type);
+bool mux__cert_certifies(const unsigned char *cert, size_t cert_len, const unsigned char *key,
+			 size_t key_len);
+char *mux__key_publine(const unsigned char *blob, size_t blob_len); /* "type base64\n" */
 
 /* chan.c */
 void mux__chan_service_all(mux_conn *c);

@@ -44,8 +44,12 @@ enum mux_hostkey_policy {
 /* Ask the user a question (passphrase, password, keyboard-interactive
  * prompt). Writes a NUL-terminated answer into buf and returns 0, or returns
  * -1 when there is nobody to ask (no terminal). May block: it is only used
- * while the connection comes up. */
-typedef int (*mux_ask_fn)(void *ctx, const char *prompt, bool echo, char *buf, size_t cap);
+ * while the connection comes up. key names the question in a way the
+ * server cannot steer ("passphrase:FILE", "password:USER@HOST",
+ * "keyboard-interactive:USER@HOST:N" for the Nth prompt); prompt is the
+ * text to show, server text in it already made printable. */
+typedef int (*mux_ask_fn)(void *ctx, const char *key, const char *prompt, bool echo, char *buf,
+			  size_t cap);
 
 typedef struct mux_conn_opts {
 	const char *host;            /* gateway name or address (ssh -G "hostname") */

@@ -55,8 +55,9 @@ static const char help_text[] =
 	"  -F file           ssh config file instead of ~/.ssh/config (none: no file)\n"
 	"  -p port           SSH port of the gateway (default 22)\n"
 	"  -l login          SSH login name\n"
-	"  -i file           private key to try (repeatable; default ~/.ssh/id_ed25519,\n"
-	"                    id_ecdsa, id_rsa). ssh-agent keys are tried first.\n"
+	"  -i file           private key to try (repeatable; default ssh's: ~/.ssh/id_rsa,\n"
+	"                    id_ecdsa, id_ed25519); file-cert.pub beside it is tried too.\n"
+	"                    ssh-agent keys are tried first, as by ssh.\n"
 	"  -J [user@]host[:port][,...]  jump host(s): the connection runs through\n"
 	"                    `ssh -W` to the last of them (as ssh -J / ProxyJump)\n"
 	"  -o option=value   any ssh_config option, e.g. -o UserKnownHostsFile=FILE;\n"
@@ -109,8 +110,9 @@ static const char help_text[] =
 	"  -q                only errors;  -v verbose;  -vv trace the control stream\n"
 	"  -h, --help        this text;   -V, --version  version\n"
 	"\n"
-	"RSA keys: libssh2 1.10 signs only with SHA-1, which OpenSSH 8.8 and later\n"
-	"refuse; use an ed25519 or ECDSA key.\n"
+	"Keys: RSA (rsa-sha2-512/256 signatures), ECDSA, ed25519, and OpenSSH user\n"
+	"certificates, from files or ssh-agent. A failed login lists each identity\n"
+	"tried and why it was not used.\n"
 	"\n"
 	"Exit status: 0 ok, 1 runtime error, 2 usage (ssh's too), 3 cannot reach the\n"
 	"SSH server, 4 host key refused, 5 authentication failed, 6 cannot listen.\n";
@@ -257,7 +259,8 @@ static int parse_target(const char *arg, px_config *cfg, FILE *err)
 static void default_identities(px_config *cfg, const char *home)
 {
 	static char paths[3][4096];
-	static const char *names[] = {"id_ed25519", "id_ecdsa", "id_rsa"};
+	/* ssh's order (less the key types libssh2 cannot use) */
+	static const char *names[] = {"id_rsa", "id_ecdsa", "id_ed25519"};
 	for (size_t i = 0; i < 3 && cfg->nidentities < PX_MAX_IDENTITIES; i++) {
 		snprintf(paths[i], sizeof(paths[i]), "%s/.ssh/%s", home, names[i]);
 		if (access(paths[i], R_OK) == 0)

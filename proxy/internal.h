@@ -37,7 +37,7 @@ int px_outq_push(px_outq *q, const char *p, size_t n);
 
 /* ask.c: mux_ask_fn on /dev/tty; ctx points to a bool that is true while
  * reconnecting (then only remembered answers are given). */
-int px_ask(void *ctx, const char *prompt, bool echo, char *buf, size_t cap);
+int px_ask(void *ctx, const char *key, const char *prompt, bool echo, char *buf, size_t cap);
 void px_ask_forget(void);
 
 /* peeruid.c: which uid owns a loopback TCP socket, asked of the kernel

@@ -109,7 +109,8 @@ class SshServer:
     test user's password) or kbdint=True (keyboard-interactive through
     PAM), for tests that must not disturb the shared one."""
 
-    def __init__(self, bed, name="ssh", password_auth=False, kbdint=False, extra_config=()):
+    def __init__(self, bed, name="ssh", password_auth=False, kbdint=False, extra_config=(),
+                 log_level="DEBUG1", pam_service=None):
         self.bed = bed
         self.name = name
         d = bed.path(name)
@@ -155,12 +156,20 @@ class SshServer:
             "PermitTTY no",
             "PrintMotd no",
             "MaxStartups 100",
-            "LogLevel DEBUG1",  # direct-tcpip targets are logged at debug1
+            "LogLevel %s" % log_level,  # direct-tcpip targets are logged at debug1
         ] + list(extra_config) + [""]))
         # Compiled-in privilege separation directory.
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        _run(["/usr/sbin/sshd", "-t", "-f", self.config])
-        self.argv = ["/usr/sbin/sshd", "-D", "-f", self.config, "-E", self.log_path]
+        # sshd names its PAM service after argv[0]: pam_service runs it
+        # through a symlink of that name (the test provides
+        # /etc/pam.d/<pam_service>).
+        binary = "/usr/sbin/sshd"
+        if pam_service:
+            binary = os.path.join(d, pam_service)
+            if not os.path.lexists(binary):
+                os.symlink("/usr/sbin/sshd", binary)
+        _run([binary, "-t", "-f", self.config])
+        self.argv = [binary, "-D", "-f", self.config, "-E", self.log_path]
         self._starts = 0
         self.start()
 
