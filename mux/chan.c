@@ -1,9 +1,12 @@
 /*
- * Channels: direct-tcpip channels with a stream interface, serviced
- * round-robin from conn_service().
+ * Channels: direct-tcpip channels (and "session" channels running a
+ * subsystem, such as sftp) with a stream interface, serviced round-robin
+ * from conn_service().
  *
  * Life of a channel: QUEUED (in the open queue; libssh2 keeps open state
- * per session, so one open is in flight at a time) -> OPENING -> OPEN, or
+ * per session, so one open is in flight at a time) -> OPENING -> OPEN
+ * (subsystem channels pass through STARTING, still at the head of the
+ * queue, while their "subsystem" request is answered), or
  * FAILED when the open is refused or the connection dies. The owner always
  * ends it with mux_chan_close(); the channel is freed (libssh2_channel_free,
  * which waits for the server's CLOSE) in the reap step of a later service,
@@ -57,6 +60,8 @@ static void put_str(char **p, const char *s)
 	*p += n;
 }
 
+static void chan_link(mux_conn *c, mux_chan *ch);
+
 mux_chan *mux_chan_open(mux_conn *c, const char *host, uint16_t port, mux_open_cb cb,
 			void *data)
 {
@@ -86,7 +91,13 @@ mux_chan *mux_chan_open(mux_conn *c, const char *host, uint16_t port, mux_open_c
 	ch->open_cb = cb;
 	ch->data = data;
 	snprintf(ch->desc, sizeof(ch->desc), "%s:%u", host, port);
-	/* link at the head of the channel list, the tail of the open queue */
+	chan_link(c, ch);
+	return ch;
+}
+
+/* Link at the head of the channel list, the tail of the open queue. */
+static void chan_link(mux_conn *c, mux_chan *ch)
+{
 	ch->prev = NULL;
 	ch->next = c->chans;
 	if (c->chans)
@@ -99,6 +110,27 @@ mux_chan *mux_chan_open(mux_conn *c, const char *host, uint16_t port, mux_open_c
 		c->open_head = ch;
 	c->open_tail = ch;
 	chan_poke(ch);
+}
+
+mux_chan *mux_chan_open_subsystem(mux_conn *c, const char *subsystem, mux_open_cb cb,
+				  void *data)
+{
+	if (!c || c->state != CS_UP || !subsystem || !*subsystem || strlen(subsystem) > 64)
+		return NULL;
+	mux_chan *ch = calloc(1, sizeof(*ch));
+	if (!ch || !(ch->open_msg = strdup(subsystem))) {
+		free(ch);
+		return NULL;
+	}
+	ch->open_msg_len = strlen(subsystem);
+	ch->subsystem = true;
+	ch->conn = c;
+	ch->id = ++c->next_id;
+	ch->state = CH_QUEUED;
+	ch->open_cb = cb;
+	ch->data = data;
+	snprintf(ch->desc, sizeof(ch->desc), "subsystem %s", subsystem);
+	chan_link(c, ch);
 	return ch;
 }
 
@@ -190,7 +222,7 @@ static void chan_set_failed(mux_chan *ch, int err)
 void mux__chan_fail_all(mux_conn *c, int err)
 {
 	for (mux_chan *ch = c->chans; ch; ch = ch->next) {
-		if (ch->state == CH_QUEUED || ch->state == CH_OPENING) {
+		if (ch->state == CH_QUEUED || ch->state == CH_OPENING || ch->state == CH_STARTING) {
 			ch->open_cb_due = true;
 			ch->open_status = err;
 		}
@@ -213,6 +245,18 @@ static void open_dequeue(mux_conn *c)
 
 static void chan_grant(mux_chan *ch);
 
+/* A subsystem channel's "subsystem" request, repeated with the same
+ * arguments while libssh2 says EAGAIN. 0 started, 1 waiting, <0 failed. */
+static int chan_start_subsystem(mux_chan *ch)
+{
+	ch->state = CH_STARTING;
+	int rc = libssh2_channel_process_startup(ch->lc, "subsystem", sizeof("subsystem") - 1,
+						 ch->open_msg, (unsigned)ch->open_msg_len);
+	if (rc == LIBSSH2_ERROR_EAGAIN)
+		return 1;
+	return rc < 0 ? MUX_ESSH(rc) : 0;
+}
+
 static void service_opens(mux_conn *c)
 {
 	while (c->open_head) {
@@ -222,25 +266,47 @@ static void service_opens(mux_conn *c)
 			ch->state = CH_FAILED;
 			continue;
 		}
-		ch->state = CH_OPENING;
-		LIBSSH2_CHANNEL *lc = libssh2_channel_open_ex(
-			c->ssh, "direct-tcpip", sizeof("direct-tcpip") - 1, 0,
-			LIBSSH2_CHANNEL_PACKET_DEFAULT, ch->open_msg, (unsigned)ch->open_msg_len);
-		if (!lc) {
-			char *msg = NULL;
-			int e = libssh2_session_last_error(c->ssh, &msg, NULL, 0);
-			if (e == LIBSSH2_ERROR_EAGAIN)
+		if (ch->state != CH_STARTING) {
+			ch->state = CH_OPENING;
+			LIBSSH2_CHANNEL *lc;
+			if (ch->subsystem)
+				lc = libssh2_channel_open_ex(c->ssh, "session", sizeof("session") - 1,
+							     0, LIBSSH2_CHANNEL_PACKET_DEFAULT, NULL, 0);
+			else
+				lc = libssh2_channel_open_ex(c->ssh, "direct-tcpip",
+							     sizeof("direct-tcpip") - 1, 0,
+							     LIBSSH2_CHANNEL_PACKET_DEFAULT, ch->open_msg,
+							     (unsigned)ch->open_msg_len);
+			if (!lc) {
+				char *msg = NULL;
+				int e = libssh2_session_last_error(c->ssh, &msg, NULL, 0);
+				if (e == LIBSSH2_ERROR_EAGAIN)
+					return;
+				open_dequeue(c);
+				mux__log(c, 2, "channel %u to %s refused: %s", ch->id, ch->desc,
+					 msg ? msg : "?");
+				chan_set_failed(ch, MUX_ESSH(e));
+				ch->open_cb_due = true;
+				ch->open_status = MUX_ESSH(e);
+				continue;
+			}
+			ch->lc = lc;
+		}
+		if (ch->subsystem) {
+			int rc = chan_start_subsystem(ch);
+			if (rc == 1)
 				return;
-			open_dequeue(c);
-			mux__log(c, 2, "channel %u to %s refused: %s", ch->id, ch->desc,
-				 msg ? msg : "?");
-			chan_set_failed(ch, MUX_ESSH(e));
-			ch->open_cb_due = true;
-			ch->open_status = MUX_ESSH(e);
-			continue;
+			if (rc < 0) {
+				open_dequeue(c);
+				mux__log(c, 2, "channel %u: %s refused: %s", ch->id, ch->desc,
+					 mux_strerror(rc));
+				chan_set_failed(ch, rc);
+				ch->open_cb_due = true;
+				ch->open_status = rc;
+				continue;
+			}
 		}
 		open_dequeue(c);
-		ch->lc = lc;
 		ch->state = CH_OPEN;
 		ch->window_target = MUX_WINDOW_START;
 		ch->open_cb_due = true;
@@ -424,7 +490,8 @@ static void chan_unlink(mux_chan *ch)
 static bool chan_reap(mux_chan *ch)
 {
 	mux_conn *c = ch->conn;
-	if (!ch->close_wanted || ch->state == CH_QUEUED || ch->state == CH_OPENING)
+	if (!ch->close_wanted || ch->state == CH_QUEUED || ch->state == CH_OPENING ||
+	    ch->state == CH_STARTING)
 		return false;
 	chan_fail_writes(ch, UV_ECANCELED);
 	if (ch->lc) {

@@ -39,6 +39,8 @@ enum conn_state {
 enum chan_state {
 	CH_QUEUED,  /* waiting for its turn to open */
 	CH_OPENING, /* libssh2 open in progress (head of the open queue) */
+	CH_STARTING, /* subsystem channel: open, "subsystem" request in progress
+		      * (still the head of the open queue) */
 	CH_OPEN,
 	CH_FAILED,  /* open failed or connection lost; owner must close */
 	CH_FREEING, /* libssh2_channel_free in progress */
@@ -51,7 +53,8 @@ struct mux_chan {
 	unsigned id;
 	enum chan_state state;
 	LIBSSH2_CHANNEL *lc;
-	char *open_msg;            /* direct-tcpip request body */
+	bool subsystem;            /* a "session" channel running open_msg as subsystem */
+	char *open_msg;            /* direct-tcpip request body, or subsystem name */
 	size_t open_msg_len;
 	char desc[80];             /* host:port for logs */
 	mux_open_cb open_cb;
