@@ -85,17 +85,20 @@ $(ASN)/ftpssh: $(call objs,$(ASN),$(FP_SRC) $(MUX_SRC) $(PX_SRC))
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-# Unit tests: cmocka, pure modules only.
+# Unit tests: cmocka, pure modules only. The SFTP packet codec lives in
+# mux/ but is pure: linked here from source, compiled without the libuv and
+# libssh2 include paths, which proves it.
+PURE_MUX_SRC := mux/sftp_wire.c
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_REL := $(patsubst tests/unit/%.c,$(REL)/tests/%,$(UNIT_SRC))
 UNIT_ASN := $(patsubst tests/unit/%.c,$(ASN)/tests/%,$(UNIT_SRC))
 
-$(REL)/tests/test_%: tests/unit/test_%.c $(call objs,$(REL),$(FP_SRC))
+$(REL)/tests/test_%: tests/unit/test_%.c $(call objs,$(REL),$(FP_SRC)) $(PURE_MUX_SRC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(PURE_CFLAGS) -I. $(OPT) $(CFLAGS) -o $@ $^ -lcmocka
 
-$(ASN)/tests/test_%: tests/unit/test_%.c $(call objs,$(ASN),$(FP_SRC))
+$(ASN)/tests/test_%: tests/unit/test_%.c $(call objs,$(ASN),$(FP_SRC)) $(PURE_MUX_SRC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(PURE_CFLAGS) -I. -O1 -g $(SAN) $(CFLAGS) -o $@ $^ -lcmocka
