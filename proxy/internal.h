@@ -56,6 +56,8 @@ struct px_server {
 	const px_config *cfg;
 	struct px_listener *listeners;
 	px_session *sessions;     /* doubly linked */
+	struct px_ftpd *ftpds;    /* SFTP front-end sessions (ftpd.c) */
+	unsigned nftpds;
 	struct px_xfer *xfers;    /* running data transfers */
 	unsigned next_sid;
 	unsigned nsessions;

@@ -37,6 +37,8 @@ typedef struct px_forward {
 	bool also_v6;         /* loopback by default: ::1 as well as 127.0.0.1 */
 	char host[256];       /* FTP server, as the gateway resolves it */
 	uint16_t port;
+	bool sftp;            /* -L port:sftp[:/dir]: ftpssh serves FTP from SFTP */
+	char start_dir[256];  /* its first working directory ("": the login's) */
 } px_forward;
 
 typedef struct px_config {
@@ -58,6 +60,8 @@ typedef struct px_config {
 	unsigned data_timeout_sec; /* one-shot data port lifetime */
 	bool data_host_reported;   /* data channels to the 227's address */
 	bool no_uid_check;         /* accept data connections from any local user */
+	long sftp_allow_uids[16];  /* besides our own uid, who may use an sftp forward */
+	size_t n_sftp_allow;
 	int verbosity;             /* -q: -1, default 0, -v 1, -vv 2 */
 	bool syslog;
 	char status_file[4096];

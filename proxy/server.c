@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/internal.h"
+#include "proxy/ftpd.h"
 
 struct px_listener {
 	struct px_listener *next;
@@ -28,7 +28,10 @@ static void listener_connection_cb(uv_stream_t *st, int status)
 	}
 	if (l->srv->closing)
 		return;
-	px_session_accept(l->srv, st, l->fwd);
+	if (l->fwd->sftp)
+		px_ftpd_accept(l->srv, st, l->fwd);
+	else
+		px_session_accept(l->srv, st, l->fwd);
 }
 
 static bool addr_is_loopback(const char *a)
@@ -140,8 +143,12 @@ static int listener_open(px_server *srv, const px_forward *f)
 	/* Printed at every verbosity: scripts and users wait for this line. */
 	fprintf(stderr, "ftpssh: point your FTP client at ftp://%s%s%s:%u/ (passive mode)\n",
 		v6 ? "[" : "", f->bind_addr, v6 ? "]" : "", port);
-	px_log(2, "relaying %s port %u to %s:%u via the gateway", f->bind_addr, port, f->host,
-	       f->port);
+	if (f->sftp)
+		px_log(2, "serving FTP on %s port %u from the gateway's SFTP (start %s)",
+		       f->bind_addr, port, f->start_dir[0] ? f->start_dir : "home");
+	else
+		px_log(2, "relaying %s port %u to %s:%u via the gateway", f->bind_addr, port,
+		       f->host, f->port);
 	if (f->also_v6)
 		listener_open_v6(srv, f, port);
 	return 0;
@@ -166,7 +173,7 @@ int px_server_start(uv_loop_t *loop, mux_conn *conn, const px_config *cfg, px_se
 
 void px_server_maybe_closed(px_server *srv)
 {
-	if (!srv->closing || srv->nsessions || srv->nxfers || srv->pending_closes)
+	if (!srv->closing || srv->nsessions || srv->nftpds || srv->nxfers || srv->pending_closes)
 		return;
 	void (*cb)(void *) = srv->close_cb;
 	void *data = srv->close_data;
@@ -204,6 +211,7 @@ void px_server_close(px_server *srv, void (*cb)(void *data), void *data)
 	srv->close_data = data;
 	px_server_stop_listening(srv);
 	px_sessions_close_all(srv);
+	px_ftpd_close_all(srv);
 	px_xfers_abort_all(srv);
 	px_server_maybe_closed(srv);
 }

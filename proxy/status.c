@@ -5,7 +5,7 @@
  */
 #include <stdio.h>
 
-#include "proxy/internal.h"
+#include "proxy/ftpd.h"
 
 uint64_t px_server_bytes(px_server *srv)
 {
@@ -22,6 +22,7 @@ void px_server_report(px_server *srv, const char *ssh_state, FILE *out)
 		ssh_state, srv->nsessions, srv->nxfers, (unsigned long long)srv->xfers_done,
 		total);
 	px_sessions_report(srv, out);
+	px_ftpd_report(srv, out);
 	px_xfers_report(srv, out);
 }
 
