@@ -348,3 +348,170 @@ def test_ten_thousand_entries(front, area):
     assert len(lines) == 10000
     assert time.monotonic() - t0 < 60 * procs.time_scale()
     f.quit()
+
+
+# ---- who may log in ------------------------------------------------------
+
+NOBODY_LOGIN = r"""
+import ftplib, sys
+f = ftplib.FTP()
+f.connect("127.0.0.1", int(sys.argv[1]), timeout=20)
+try:
+    print(f.login("u", "p"))
+    print(f.pwd())
+    f.set_pasv(True)
+    print(len(f.nlst()))
+except ftplib.all_errors as e:
+    print("ERR", e)
+"""
+
+
+def as_nobody(port):
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        "/usr/bin/python3", "-c", NOBODY_LOGIN, str(port)],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       cwd="/", env={"PATH": "/usr/bin:/bin"}, timeout=60 * procs.time_scale())
+    return r.stdout.decode() + r.stderr.decode()
+
+
+def test_other_uid_refused_by_default(front):
+    out = as_nobody(front.port)
+    assert "ERR 530" in out and "may not use" in out, out
+    assert "230" not in out
+    nobody = __import__("pwd").getpwnam("nobody").pw_uid
+    assert "client 127.0.0.1" in front.fs.stderr()
+    assert "uid %d, not allowed" % nobody in front.fs.stderr()
+
+
+def test_other_uid_admitted_with_option(bed, sshd, front):
+    # nobody must reach the files through the SFTP side only: the root
+    # directory is the test's own, the data port checks nobody's uid
+    other = Front(bed, sshd, front.root, extra=["--sftp-allow-uid=nobody"])
+    try:
+        out = as_nobody(other.port)
+        lines = out.split("\n")
+        assert lines[0].startswith("230"), out
+        assert lines[1] == front.root, out
+        assert not out.startswith("ERR") and "ERR" not in out, out
+    finally:
+        other.stop()
+
+
+def test_data_port_owner_checked(front, area):
+    """A nobody process connecting first to the EPSV port is turned away;
+    the client's own connection then gets the data."""
+    from harness.thief import Thief
+    put_file(front.disk(area + "/f"), b"secret" * 1000)
+    f = front.ftp()
+    f.cwd(area)
+    port = int(f.sendcmd("EPSV").split("|")[3])
+    t = Thief("127.0.0.1", port)
+    assert t.wait_connected()
+    r = t.result()
+    assert r["bytes"] == 0, r
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    f.sendcmd("TYPE I")
+    assert f.sendcmd("RETR f").startswith("150")
+    got = b"".join(iter(lambda: s.recv(65536), b""))
+    s.close()
+    assert f.voidresp().startswith("226")
+    assert got == b"secret" * 1000
+    f.quit()
+    assert "data connection of uid %d refused" % Thief.uid() in front.fs.stderr()
+
+
+# ---- real clients -----------------------------------------------------------
+
+def make_tree(root):
+    """A small tree: sizes 0 .. 3 MiB, a UTF-8 name, nested directories."""
+    files = {
+        "a.bin": os.urandom(3 << 20),
+        "empty": b"",
+        "caf\u00e9.txt": b"caf\xc3\xa9\n" * 100,
+        "sub/b.bin": os.urandom(100000),
+        "sub/deeper/c.bin": os.urandom(1),
+        "sub2/d.bin": os.urandom(70000),
+    }
+    for rel, data in files.items():
+        p = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        put_file(p, data)
+    return {k: sha(v) for k, v in files.items()}
+
+
+def tree_hashes(root):
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, root)] = sha(get_file(p))
+    return out
+
+
+def target(front):
+    return ftpssh.Target("127.0.0.1", front.port, None)
+
+
+@pytest.mark.parametrize("mode", ["epsv", "pasv", "port"])
+def test_curl(bed, front, area, scratch, mode):
+    c = clients.Curl(bed, target(front), user="x", password="y")
+    src = bed.uploads["1M"]
+    c.stor(src.path, area + "/up.bin", mode=mode)
+    assert testbed.sha256_file(front.disk(area + "/up.bin")) == src.sha256
+    local = os.path.join(bed.clientdir, "curl-%s.bin" % mode)
+    scratch.append(local)
+    c.retr(area + "/up.bin", local, mode=mode)
+    assert testbed.sha256_file(local) == src.sha256
+    # append, then list
+    c.run(c.base(mode) + ["--append", "-T", src.path, c.url(area + "/up.bin")], "APPE")
+    assert sha(get_file(front.disk(area + "/up.bin"))) == sha(get_file(src.path) * 2)
+    r = c.run(c.base(mode) + [c.url(area + "/")], "LIST")
+    assert "up.bin" in r[0] and str(2 * src.size) in r[0]
+    # create a directory on upload, delete a file with -Q
+    c.run(c.base(mode) + ["--ftp-create-dirs", "-T", src.path, c.url(area + "/new/dir/f")],
+          "STOR with MKD")
+    assert testbed.sha256_file(front.disk(area + "/new/dir/f")) == src.sha256
+    c.run(c.base(mode) + ["-Q", "DELE %s/up.bin" % area, c.url(area + "/")], "DELE")
+    assert not os.path.exists(front.disk(area + "/up.bin"))
+
+
+def test_lftp_mirror_both_ways(bed, front, area):
+    src = os.path.join(bed.clientdir, "mirror-src")
+    shutil.rmtree(src, ignore_errors=True)
+    want = make_tree(src)
+    # the harness runs clients with LC_ALL=C: tell lftp the local names
+    # are UTF-8, as the server's FEAT says its names are
+    l = clients.Lftp(bed, target(front), user="x", password="y",
+                     settings=["file:charset utf-8"])
+    # upload the tree, then download it back (4 transfers at once)
+    l._go(None, ["mirror -R --parallel=4 %s %s/up" % (src, area)], "mirror -R")
+    assert tree_hashes(front.disk(area + "/up")) == want
+    back = os.path.join(bed.clientdir, "mirror-back")
+    shutil.rmtree(back, ignore_errors=True)
+    l._go(None, ["mirror --parallel=4 %s/up %s" % (area, back)], "mirror")
+    assert tree_hashes(back) == want
+    # and once more with one connection, in active mode: nothing to do
+    r = l._go("port", ["mirror %s/up %s" % (area, back)], "mirror again")
+    assert tree_hashes(back) == want
+    # rename, remove, rmdir through lftp
+    l._go(None, ["cd %s/up" % area, "mv a.bin a2.bin", "rm empty", "rm -r sub2",
+                 "mkdir made"], "mv/rm/mkdir")
+    up = front.disk(area + "/up")
+    assert os.path.exists(up + "/a2.bin") and not os.path.exists(up + "/a.bin")
+    assert not os.path.exists(up + "/empty") and not os.path.exists(up + "/sub2")
+    assert os.path.isdir(up + "/made")
+    shutil.rmtree(src)
+    shutil.rmtree(back)
+
+
+def test_wget_mirror(bed, front, area):
+    want = make_tree(front.disk(area + "/tree"))
+    w = clients.Wget(bed, target(front), user="x", password="y")
+    d = os.path.join(bed.clientdir, "wget-m")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    w.run(w.base() + ["-m", "-nH", "--restrict-file-names=nocontrol", "-P", d, w.url(area + "/tree/")], "mirror")
+    got = tree_hashes(os.path.join(d, area, "tree"))
+    got = {k: v for k, v in got.items() if not k.endswith(".listing")}
+    assert got == want
+    shutil.rmtree(d)
