@@ -12,12 +12,15 @@ SIZE and a REST near its end.
 """
 
 import ftplib
+import getpass
 import hashlib
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -311,6 +314,58 @@ def test_abor_mid_retr(front, area):
     f.retrbinary("RETR small", got.extend)
     assert got == b"s" * 1000
     f.quit()
+    # the SFTP reads stopped: the transfer's log line counts far less
+    # than the file (its bytes are what reached the client)
+    m = re.search(r"RETR big: ([0-9.]+) (MiB|KiB) .*\(failed\)", front.fs.stderr())
+    assert m, front.fs.stderr()[-2000:]
+    assert m.group(2) == "KiB" or float(m.group(1)) < 128
+    assert front.fs.alive()
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_slow_client_bounded_memory(front, area):
+    """A client that stops reading stops the SFTP reads: ftpssh's memory
+    does not grow with the file."""
+    with open(front.disk(area + "/big"), "wb") as fh:
+        fh.truncate(1 << 30)
+    f = front.ftp()
+    f.cwd(area)
+    conn = f.transfercmd("RETR big")
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    conn.recv(65536)
+    before = vm_rss_kib(front.fs.pid)
+    time.sleep(2)  # at loopback speed the whole GiB would have been read by now
+    after = vm_rss_kib(front.fs.pid)
+    assert after - before < 48 * 1024, (before, after)
+    # the client leaves without a word, mid-transfer
+    conn.close()
+    f.sock.close()
+    f2 = front.ftp()
+    assert f2.sendcmd("NOOP").startswith("200")
+    f2.quit()
+    assert front.fs.alive()
+
+
+def test_client_vanishes_mid_stor(front, area):
+    f = front.ftp()
+    f.cwd(area)
+    conn = f.transfercmd("STOR partial")
+    conn.sendall(os.urandom(3 << 20))
+    conn.close()
+    f.sock.close()
+    # ftpssh lives on and serves the next client
+    g = front.ftp()
+    g.cwd(area)
+    g.storbinary("STOR whole", io.BytesIO(b"w" * 5000))
+    assert get_file(front.disk(area + "/whole")) == b"w" * 5000
+    g.quit()
     assert front.fs.alive()
 
 
@@ -515,3 +570,51 @@ def test_wget_mirror(bed, front, area):
     got = {k: v for k, v in got.items() if not k.endswith(".listing")}
     assert got == want
     shutil.rmtree(d)
+
+
+# ---- a chrooted account ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chroot_front(bed):
+    # sshd wants every component of a ChrootDirectory root-owned and not
+    # writable by others: /tmp (the test bed's home) is not, /run is.
+    root = tempfile.mkdtemp(prefix="ftpssh-chroot-", dir="/run")
+    os.chmod(root, 0o755)
+    os.makedirs(os.path.join(root, "pub"))
+    ssh = bed.extra_sshd("sftp-chroot", extra_config=[
+        "Subsystem sftp internal-sftp",
+        "Match User %s" % getpass.getuser(),
+        "    ChrootDirectory %s" % root,
+        "    ForceCommand internal-sftp",
+    ])
+    fs = ftpssh.Ftpssh(bed, [], ssh=ssh, wait=False, extra=["-L", "127.0.0.1:0:sftp"])
+    fs.servers = [_Srv()]
+    try:
+        fs.wait_ready()
+        yield fs, root
+    finally:
+        fs.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_chrooted_account(chroot_front):
+    fs, root = chroot_front
+    f = ftplib.FTP()
+    f.connect("127.0.0.1", fs.ports[0], timeout=30 * procs.time_scale())
+    f.login("x", "y")
+    assert f.pwd() == "/"  # the chroot, seen from inside
+    data = os.urandom(200000)
+    f.storbinary("STOR /pub/up.bin", io.BytesIO(data))
+    assert sha(get_file(os.path.join(root, "pub", "up.bin"))) == sha(data)
+    f.cwd("..")  # ".." of the root is the root
+    assert f.pwd() == "/"
+    got = bytearray()
+    f.retrbinary("RETR ../../pub/up.bin", got.extend)
+    assert sha(bytes(got)) == sha(data)
+    # the host's files are out of reach
+    with pytest.raises(ftplib.error_perm, match="^550"):
+        f.sendcmd("SIZE /etc/passwd")
+    assert sorted(f.nlst()) == ["pub"]
+    f.delete("/pub/up.bin")
+    assert not os.path.exists(os.path.join(root, "pub", "up.bin"))
+    f.quit()
