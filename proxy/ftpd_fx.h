@@ -8,9 +8,10 @@
 #include "proxy/ftpd.h"
 
 /* Reads or writes in flight per transfer, each MUX_SFTP_CHUNK (64 KiB):
- * 1 MiB per transfer, enough to fill a 50 ms link at ~20 MB/s per
- * round trip of pipelining, and the bound on what a transfer buffers. */
-#define FX_SLOTS 16
+ * 2 MiB per transfer, as much as OpenSSH's sftp keeps in flight (64 x 32
+ * KiB), and the bound on what a transfer buffers. Measured at 50 ms RTT:
+ * 16 slots gave RETR ~10 MB/s, 32 slots ~18 MB/s (sftp get: 6-12). */
+#define FX_SLOTS 32
 
 enum slot_state { SL_FREE, SL_WAIT, SL_READY, SL_WRITING, SL_EOF, SL_ERR };
 
