@@ -156,6 +156,7 @@ class SshServer:
             "PrintMotd no",
             "MaxStartups 100",
             "LogLevel DEBUG1",  # direct-tcpip targets are logged at debug1
+            "Subsystem sftp internal-sftp",  # the SFTP front end (issue 14), bench row 8
         ] + list(extra_config) + [""]))
         # Compiled-in privilege separation directory.
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
