@@ -619,3 +619,83 @@ def test_chrooted_account(chroot_front):
     f.delete("/pub/up.bin")
     assert not os.path.exists(os.path.join(root, "pub", "up.bin"))
     f.quit()
+
+
+# ---- several sessions, a lost tunnel, the command line --------------------------
+
+def test_parallel_sessions(front, area):
+    """Eight sessions at once, each with its own SFTP channel, each a STOR
+    and a RETR checked byte for byte."""
+    import threading
+    blobs = [os.urandom(300000 + i) for i in range(8)]
+    errors = []
+
+    def one(i):
+        try:
+            f = front.ftp()
+            f.cwd(area)
+            f.storbinary("STOR p%d" % i, io.BytesIO(blobs[i]))
+            got = bytearray()
+            f.retrbinary("RETR p%d" % i, got.extend)
+            assert bytes(got) == blobs[i]
+            f.quit()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append("%d: %r" % (i, e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60 * procs.time_scale())
+    assert not errors, errors
+    for i in range(8):
+        assert sha(get_file(front.disk(area + "/p%d" % i))) == sha(blobs[i])
+    assert front.fs.ssh_connections() == 1
+
+
+def test_tunnel_lost_and_back(bed):
+    """The SSH connection dies under a logged-in session: the client gets
+    a 421, ftpssh reconnects, and the next session works."""
+    ssh = bed.extra_sshd("sftp-resil")
+    root = bed.path("sftp-resil-root")
+    os.makedirs(root, exist_ok=True)
+    fr = Front(bed, ssh, root)
+    try:
+        f = fr.ftp()
+        assert f.pwd() == root
+        ssh.kill_connections()
+        tunnel_wait = time.monotonic() + 20 * procs.time_scale()
+        while "sftp channel failed" not in fr.fs.stderr():
+            assert time.monotonic() < tunnel_wait, fr.fs.stderr()[-3000:]
+            time.sleep(0.05)
+        # the session was told (an unsolicited 421) and closed
+        with pytest.raises(ftplib.error_temp, match="^421.*SFTP"):
+            f.sendcmd("NOOP")
+        f.close()
+        deadline = time.monotonic() + 30 * procs.time_scale()
+        while True:
+            try:
+                g = fr.ftp()
+                break
+            except ftplib.all_errors:
+                assert time.monotonic() < deadline, fr.fs.stderr()[-3000:]
+                time.sleep(0.3)
+        g.storbinary("STOR after", io.BytesIO(b"back"))
+        assert get_file(os.path.join(root, "after")) == b"back"
+        g.quit()
+    finally:
+        fr.stop()
+
+
+@pytest.mark.parametrize("spec", ["0:sftp:relative/dir", "sftp", "a:b:sftp:/x:y"])
+def test_bad_sftp_forward_is_a_usage_error(spec):
+    r = subprocess.run([ftpssh.binary(), "-F", "none", "-L", spec, "127.0.0.1"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert b"bad -L" in r.stderr
+
+
+def test_help_names_the_sftp_forward():
+    out = subprocess.run([ftpssh.binary(), "--help"], stdout=subprocess.PIPE, timeout=30).stdout
+    assert b"port:sftp[:/start/dir]" in out and b"--sftp-allow-uid" in out
