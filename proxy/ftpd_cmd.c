@@ -151,8 +151,10 @@ static void login_realpath_cb(mux_sftp *sftp, const sfw_reply *r, int err, void 
 		memcpy(s->cwd, n.name, n.name_len);
 		s->cwd[n.name_len] = '\0';
 		s->logged_in = true;
+		char pr[200];
+		fp_printable(pr, sizeof(pr), s->cwd, strlen(s->cwd));
 		px_log(1, "[#%u] logged in as %s (SSH user's files), directory %s", s->id, s->user,
-		       s->cwd);
+		       pr);
 		ftpd_reply(s, 230, "Logged in; files are the SSH user's (SFTP)");
 		ftpd_done(s);
 		return;

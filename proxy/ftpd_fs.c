@@ -378,7 +378,8 @@ void ftpd_cmd_xfer(px_ftpd *s, const char *arg)
 	}
 	if (!ftpd_resolve(s, arg[0] ? arg : ".", s->path))
 		return;
-	char label[128];
-	snprintf(label, sizeof(label), "%s %s", s->verb, arg);
+	char label[128], pr[100];
+	fp_printable(pr, sizeof(pr), arg, strlen(arg)); /* logged: the peer's text */
+	snprintf(label, sizeof(label), "%s %s", s->verb, pr);
 	fx_start(s->fx, kind, s->path, kind == FX_APPE ? 0 : rest, s->ascii, label);
 }

@@ -134,8 +134,12 @@ void fx_fail(px_fx *fx, int code, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	fx->code = code;
-	px_log(fx->started ? 1 : 2, "[#%u.%u] %s: %d %s", fx->s->id, fx->xid,
-	       fx->label[0] ? fx->label : "data port", code, msg);
+	if (px_log_enabled(fx->started ? 1 : 2)) {
+		char pr[300];
+		fp_printable(pr, sizeof(pr), msg, strlen(msg)); /* names are the peer's text */
+		px_log(fx->started ? 1 : 2, "[#%u.%u] %s: %d %s", fx->s->id, fx->xid,
+		       fx->label[0] ? fx->label : "data port", code, pr);
+	}
 	ftpd_reply(fx->s, code, "%s", msg);
 	fx_end(fx);
 }
