@@ -303,6 +303,7 @@ def test_abor_mid_retr(front, area):
         b = conn.recv(65536)
         assert b
         got += len(b)
+    assert f.sendcmd("STAT").startswith("213 Transfer in progress")
     # ABOR with the data connection still open (ftplib's abort sends it urgent)
     resp = f.abort()
     conn.close()
