@@ -245,16 +245,41 @@ static void open_dequeue(mux_conn *c)
 
 static void chan_grant(mux_chan *ch);
 
-/* A subsystem channel's "subsystem" request, repeated with the same
- * arguments while libssh2 says EAGAIN. 0 started, 1 waiting, <0 failed. */
-static int chan_start_subsystem(mux_chan *ch)
+static LIBSSH2_CHANNEL *chan_open_ex(mux_conn *c, mux_chan *ch)
 {
-	ch->state = CH_STARTING;
+	if (ch->subsystem)
+		return libssh2_channel_open_ex(c->ssh, "session", sizeof("session") - 1, 0,
+					       LIBSSH2_CHANNEL_PACKET_DEFAULT, NULL, 0);
+	return libssh2_channel_open_ex(c->ssh, "direct-tcpip", sizeof("direct-tcpip") - 1, 0,
+				       LIBSSH2_CHANNEL_PACKET_DEFAULT, ch->open_msg,
+				       (unsigned)ch->open_msg_len);
+}
+
+/* A subsystem channel at the head of the open queue, its session channel
+ * open: send the "subsystem" request, repeated with the same arguments
+ * while libssh2 says EAGAIN. 1: still waiting; 0: done (started, or
+ * failed and dequeued). */
+static int chan_start_subsystem(mux_conn *c, mux_chan *ch)
+{
 	int rc = libssh2_channel_process_startup(ch->lc, "subsystem", sizeof("subsystem") - 1,
 						 ch->open_msg, (unsigned)ch->open_msg_len);
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return 1;
-	return rc < 0 ? MUX_ESSH(rc) : 0;
+	open_dequeue(c);
+	ch->open_cb_due = true;
+	if (rc < 0) {
+		mux__log(c, 2, "channel %u: %s refused: %s", ch->id, ch->desc,
+			 mux_strerror(MUX_ESSH(rc)));
+		chan_set_failed(ch, MUX_ESSH(rc));
+		ch->open_status = MUX_ESSH(rc);
+		return 0;
+	}
+	ch->state = CH_OPEN;
+	ch->window_target = MUX_WINDOW_START;
+	ch->open_status = 0;
+	mux__log(c, 3, "channel %u to %s open", ch->id, ch->desc);
+	chan_grant(ch);
+	return 0;
 }
 
 static void service_opens(mux_conn *c)
@@ -266,47 +291,33 @@ static void service_opens(mux_conn *c)
 			ch->state = CH_FAILED;
 			continue;
 		}
-		if (ch->state != CH_STARTING) {
-			ch->state = CH_OPENING;
-			LIBSSH2_CHANNEL *lc;
-			if (ch->subsystem)
-				lc = libssh2_channel_open_ex(c->ssh, "session", sizeof("session") - 1,
-							     0, LIBSSH2_CHANNEL_PACKET_DEFAULT, NULL, 0);
-			else
-				lc = libssh2_channel_open_ex(c->ssh, "direct-tcpip",
-							     sizeof("direct-tcpip") - 1, 0,
-							     LIBSSH2_CHANNEL_PACKET_DEFAULT, ch->open_msg,
-							     (unsigned)ch->open_msg_len);
-			if (!lc) {
-				char *msg = NULL;
-				int e = libssh2_session_last_error(c->ssh, &msg, NULL, 0);
-				if (e == LIBSSH2_ERROR_EAGAIN)
-					return;
-				open_dequeue(c);
-				mux__log(c, 2, "channel %u to %s refused: %s", ch->id, ch->desc,
-					 msg ? msg : "?");
-				chan_set_failed(ch, MUX_ESSH(e));
-				ch->open_cb_due = true;
-				ch->open_status = MUX_ESSH(e);
-				continue;
-			}
-			ch->lc = lc;
+		if (ch->state == CH_STARTING) {
+			if (chan_start_subsystem(c, ch))
+				return;
+			continue;
+		}
+		ch->state = CH_OPENING;
+		LIBSSH2_CHANNEL *lc = chan_open_ex(c, ch);
+		if (!lc) {
+			char *msg = NULL;
+			int e = libssh2_session_last_error(c->ssh, &msg, NULL, 0);
+			if (e == LIBSSH2_ERROR_EAGAIN)
+				return;
+			open_dequeue(c);
+			mux__log(c, 2, "channel %u to %s refused: %s", ch->id, ch->desc,
+				 msg ? msg : "?");
+			chan_set_failed(ch, MUX_ESSH(e));
+			ch->open_cb_due = true;
+			ch->open_status = MUX_ESSH(e);
+			continue;
 		}
 		if (ch->subsystem) {
-			int rc = chan_start_subsystem(ch);
-			if (rc == 1)
-				return;
-			if (rc < 0) {
-				open_dequeue(c);
-				mux__log(c, 2, "channel %u: %s refused: %s", ch->id, ch->desc,
-					 mux_strerror(rc));
-				chan_set_failed(ch, rc);
-				ch->open_cb_due = true;
-				ch->open_status = rc;
-				continue;
-			}
+			ch->lc = lc;
+			ch->state = CH_STARTING; /* next pass sends the request */
+			continue;
 		}
 		open_dequeue(c);
+		ch->lc = lc;
 		ch->state = CH_OPEN;
 		ch->window_target = MUX_WINDOW_START;
 		ch->open_cb_due = true;
