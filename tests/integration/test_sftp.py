@@ -42,10 +42,10 @@ class _Srv:
 
 
 class Front:
-    def __init__(self, bed, ssh, root, extra=()):
+    def __init__(self, bed, ssh, root, extra=(), bind="127.0.0.1"):
         self.root = root
         self.fs = ftpssh.Ftpssh(bed, [], ssh=ssh, wait=False,
-                                extra=["-L", "127.0.0.1:0:sftp:" + root] + list(extra))
+                                extra=["-L", "%s:0:sftp:%s" % (bind, root)] + list(extra))
         self.fs.servers = [_Srv()]
         self.fs.wait_ready()
         self.port = self.fs.ports[0]
@@ -700,3 +700,28 @@ def test_bad_sftp_forward_is_a_usage_error(spec):
 def test_help_names_the_sftp_forward():
     out = subprocess.run([ftpssh.binary(), "--help"], stdout=subprocess.PIPE, timeout=30).stdout
     assert b"port:sftp[:/start/dir]" in out and b"--sftp-allow-uid" in out
+
+
+def test_ipv6_loopback_epsv_and_eprt(bed, sshd, front, area):
+    """`-L localhost:0:sftp:DIR` listens on ::1 too; EPSV and EPRT work
+    there, PASV is refused (a 227 cannot name an IPv6 address)."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    v6 = Front(bed, sshd, front.root, bind="localhost")
+    try:
+        f = ftplib.FTP()
+        f.connect("::1", v6.port, timeout=30 * procs.time_scale())
+        f.login("a", "b")
+        f.cwd(area)
+        data = os.urandom(123456)
+        f.storbinary("STOR v6", io.BytesIO(data))  # EPSV: ftplib over IPv6
+        assert sha(get_file(front.disk(area + "/v6"))) == sha(data)
+        f.set_pasv(False)  # EPRT |2|::1|port|
+        got = bytearray()
+        f.retrbinary("RETR v6", got.extend)
+        assert bytes(got) == data
+        with pytest.raises(ftplib.error_temp, match="^425"):
+            f.sendcmd("PASV")
+        f.quit()
+    finally:
+        v6.stop()
