@@ -725,3 +725,32 @@ def test_ipv6_loopback_epsv_and_eprt(bed, sshd, front, area):
         f.quit()
     finally:
         v6.stop()
+
+
+def test_small_commands_and_their_refusals(front, area):
+    f = front.ftp(login=False)
+    with pytest.raises(ftplib.error_perm, match="^503"):
+        f.sendcmd("PASS early")
+    with pytest.raises(ftplib.error_perm, match="^534"):
+        f.sendcmd("AUTH TLS")
+    assert f.sendcmd("HELP").startswith("214")
+    f.login("a", "b")
+    f.cwd(area)
+    assert f.sendcmd("XPWD") == '257 "%s/%s" is the current directory' % (front.root, area)
+    assert f.sendcmd("XMKD q\"d").startswith('257 "%s/%s/q""d" created' % (front.root, area))
+    assert os.path.isdir(front.disk(area + '/q"d'))
+    assert f.sendcmd("XRMD q\"d").startswith("250")
+    assert f.sendcmd("ALLO 1000").startswith("202")
+    stat = f.sendcmd("STAT")
+    assert stat.startswith("211") and area in stat and ("BINARY" in stat or "ASCII" in stat)
+    put_file(front.disk(area + "/s"), b"12")
+    st = f.sendcmd("STAT s")
+    assert st.startswith("213") and st.split("\n")[1].rstrip().endswith("/%s/s" % area)
+    for cmd, code in (("REST x", "501"), ("RNTO y", "503"), ("TYPE X", "504"),
+                      ("STRU R", "504"), ("SITE EXEC ls", "504"), ("SITE CHMOD 999 s", "501"),
+                      ("RETR s", "425"), ("EPSV 3", "522"), ("MFMT 20200101000000 s", "502")):
+        with pytest.raises(ftplib.Error) as e:
+            f.sendcmd(cmd)
+        assert str(e.value).startswith(code), (cmd, str(e.value))
+    assert f.sendcmd("NOOP").startswith("200")
+    f.quit()
