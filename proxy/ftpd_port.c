@@ -350,6 +350,7 @@ void fx_start(px_fx *fx, enum fx_kind kind, const char *path, uint64_t offset, b
 	mux_sftp *sftp = ftpd_sftp(fx->s);
 	int rc;
 	fx->started = true;
+	fx->s->srv->nftpd_xfers++; /* until fx_free */
 	fx->kind = kind;
 	fx->offset = offset;
 	fx->ascii = ascii && (kind == FX_RETR || kind == FX_STOR || kind == FX_APPE);

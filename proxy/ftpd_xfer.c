@@ -66,6 +66,8 @@ static void fx_free(px_fx *fx)
 		pp = &(*pp)->lnext;
 	if (*pp)
 		*pp = fx->lnext;
+	if (fx->started)
+		s->srv->nftpd_xfers--;
 	for (int i = 0; i < FX_SLOTS; i++) {
 		free(fx->slots[i].buf);
 		free(fx->slots[i].wbuf);

@@ -190,7 +190,8 @@ void px_server_set_conn(px_server *srv, mux_conn *conn)
 
 unsigned px_server_transfers(const px_server *srv)
 {
-	return srv->nxfers;
+	/* the SFTP front end's count too: a SIGTERM drain waits for them */
+	return srv->nxfers + srv->nftpd_xfers;
 }
 
 void px_server_stop_listening(px_server *srv)

@@ -18,6 +18,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -754,3 +755,33 @@ def test_small_commands_and_their_refusals(front, area):
         assert str(e.value).startswith(code), (cmd, str(e.value))
     assert f.sendcmd("NOOP").startswith("200")
     f.quit()
+
+
+def test_sigterm_lets_an_sftp_transfer_finish(bed, sshd, front, area):
+    """SIGTERM drains: a RETR running through the SFTP front end ends
+    whole before ftpssh exits."""
+    if procs.time_scale() > 1:
+        pytest.skip("under FTPSSH_WRAP the transfer outlasts ftpssh's 30 s drain bound")
+    path = front.disk(area + "/drain")
+    data = os.urandom(24 << 20)
+    put_file(path, data)
+    own = Front(bed, sshd, front.root)
+    out = os.path.join(bed.clientdir, "drain.bin")
+    p = subprocess.Popen(["curl", "-sS", "--limit-rate", "8M", "-o", out,
+                          "ftp://x:y@127.0.0.1:%d/%s/drain" % (own.port, area)],
+                         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30 * procs.time_scale()
+        while not (os.path.exists(out) and os.path.getsize(out) >= (2 << 20)):
+            assert time.monotonic() < deadline and p.poll() is None, "the download did not start"
+            time.sleep(0.05)
+        os.kill(own.fs.pid, signal.SIGTERM)
+        assert p.wait(timeout=60) == 0, p.stderr.read()
+        assert sha(get_file(out)) == sha(data)
+        rc = own.fs.wait_exit(timeout=15)
+        assert rc == 0, own.fs.stderr()[-3000:]
+    finally:
+        if p.poll() is None:
+            p.kill()
+        own.fs.stop(check=False)
+        os.unlink(out) if os.path.exists(out) else None
