@@ -435,8 +435,12 @@ void px_ftpd_report(px_server *srv, FILE *out)
 		char id[16], uid[24];
 		snprintf(id, sizeof(id), "#%u", s->id);
 		snprintf(uid, sizeof(uid), "%ld", s->client_uid);
-		fprintf(out, "%-7s %-16.16s %-24.24s %6s %7.0fs  %s (sftp)\n", id,
+		char what[48] = "(sftp)";
+		if (s->fx && fx_running(s->fx))
+			snprintf(what, sizeof(what), "(sftp, %llu bytes so far)",
+				 (unsigned long long)fx_bytes(s->fx));
+		fprintf(out, "%-7s %-16.16s %-24.24s %6s %7.0fs  %s %s\n", id,
 			s->user[0] ? s->user : "-", s->peer, uid, (now - s->started_ms) / 1000.0,
-			s->last_cmd[0] ? s->last_cmd : "-");
+			s->last_cmd[0] ? s->last_cmd : "-", what);
 	}
 }

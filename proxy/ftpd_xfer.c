@@ -401,7 +401,7 @@ static void stor_write_cb(mux_sftp *sftp, const sfw_reply *r, int err, void *dat
 	if (fx->eof) {
 		if (fx->inflight == 0)
 			fx_complete(fx);
-	} else if (!fx->reading && fx->inflight <= FX_SLOTS / 2) {
+	} else if (!fx->reading && fx->inflight < FX_SLOTS) {
 		if (uv_read_start((uv_stream_t *)fx->conn, stor_alloc_cb, stor_read_cb) == 0)
 			fx->reading = true;
 	}

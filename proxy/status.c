@@ -19,7 +19,8 @@ void px_server_report(px_server *srv, const char *ssh_state, FILE *out)
 	px_fmt_bytes(total, sizeof(total), (double)(srv->bytes_done + live));
 	fprintf(out, "status: ssh %s, %u session(s), %u transfer(s) running, "
 		     "%llu finished, %s moved\n",
-		ssh_state, srv->nsessions, srv->nxfers, (unsigned long long)srv->xfers_done,
+		ssh_state, srv->nsessions + srv->nftpds, srv->nxfers,
+		(unsigned long long)srv->xfers_done,
 		total);
 	px_sessions_report(srv, out);
 	px_ftpd_report(srv, out);
@@ -31,7 +32,7 @@ void px_server_summary(px_server *srv, const char *ssh_state, double rate, char 
 {
 	char total[32];
 	px_fmt_bytes(total, sizeof(total), (double)px_server_bytes(srv));
+	unsigned ns = srv->nsessions + srv->nftpds, nx = px_server_transfers(srv);
 	snprintf(buf, cap, "ftpssh: ssh %s | %u session%s | %u transfer%s | %.1f MB/s | %s",
-		 ssh_state, srv->nsessions, srv->nsessions == 1 ? "" : "s", srv->nxfers,
-		 srv->nxfers == 1 ? "" : "s", rate / 1e6, total);
+		 ssh_state, ns, ns == 1 ? "" : "s", nx, nx == 1 ? "" : "s", rate / 1e6, total);
 }

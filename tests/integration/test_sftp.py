@@ -348,6 +348,15 @@ def test_slow_client_bounded_memory(front, area):
     time.sleep(2)  # at loopback speed the whole GiB would have been read by now
     after = vm_rss_kib(front.fs.pid)
     assert after - before < 48 * 1024, (before, after)
+    # the status table (SIGUSR1) shows the session and its transfer
+    mark = len(front.fs.stderr())
+    os.kill(front.fs.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10 * procs.time_scale()
+    while "bytes so far)" not in front.fs.stderr()[mark:]:
+        assert time.monotonic() < deadline, front.fs.stderr()[mark:]
+        time.sleep(0.05)
+    row = [l for l in front.fs.stderr()[mark:].splitlines() if "bytes so far)" in l][0]
+    assert "RETR big" in row and "(sftp, " in row, row
     # the client leaves without a word, mid-transfer
     conn.close()
     f.sock.close()
