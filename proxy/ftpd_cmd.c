@@ -141,22 +141,50 @@ void ftpd_fileinfo(fp_fileinfo *fi, const char *name, size_t nlen, const sfw_att
 
 /* ---- login ------------------------------------------------------------- */
 
+/* The start directory must be one: OpenSSH's REALPATH accepts a path
+ * whose last component does not exist. */
+static void login_stat_cb(mux_sftp *sftp, const sfw_reply *r, int err, void *data)
+{
+	px_ftpd *s = data;
+	(void)sftp;
+	const char *dir = s->fwd->start_dir[0] ? s->fwd->start_dir : ".";
+	if (!r) {
+		ftpd_sftp_error(s, r, err, false, "");
+		return;
+	}
+	if (r->type != SFW_ATTRS) {
+		ftpd_reply(s, 530, "ftpssh: start directory %s: %.*s", dir, (int)r->msg_len,
+			   r->msg_len ? r->msg : "not usable");
+		ftpd_done(s);
+		return;
+	}
+	if ((r->attrs.flags & SFW_ATTR_PERMISSIONS) && (r->attrs.perm & 0170000) != 0040000) {
+		ftpd_reply(s, 530, "ftpssh: start directory %s: Not a directory", dir);
+		ftpd_done(s);
+		return;
+	}
+	memcpy(s->cwd, s->path, sizeof(s->cwd));
+	s->logged_in = true;
+	char pr[200];
+	fp_printable(pr, sizeof(pr), s->cwd, strlen(s->cwd));
+	px_log(1, "[#%u] logged in as %s (SSH user's files), directory %s", s->id, s->user, pr);
+	ftpd_reply(s, 230, "Logged in; files are the SSH user's (SFTP)");
+	ftpd_done(s);
+}
+
 static void login_realpath_cb(mux_sftp *sftp, const sfw_reply *r, int err, void *data)
 {
 	px_ftpd *s = data;
 	sfw_name n;
 	(void)sftp;
 	if (r && r->type == SFW_NAME && r->count >= 1 && sfw_name_next((sfw_in *)&r->names, &n) == 0 &&
-	    n.name_len > 0 && n.name_len < sizeof(s->cwd) && n.name[0] == '/') {
-		memcpy(s->cwd, n.name, n.name_len);
-		s->cwd[n.name_len] = '\0';
-		s->logged_in = true;
-		char pr[200];
-		fp_printable(pr, sizeof(pr), s->cwd, strlen(s->cwd));
-		px_log(1, "[#%u] logged in as %s (SSH user's files), directory %s", s->id, s->user,
-		       pr);
-		ftpd_reply(s, 230, "Logged in; files are the SSH user's (SFTP)");
-		ftpd_done(s);
+	    n.name_len > 0 && n.name_len < sizeof(s->path) && n.name[0] == '/') {
+		memcpy(s->path, n.name, n.name_len);
+		s->path[n.name_len] = '\0';
+		s->busy = false;
+		ftpd_send_path(s, SFW_STAT, s->path, login_stat_cb);
+		if (!s->busy)
+			ftpd_done(s);
 		return;
 	}
 	if (!r) {

@@ -794,3 +794,26 @@ def test_sigterm_lets_an_sftp_transfer_finish(bed, sshd, front, area):
             p.kill()
         own.fs.stop(check=False)
         os.unlink(out) if os.path.exists(out) else None
+
+
+def test_missing_start_dir_and_no_sftp_on_the_server(bed, sshd):
+    # a start directory that does not exist: 530 at PASS, with the reason
+    fr = Front(bed, sshd, bed.path("no-such-dir"))
+    try:
+        f = fr.ftp(login=False)
+        with pytest.raises(ftplib.error_perm, match="^530 ftpssh: start directory .*no-such-dir"):
+            f.login("a", "b")
+        f.close()
+    finally:
+        fr.stop()
+    # a server whose account cannot run sftp: 421 naming the SFTP subsystem
+    nosftp = bed.extra_sshd("sftp-none", extra_config=["ForceCommand /bin/false"])
+    fr = Front(bed, nosftp, "/")
+    try:
+        f = fr.ftp(login=False)
+        with pytest.raises(ftplib.error_temp, match="^421 ftpssh: the SFTP subsystem is not available"):
+            f.login("a", "b")
+        f.close()
+        assert "sftp channel failed" in fr.fs.stderr()
+    finally:
+        fr.stop()
