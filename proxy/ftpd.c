@@ -148,6 +148,9 @@ void ftpd_close(px_ftpd *s, const char *why)
 	px_log(2, "[#%u] sftp session from %s ends after %.1f s: %s", s->id, s->peer,
 	       (uv_now(s->srv->loop) - s->started_ms) / 1000.0, why);
 	s->fx = NULL;
+	/* A transfer whose handles are already closed is freed inside
+	 * fx_kill, and tells us: hold s until the loop is done. */
+	s->pending_closes++;
 	for (px_fx *fx = s->fxs, *next; fx; fx = next) {
 		next = fx_list_next(fx);
 		fx_kill(fx);
@@ -158,6 +161,7 @@ void ftpd_close(px_ftpd *s, const char *why)
 		s->pending_closes++;
 		mux_sftp_close(s->sftp, sftp_closed_cb, s);
 	}
+	s->pending_closes--; /* the hold; the client handle's close is still to come */
 }
 
 void ftpd_fx_finished(px_ftpd *s, px_fx *fx)

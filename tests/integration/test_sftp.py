@@ -817,3 +817,21 @@ def test_missing_start_dir_and_no_sftp_on_the_server(bed, sshd):
         assert "sftp channel failed" in fr.fs.stderr()
     finally:
         fr.stop()
+
+
+def test_close_right_after_a_failed_transfer(front, area):
+    """Regression: a session closed while a failed transfer's SFTP handle
+    is still being closed (ASan once saw the session freed under itself)."""
+    for i in range(30):
+        f = front.ftp()
+        f.cwd(area)
+        with pytest.raises(ftplib.error_perm, match="^550"):
+            f.retrbinary("RETR .", lambda b: None)
+        if i % 2:
+            f.sock.sendall(b"QUIT\r\n")
+        f.sock.close()
+    assert front.fs.alive()
+    front.fs.assert_clean()
+    g = front.ftp()
+    assert g.sendcmd("NOOP").startswith("200")
+    g.quit()
