@@ -242,7 +242,9 @@ static void process_client(px_ftpd *s)
 			s->cin.discarding = sv_disc;
 			break;
 		}
+		s->dispatching = true;
 		ftpd_command(s, &cmd, &l);
+		s->dispatching = false;
 	}
 }
 
@@ -279,7 +281,9 @@ static void client_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 
 static void ftpd_pump(px_ftpd *s)
 {
-	if (s->closing)
+	/* A handler can end a transfer (ABOR, QUIT), which pumps: the loop
+	 * that called the handler goes on instead, so replies keep order. */
+	if (s->closing || s->dispatching)
 		return;
 	process_client(s);
 	if (s->closing)

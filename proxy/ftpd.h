@@ -44,6 +44,7 @@ struct px_ftpd {
 	bool user_given, logged_in;
 	bool busy;                     /* an SFTP request answers the current command */
 	char verb[5];                  /* the current command's verb */
+	bool dispatching;              /* inside a command handler: no nested pump */
 	char cwd[FTPD_PATH_MAX];
 	char path[FTPD_PATH_MAX];      /* the current command's path */
 	char path2[FTPD_PATH_MAX];
