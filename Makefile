@@ -118,17 +118,20 @@ $(ASN)/ftpssh: $(call objs,$(ASN),$(FP_SRC) $(MUX_SRC) $(PX_SRC))
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-# Unit tests: cmocka, pure modules only.
+# Unit tests: cmocka, pure modules only. The SFTP packet codec lives in
+# mux/ but is pure: linked here from source, compiled without the libuv and
+# libssh2 include paths, which proves it.
+PURE_MUX_SRC := mux/sftp_wire.c
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_REL := $(patsubst tests/unit/%.c,$(REL)/tests/%,$(UNIT_SRC))
 UNIT_ASN := $(patsubst tests/unit/%.c,$(ASN)/tests/%,$(UNIT_SRC))
 
-$(REL)/tests/test_%: tests/unit/test_%.c $(call objs,$(REL),$(FP_SRC))
+$(REL)/tests/test_%: tests/unit/test_%.c $(call objs,$(REL),$(FP_SRC)) $(PURE_MUX_SRC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(PURE_CFLAGS) -I. $(OPT) $(CFLAGS) -o $@ $^ -lcmocka
 
-$(ASN)/tests/test_%: tests/unit/test_%.c $(call objs,$(ASN),$(FP_SRC))
+$(ASN)/tests/test_%: tests/unit/test_%.c $(call objs,$(ASN),$(FP_SRC)) $(PURE_MUX_SRC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(PURE_CFLAGS) -I. -O1 -g $(SAN) $(CFLAGS) -o $@ $^ -lcmocka
@@ -141,10 +144,10 @@ FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FP_SRC) $(wildcard ftpparse/*.h tests/fuzz/*.h)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FP_SRC) $(PURE_MUX_SRC) $(wildcard ftpparse/*.h mux/sftp_wire.h tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ-LD $@")
-	$(Q)$(FUZZ_CC) $(STD) -g -O1 -I. -fsanitize=fuzzer,address,undefined -o $@ $< $(FP_SRC)
+	$(Q)$(FUZZ_CC) $(STD) -g -O1 -I. -fsanitize=fuzzer,address,undefined -o $@ $< $(FP_SRC) $(PURE_MUX_SRC)
 
 fuzz: deps-fuzz $(FUZZ_TARGETS)
 	$(Q)for t in $(FUZZ_TARGETS); do n=$$(basename $$t); mkdir -p build/fuzz/corpus-$$n; \

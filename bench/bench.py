@@ -64,8 +64,9 @@ class Config:
         self.conc_diag = e("BENCH_CONC_DIAG", "1") == "1"
         self.rss_size = parse_size(e("BENCH_RSS_SIZE", "1G"))
         self.rss_seconds = int(e("BENCH_RSS_SECONDS", "5" if q else "20"))
-        self.rows = [int(x) for x in e("BENCH_ROWS", "1,2,3,4,5,6,7,8").split(",") if x.strip()]
+        self.rows = [int(x) for x in e("BENCH_ROWS", "1,2,3,4,5,6,7,8,9").split(",") if x.strip()]
         self.greet_clients = int(e("BENCH_GREET_CLIENTS", "100" if q else "500"))
+        self.sftp_size = parse_size(e("BENCH_SFTP_SIZE", "64M" if q else "256M"))
         self.cipher = e("BENCH_CIPHER", "aes128-ctr")
         self.mac = e("BENCH_MAC", "hmac-sha2-256")
         self.ftpssh_args = e("BENCH_FTPSSH_ARGS", "").split()
@@ -754,6 +755,62 @@ def row6(cfg, rig, table, ref, ftp, idle_kib):
                % (a["bytes"] / 1e6, b["bytes"] / 1e6, cfg.rss_seconds))
 
 
+# --- row 9: the SFTP front end against OpenSSH's sftp ----------------------------------------------------
+
+
+class SftpClient:
+    """OpenSSH's sftp get/put, the reference for row 9."""
+    name = "sftp"
+
+    def __init__(self, rig, ssh_port):
+        self.rig = rig
+        self.port = ssh_port
+
+    def retr(self, name, size):
+        return self.rig.sftp_cmd(self.port, "get %s /dev/null\n" % os.path.join(self.rig.root, name),
+                                 size, "get")
+
+    def stor(self, local, size, remote):
+        path = os.path.join(self.rig.root, remote)
+        r = self.rig.sftp_cmd(self.port, "put %s %s\n" % (local, path), size, "put")
+        stored = os.path.getsize(path) if os.path.exists(path) else -1
+        if os.path.exists(path):
+            os.unlink(path)
+        if stored != size:
+            raise BenchError("sftp put: server holds %d of %d bytes" % (stored, size))
+        return r
+
+
+def row9(cfg, rig, table):
+    size = cfg.sftp_size
+    name, local = rig.data_file(size)
+    for rtt in (0, cfg.rtt_ms):
+        label = "%g ms RTT" % rtt if rtt else "loopback"
+        relay = rig.start_relay(rtt) if rtt else None
+        port = relay.port if relay else rig.ssh.port
+        ftp = None
+        try:
+            ftp = rig.start_ftpssh_sftp(ssh_port=port)
+            ref = SftpClient(rig, port)
+            for what, fn in (("RETR", lambda ep: ep.retr(name, size)),
+                             ("STOR", lambda ep: ep.stor(local, size, rig.upload_name("sftp")))):
+                A, B = pair_runs(cfg, table, 9, "sftp %s %s" % (label, what), ref, ftp, fn)
+                ratio = median(ratios(A, B, "mbps"))
+                table.add(9, "sftp front end, %s, %s %s MB/s (vs sftp %s)"
+                          % (label, human(size), what, "get" if what == "RETR" else "put"),
+                          f1(median([a["mbps"] for a in A])), f1(median([b["mbps"] for b in B])),
+                          f2(ratio), ">= 1.0 (goal)", verdict(ratio is not None and ratio >= 1.0))
+        finally:
+            bad = rig.stop(ftp)
+            if bad:
+                table.note(9, "ftpssh (sftp front end) did not stop cleanly: " + bad)
+            if relay:
+                relay.stop()
+    table.note(9, "reference: OpenSSH sftp get/put with the same cipher/MAC, wall time with its "
+                  "SSH login; ftpssh: curl through -L 0:sftp (SSH already up; the subsystem "
+                  "channel opens at FTP login, inside curl's time).")
+
+
 # --- main ------------------------------------------------------------------------------------------------
 
 
@@ -809,6 +866,14 @@ def main():
                 errors.append((8, e))
                 table.add(8, "ERROR: %s" % first_line(e), "", "", "", "", "ERROR")
                 table.detail("[8] %s" % traceback.format_exc())
+        if 9 in cfg.rows:
+            progress("row 9")
+            try:
+                row9(cfg, rig, table)
+            except Exception as e:  # noqa: BLE001
+                errors.append((9, e))
+                table.add(9, "ERROR: %s" % first_line(e), "", "", "", "", "ERROR")
+                table.detail("[9] %s" % traceback.format_exc())
         loop_rows = [r for r in cfg.rows if r in (2, 3, 4, 5, 6, 7)]
         r2 = None
         if loop_rows:

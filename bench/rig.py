@@ -351,6 +351,43 @@ class Rig:
         ep.daemon = fx
         return ep
 
+    def start_ftpssh_sftp(self, ssh_port=None):
+        """ftpssh as the FTP server itself (issue 14): -L 0:sftp:ROOT, the
+        files through the sshd's internal-sftp, in the same root."""
+        c = self.cfg
+
+        class _Sftp:
+            kind, host, port = "sftp", "sftp", 0
+        fx = Ftpssh(self.bed, [], known_hosts=self.known_hosts, ssh_port=ssh_port or self.ssh.port,
+                    wait=False, extra=["-o", "Ciphers=%s" % c.cipher, "-o", "MACs=%s" % c.mac,
+                                       "-L", "127.0.0.1:0:sftp:" + self.root])
+        fx.servers = [_Sftp()]
+        fx.wait_ready()
+        ep = Endpoint("ftpssh sftp", "127.0.0.1", fx.ports[0], pid=fx.pid, server_root=self.root,
+                      sshd_pid=self.ssh.daemon.pid)
+        ep.daemon = fx
+        return ep
+
+    def sftp_cmd(self, ssh_port, batch, size, what):
+        """OpenSSH's sftp with the bench's cipher and MAC running one batch
+        command; the result dict (wall time, login included)."""
+        c = self.cfg
+        argv = ["sftp", "-q", "-F", "/dev/null", "-o", "BatchMode=yes",
+                "-o", "UserKnownHostsFile=%s" % self.known_hosts,
+                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
+                "-c", c.cipher, "-o", "MACs=%s" % c.mac, "-i", self.ssh.user_key,
+                "-P", str(ssh_port or self.ssh.port), "-b", "-", "%s@127.0.0.1" % self.ssh.login]
+        env = dict(os.environ, HOME=self.bed.home)
+        env.pop("SSH_AUTH_SOCK", None)
+        t0 = time.monotonic()
+        p = subprocess.run(argv, input=batch.encode(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=env, timeout=time_limit(size) + 30)
+        wall = time.monotonic() - t0
+        if p.returncode != 0:
+            raise BenchError("sftp %s: exit %d\n%s" % (what, p.returncode,
+                                                         p.stderr.decode("utf-8", "replace")[-2000:]))
+        return {"bytes": size, "seconds": wall, "mbps": size / wall / 1e6 if wall > 0 else 0.0}
+
     def stop(self, ep):
         """Stop a forwarder; for ftpssh, report an unclean exit."""
         if ep is None or not hasattr(ep, "daemon"):

@@ -159,4 +159,30 @@ int fp_format_reply(char *buf, size_t cap, int code, const char *text);
  * printable ASCII shown as \xNN, for logging peer text safely. Returns dst. */
 char *fp_printable(char *dst, size_t cap, const char *src, size_t len);
 
+/* ---- Directory listings (the FTP server side) --------------------------
+ *
+ * What an FTP server says about a file: the `ls -l` line of LIST (the shape
+ * curl, lftp, wget and FileZilla parse), the RFC 3659 facts of MLSD/MLST,
+ * and the RFC 3659 time value of MDTM and modify=. Times are UTC, computed
+ * without the C library's time zone. A name holding CR or LF cannot be
+ * sent on one line: FP_E_CHARSET (the caller skips the entry). */
+typedef struct fp_fileinfo {
+	const char *name;
+	size_t name_len;
+	bool has_size, has_perm, has_mtime, has_ids;
+	uint64_t size;
+	uint32_t perm;        /* st_mode: type and permission bits */
+	int64_t mtime;        /* seconds since 1970 */
+	uint32_t uid, gid;
+} fp_fileinfo;
+
+/* "drwxr-xr-x 1 uid gid size Mon DD HH:MM name\r\n"; a time more than
+ * six months from now shows the year instead of the hour, as ls does. */
+int fp_format_ls(char *buf, size_t cap, const fp_fileinfo *fi, int64_t now);
+/* "type=file;size=N;modify=T;perm=..;UNIX.mode=0644; name\r\n"; with
+ * mlst a leading space, as inside a 250- reply. */
+int fp_format_facts(char *buf, size_t cap, const fp_fileinfo *fi, bool mlst);
+/* "YYYYMMDDHHMMSS", NUL-terminated; returns its length. */
+int fp_format_time(char *buf, size_t cap, int64_t t);
+
 #endif

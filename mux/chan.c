@@ -57,6 +57,8 @@ static void put_str(char **p, const char *s)
 	*p += n;
 }
 
+static void chan_link(mux_conn *c, mux_chan *ch);
+
 mux_chan *mux_chan_open(mux_conn *c, const char *host, uint16_t port, mux_open_cb cb,
 			void *data)
 {
@@ -86,7 +88,13 @@ mux_chan *mux_chan_open(mux_conn *c, const char *host, uint16_t port, mux_open_c
 	ch->open_cb = cb;
 	ch->data = data;
 	snprintf(ch->desc, sizeof(ch->desc), "%s:%u", host, port);
-	/* link at the head of the channel list, the tail of the open queue */
+	chan_link(c, ch);
+	return ch;
+}
+
+/* Link at the head of the channel list, the tail of the open queue. */
+static void chan_link(mux_conn *c, mux_chan *ch)
+{
 	ch->prev = NULL;
 	ch->next = c->chans;
 	if (c->chans)
@@ -99,6 +107,26 @@ mux_chan *mux_chan_open(mux_conn *c, const char *host, uint16_t port, mux_open_c
 		c->open_head = ch;
 	c->open_tail = ch;
 	chan_poke(ch);
+}
+
+mux_chan *mux_chan_open_subsystem(mux_conn *c, const char *subsystem, mux_open_cb cb,
+				  void *data)
+{
+	if (!c || c->state != CS_UP || !subsystem || !*subsystem)
+		return NULL;
+	mux_chan *ch = calloc(1, sizeof(*ch));
+	if (!ch || strlen(subsystem) >= sizeof(ch->subsys)) {
+		free(ch);
+		return NULL;
+	}
+	strcpy(ch->subsys, subsystem);
+	ch->conn = c;
+	ch->id = ++c->next_id;
+	ch->state = CH_QUEUED;
+	ch->open_cb = cb;
+	ch->data = data;
+	snprintf(ch->desc, sizeof(ch->desc), "subsystem %s", subsystem);
+	chan_link(c, ch);
 	return ch;
 }
 
@@ -199,12 +227,13 @@ static void chan_set_failed(mux_chan *ch, int err)
 void mux__chan_fail_all(mux_conn *c, int err)
 {
 	for (mux_chan *ch = c->chans; ch; ch = ch->next) {
-		if ((ch->state == CH_QUEUED || ch->state == CH_OPENING) && !ch->open_told) {
+		if ((ch->state == CH_QUEUED || ch->state == CH_OPENING || ch->state == CH_STARTING) &&
+		    !ch->open_told) {
 			ch->open_cb_due = true;
 			ch->open_status = err;
 			ch->open_told = true;
 		}
-		if (ch->state == CH_OPENING)
+		if (ch->state == CH_OPENING || ch->state == CH_STARTING)
 			c->nopening--;
 		if (ch->pending_lc) {
 			/* still opening: freed with the channel (patch 0003
@@ -247,6 +276,14 @@ static uint32_t chan_budget_room(const mux_chan *ch)
 static void chan_opened(mux_chan *ch, LIBSSH2_CHANNEL *lc)
 {
 	mux_conn *c = ch->conn;
+	if (ch->subsys[0] && ch->state != CH_STARTING) {
+		/* a session channel: open once its subsystem has started
+		 * (chan_poll_start), under the same deadline */
+		ch->lc = lc;
+		ch->state = CH_STARTING;
+		c->nopening++;
+		return;
+	}
 	ch->lc = lc;
 	ch->window_target = MUX_WINDOW_START;
 	if (ch->window_target > chan_budget_room(ch))
@@ -290,6 +327,32 @@ static void chan_open_deadline(mux_chan *ch)
 		ch->error = UV_ETIMEDOUT;
 }
 
+/* The CHANNEL_OPEN type: a subsystem runs on a "session" channel. */
+#define CHAN_TYPE(ch) ((ch)->subsys[0] ? "session" : "direct-tcpip")
+#define CHAN_TYPE_LEN(ch) ((unsigned)strlen(CHAN_TYPE(ch)))
+
+/* A STARTING channel: send its "subsystem" request, repeated with the
+ * same arguments while libssh2 says EAGAIN (libssh2 keeps the request's
+ * state in the channel, so several can be under way at once). */
+static void chan_poll_start(mux_chan *ch)
+{
+	mux_conn *c = ch->conn;
+	int rc = libssh2_channel_process_startup(ch->lc, "subsystem", sizeof("subsystem") - 1,
+						 ch->subsys, (unsigned)strlen(ch->subsys));
+	if (rc == LIBSSH2_ERROR_EAGAIN) {
+		chan_open_deadline(ch);
+		return;
+	}
+	c->nopening--;
+	if (rc < 0) {
+		char *msg = NULL;
+		libssh2_session_last_error(c->ssh, &msg, NULL, 0);
+		chan_open_failed(ch, rc, msg); /* the channel is freed at reap */
+		return;
+	}
+	chan_opened(ch, ch->lc);
+}
+
 #ifdef LIBSSH2_HAVE_CHANNEL_OPEN_START
 /* With the bundled libssh2 (patch 0003) every queued open goes out at
  * once and each is polled on its own: a target that never answers holds
@@ -308,7 +371,7 @@ static void service_opens(mux_conn *c)
 		ch->state = CH_OPENING;
 		ch->open_deadline = uv_now(c->loop) + MUX_OPEN_TIMEOUT_MS;
 		LIBSSH2_CHANNEL *lc = libssh2_channel_open_start(
-			c->ssh, "direct-tcpip", sizeof("direct-tcpip") - 1, 0,
+			c->ssh, CHAN_TYPE(ch), CHAN_TYPE_LEN(ch), 0,
 			LIBSSH2_CHANNEL_PACKET_DEFAULT, ch->open_msg, (unsigned)ch->open_msg_len);
 		free(ch->open_msg);
 		ch->open_msg = NULL;
@@ -364,7 +427,7 @@ static void service_opens(mux_conn *c)
 			c->nopening++;
 		}
 		LIBSSH2_CHANNEL *lc = libssh2_channel_open_ex(
-			c->ssh, "direct-tcpip", sizeof("direct-tcpip") - 1, 0,
+			c->ssh, CHAN_TYPE(ch), CHAN_TYPE_LEN(ch), 0,
 			LIBSSH2_CHANNEL_PACKET_DEFAULT, ch->open_msg, (unsigned)ch->open_msg_len);
 		if (!lc) {
 			char *msg = NULL;
@@ -631,7 +694,7 @@ static bool chan_reap(mux_chan *ch)
 	mux_conn *c = ch->conn;
 	if (!ch->close_wanted || ch->state == CH_QUEUED)
 		return false;
-	if (ch->state == CH_OPENING) {
+	if (ch->state == CH_OPENING || ch->state == CH_STARTING) {
 		/* The request cannot be taken back: the owner is done with
 		 * the channel now, and it stays here, an orphan, until the
 		 * server answers (then it is closed and freed), or the
@@ -713,6 +776,8 @@ void mux__chan_service_all(mux_conn *c)
 			if (ch->state == CH_OPENING)
 				chan_poll_open(ch);
 #endif
+			if (ch->state == CH_STARTING)
+				chan_poll_start(ch);
 			if (ch->open_cb_due)
 				chan_deliver(ch);
 			if (ch->state != CH_OPEN || ch->close_wanted)

@@ -54,6 +54,7 @@ enum chan_state {
 	CH_QUEUED,  /* in the open queue */
 	CH_OPENING, /* CHANNEL_OPEN sent, no answer yet (may outlive its
 		     * deadline: the owner was told, the answer is awaited) */
+	CH_STARTING, /* subsystem channel: open, "subsystem" request in progress */
 	CH_OPEN,
 	CH_FAILED,  /* open failed or connection lost; owner must close */
 	CH_FREEING, /* libssh2_channel_free in progress */
@@ -67,6 +68,7 @@ struct mux_chan {
 	enum chan_state state;
 	LIBSSH2_CHANNEL *lc;
 	char *open_msg;            /* direct-tcpip request body */
+	char subsys[32];           /* a "session" channel running this subsystem, or "" */
 	size_t open_msg_len;
 	char desc[80];             /* host:port for logs */
 	mux_open_cb open_cb;

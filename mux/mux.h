@@ -159,6 +159,11 @@ struct mux_write_req {
  * NULL only when out of memory or the connection is not up. */
 mux_chan *mux_chan_open(mux_conn *c, const char *host, uint16_t port,
 			mux_open_cb cb, void *data);
+/* Queue a "session" channel that runs the named subsystem ("sftp"). cb
+ * runs once the subsystem has started (status 0) or failed; everything
+ * after that (reads, writes, window, close) is as for mux_chan_open(). */
+mux_chan *mux_chan_open_subsystem(mux_conn *c, const char *subsystem, mux_open_cb cb,
+				  void *data);
 void *mux_chan_data(const mux_chan *ch);
 int mux_chan_read_start(mux_chan *ch, mux_alloc_cb alloc, mux_read_cb read);
 void mux_chan_read_stop(mux_chan *ch);

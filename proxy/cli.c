@@ -28,6 +28,7 @@ static const char usage_text[] =
 	"usage: ftpssh [-46aCfkNnqTvVxy] [-L [bind_address:]port:ftphost:ftpport]... [-c cipher_spec]\n"
 	"              [-F ssh_config] [-i identity_file]... [-J destination] [-l login]\n"
 	"              [-m mac_spec] [-o option]... [-p port] [--config file]\n"
+	"              [-L [bind_address:]port:sftp[:/start/dir]]... [--sftp-allow-uid=USERS]\n"
 	"              [user@]gateway[:port] | ssh://[user@]gateway[:port]\n";
 
 static const char help_text[] =
@@ -51,6 +52,15 @@ static const char help_text[] =
 	"        Repeat for several FTP servers over the same SSH connection.\n"
 	"        Without -L: ftphost localhost, ftpport 21, listening on 127.0.0.1\n"
 	"        port 21 when it may be bound, else 2121.\n"
+	"  -L [bind_address:]port:sftp[:/start/dir]\n"
+	"        no FTP server needed: ftpssh answers FTP itself and every file\n"
+	"        operation is an SFTP request on the same SSH connection (the\n"
+	"        gateway's sftp subsystem). FTP clients log in with any user and\n"
+	"        password and act as the SSH user, in /start/dir (default: the SSH\n"
+	"        user's home). Only the local user running ftpssh may log in.\n"
+	"  --sftp-allow-uid=USER[,USER...]\n"
+	"        also let these local users (names or uids) use the sftp forwards;\n"
+	"        each of them then reads and writes files as the SSH user\n"
 	"  ssh's flags, with ssh's meaning:\n"
 	"  -F file           ssh config file instead of ~/.ssh/config (none: no file)\n"
 	"  -p port           SSH port of the gateway (default 22)\n"
@@ -177,12 +187,51 @@ static int split_colons(const char *s, char fields[][256], int max)
 	return br ? -1 : n;
 }
 
+/* -L [bind:]port:sftp[:/start/dir]: ftpssh answers FTP itself from the
+ * gateway's SFTP. "sftp" names this kind only when it is the last field or
+ * is followed by an absolute path, so a host called sftp stays reachable
+ * as port:sftp:21. */
+static int parse_forward_sftp(char fl[][256], int n, px_forward *f)
+{
+	int k = fl[n - 1][0] == '/' ? n - 2 : n - 1; /* the "sftp" field */
+	if (k < 1 || k > 2 || strcmp(fl[k], "sftp") != 0)
+		return 1;
+	if (k + 1 < n && strlen(fl[k + 1]) >= sizeof(f->start_dir))
+		return -1;
+	if (k + 1 < n)
+		strcpy(f->start_dir, fl[k + 1]);
+	f->sftp = true;
+	strcpy(f->host, "sftp");
+	if (k == 2) {
+		const char *b = fl[0];
+		if (!*b || strcmp(b, "localhost") == 0) {
+			b = "127.0.0.1";
+			f->also_v6 = true;
+		} else if (strcmp(b, "*") == 0) {
+			b = "0.0.0.0";
+		}
+		if (strlen(b) >= sizeof(f->bind_addr))
+			return -1;
+		strcpy(f->bind_addr, b);
+	} else {
+		strcpy(f->bind_addr, "127.0.0.1");
+		f->also_v6 = true;
+	}
+	return parse_port(fl[k - 1], true, &f->bind_port) != 0 ? -1 : 0;
+}
+
 static int parse_forward(const char *spec, px_forward *f)
 {
 	char fl[4][256];
 	int n = split_colons(spec, fl, 4);
 	int i = 0;
 	memset(f, 0, sizeof(*f));
+	if (n >= 2) {
+		int rc = parse_forward_sftp(fl, n, f);
+		if (rc <= 0)
+			return rc;
+		memset(f, 0, sizeof(*f));
+	}
 	if (n == 4) {
 		const char *b = fl[0];
 		if (!*b || strcmp(b, "localhost") == 0) {
@@ -281,6 +330,7 @@ enum {
 	OPT_IDLE_TIMEOUT,
 	OPT_ALLOW_USERS,
 	OPT_ALLOW_GROUPS,
+	OPT_SFTP_ALLOW_UID,
 };
 
 static const struct option longopts[] = {
@@ -298,6 +348,7 @@ static const struct option longopts[] = {
 	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
 	{"allow-users", required_argument, NULL, OPT_ALLOW_USERS},
 	{"allow-groups", required_argument, NULL, OPT_ALLOW_GROUPS},
+	{"sftp-allow-uid", required_argument, NULL, OPT_SFTP_ALLOW_UID},
 	{NULL, 0, NULL, 0},
 };
 static const char shortopts[] = ":F:L:p:i:l:o:J:c:m:46CNTfnakxyqvVh";
@@ -359,6 +410,36 @@ static bool is_identity_o(const char *arg)
 	       (arg[12] == '=' || arg[12] == ' ' || arg[12] == '\t');
 }
 
+/* "1001,alice,1002": uids or user names (looked up now) for the sftp
+ * front end. */
+static int parse_uid_list(const char *arg, px_config *cfg)
+{
+	char buf[1024];
+	if (strlen(arg) >= sizeof(buf))
+		return -1;
+	strcpy(buf, arg);
+	for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		long uid;
+		if (cfg->n_sftp_allow >= sizeof(cfg->sftp_allow_uids) / sizeof(cfg->sftp_allow_uids[0]))
+			return -1;
+		if (isdigit((unsigned char)t[0])) {
+			char *end;
+			errno = 0;
+			unsigned long v = strtoul(t, &end, 10);
+			if (errno || *end || v > 0x7fffffffUL)
+				return -1;
+			uid = (long)v;
+		} else {
+			struct passwd *pw = getpwnam(t);
+			if (!pw)
+				return -1;
+			uid = (long)pw->pw_uid;
+		}
+		cfg->sftp_allow_uids[cfg->n_sftp_allow++] = uid;
+	}
+	return cfg->n_sftp_allow ? 0 : -1;
+}
+
 /* Apply one option. 0: go on; 1: --help/--version handled; -1: error. */
 static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FILE *out,
 		     FILE *err)
@@ -378,7 +459,8 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 		if (cfg->nfwd >= PX_MAX_FORWARDS)
 			return bad(err, "too many -L (max %s)", "16");
 		if (parse_forward(arg, &cfg->fwd[cfg->nfwd]) != 0)
-			return bad(err, "bad -L %s: want [bind_address:]port:host:hostport", arg);
+			return bad(err, "bad -L %s: want [bind_address:]port:host:hostport or "
+					"[bind_address:]port:sftp[:/dir]", arg);
 		cfg->nfwd++;
 		break;
 	case 'p': {
@@ -508,6 +590,11 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 				   arg);
 		break;
 	}
+	case OPT_SFTP_ALLOW_UID:
+		if (parse_uid_list(arg, cfg) != 0)
+			return bad(err, "--sftp-allow-uid %s: user names or uids, comma separated "
+					"(at most 16)", arg);
+		break;
 	case ':':
 		return bad(err, "option -%s needs an argument", c);
 	default:

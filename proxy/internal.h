@@ -85,6 +85,9 @@ struct px_server {
 	const px_config *cfg;
 	struct px_listener *listeners;
 	px_session *sessions;     /* doubly linked */
+	struct px_ftpd *ftpds;    /* SFTP front-end sessions (ftpd.c) */
+	unsigned nftpds;
+	unsigned nftpd_xfers;     /* their transfers started and not yet freed */
 	struct px_xfer *xfers;    /* running data transfers */
 	unsigned next_sid;
 	unsigned nsessions;

@@ -37,6 +37,8 @@ typedef struct px_forward {
 	bool also_v6;         /* loopback by default: ::1 as well as 127.0.0.1 */
 	char host[256];       /* FTP server, as the gateway resolves it */
 	uint16_t port;
+	bool sftp;            /* -L port:sftp[:/dir]: ftpssh serves FTP from SFTP */
+	char start_dir[256];  /* its first working directory ("": the login's) */
 } px_forward;
 
 #define PX_MAX_FILES 8        /* known-hosts files, certificates */
@@ -101,6 +103,8 @@ typedef struct px_config {
 	unsigned idle_timeout_sec;      /* control session idle limit, 0 never */
 	char allow_users[512];          /* "alice,1002": who may use the relay ("" all) */
 	char allow_groups[512];         /* "ftpusers,100": or members of these */
+	long sftp_allow_uids[16];  /* besides our own uid, who may use an sftp forward */
+	size_t n_sftp_allow;
 	int verbosity;             /* -q: -1, default 0, -v 1, -vv 2 */
 	bool syslog;
 	char status_file[4096];

@@ -21,7 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "proxy/internal.h"
+#include "proxy/ftpd.h"
 
 /* Descriptors a session may hold at once: its control connection, an
  * unused data port and one data connection. */
@@ -101,7 +101,10 @@ static void listener_poll_cb(uv_poll_t *h, int status, int events)
 				px_log(0, "listener: accept: %s", strerror(e));
 			return;
 		}
-		px_session_accept(l->srv, fd, l->fwd);
+		if (l->fwd->sftp)
+			px_ftpd_accept(l->srv, fd, l->fwd);
+		else
+			px_session_accept(l->srv, fd, l->fwd);
 	}
 }
 
@@ -241,8 +244,12 @@ static int listener_open(px_server *srv, const px_forward *f)
 	/* Printed at every verbosity: scripts and users wait for this line. */
 	fprintf(stderr, "ftpssh: point your FTP client at ftp://%s%s%s:%u/ (passive mode)\n",
 		v6 ? "[" : "", f->bind_addr, v6 ? "]" : "", port);
-	px_log(2, "relaying %s port %u to %s:%u via the gateway", f->bind_addr, port, f->host,
-	       f->port);
+	if (f->sftp)
+		px_log(2, "serving FTP on %s port %u from the gateway's SFTP (start %s)",
+		       f->bind_addr, port, f->start_dir[0] ? f->start_dir : "home");
+	else
+		px_log(2, "relaying %s port %u to %s:%u via the gateway", f->bind_addr, port,
+		       f->host, f->port);
 	if (f->also_v6)
 		listener_open_v6(srv, f, port);
 	return 0;
@@ -319,7 +326,7 @@ int px_server_start(uv_loop_t *loop, mux_conn *conn, const px_config *cfg, px_se
 
 void px_server_maybe_closed(px_server *srv)
 {
-	if (!srv->closing || srv->nsessions || srv->nxfers || srv->pending_closes)
+	if (!srv->closing || srv->nsessions || srv->nftpds || srv->nxfers || srv->pending_closes)
 		return;
 	void (*cb)(void *) = srv->close_cb;
 	void *data = srv->close_data;
@@ -339,7 +346,8 @@ void px_server_set_conn(px_server *srv, mux_conn *conn)
 
 unsigned px_server_transfers(const px_server *srv)
 {
-	return srv->nxfers;
+	/* the SFTP front end's count too: a SIGTERM drain waits for them */
+	return srv->nxfers + srv->nftpd_xfers;
 }
 
 void px_server_stop_listening(px_server *srv)
@@ -360,6 +368,7 @@ void px_server_close(px_server *srv, void (*cb)(void *data), void *data)
 	srv->close_data = data;
 	px_server_stop_listening(srv);
 	px_sessions_close_all(srv);
+	px_ftpd_close_all(srv);
 	px_xfers_abort_all(srv);
 	px_server_maybe_closed(srv);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "proxy/session.h"
+#include "proxy/ftpd.h"
 
 uint64_t px_server_bytes(px_server *srv)
 {
@@ -19,9 +20,11 @@ void px_server_report(px_server *srv, const char *ssh_state, FILE *out)
 	px_fmt_bytes(total, sizeof(total), (double)(srv->bytes_done + live));
 	fprintf(out, "status: ssh %s, %u session(s), %u transfer(s) running, "
 		     "%llu finished, %s moved\n",
-		ssh_state, srv->nsessions, srv->nxfers, (unsigned long long)srv->xfers_done,
+		ssh_state, srv->nsessions + srv->nftpds, srv->nxfers,
+		(unsigned long long)srv->xfers_done,
 		total);
 	px_sessions_report(srv, out);
+	px_ftpd_report(srv, out);
 	px_xfers_report(srv, out);
 }
 
@@ -30,9 +33,9 @@ void px_server_summary(px_server *srv, const char *ssh_state, double rate, char 
 {
 	char total[32];
 	px_fmt_bytes(total, sizeof(total), (double)px_server_bytes(srv));
+	unsigned ns = srv->nsessions + srv->nftpds, nx = px_server_transfers(srv);
 	snprintf(buf, cap, "ftpssh: ssh %s | %u session%s | %u transfer%s | %.1f MB/s | %s",
-		 ssh_state, srv->nsessions, srv->nsessions == 1 ? "" : "s", srv->nxfers,
-		 srv->nxfers == 1 ? "" : "s", rate / 1e6, total);
+		 ssh_state, ns, ns == 1 ? "" : "s", nx, nx == 1 ? "" : "s", rate / 1e6, total);
 }
 
 void px_sessions_report(px_server *srv, FILE *out)

@@ -157,6 +157,7 @@ class SshServer:
             "PrintMotd no",
             "MaxStartups 100",
             "LogLevel %s" % log_level,  # direct-tcpip targets are logged at debug1
+            "Subsystem sftp internal-sftp",  # the SFTP front end (issue 14), bench row 9
         ] + list(extra_config) + [""]))
         # Compiled-in privilege separation directory.
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)

@@ -1,0 +1,837 @@
+"""The SFTP front end (issue 14): `-L 127.0.0.1:0:sftp:/dir` makes ftpssh
+answer FTP itself, every file operation an SFTP request on the one SSH
+connection, against the test bed's real sshd running internal-sftp.
+
+Every upload is checked on the server's disk (sha256 of the file sshd
+wrote), every download against the file on disk. Clients: ftplib, curl,
+lftp (mirror both ways, --parallel=4), wget -m. Also: passive and active
+mode, a second local uid (nobody, via setpriv) refused by default and
+admitted with --sftp-allow-uid, permission-denied and missing-file
+replies, ABOR mid-RETR, a 10 000-entry listing, a 5 GiB sparse file's
+SIZE and a REST near its end.
+"""
+
+import ftplib
+import getpass
+import hashlib
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from harness import clients, ftpssh, procs, testbed
+
+pytestmark = pytest.mark.ftpssh_only
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+class _Srv:
+    """Stands in for an FTP server in Ftpssh's bookkeeping (one -L)."""
+    kind = "sftp"
+    host = "sftp"
+    port = 0
+
+
+class Front:
+    def __init__(self, bed, ssh, root, extra=(), bind="127.0.0.1"):
+        self.root = root
+        self.fs = ftpssh.Ftpssh(bed, [], ssh=ssh, wait=False,
+                                extra=["-L", "%s:0:sftp:%s" % (bind, root)] + list(extra))
+        self.fs.servers = [_Srv()]
+        self.fs.wait_ready()
+        self.port = self.fs.ports[0]
+
+    def ftp(self, login=True, **kw):
+        f = ftplib.FTP()
+        f.connect("127.0.0.1", self.port, timeout=30 * procs.time_scale())
+        if login:
+            f.login("anyone", "anything")
+        return f
+
+    def disk(self, name):
+        return os.path.join(self.root, name)
+
+    def stop(self):
+        self.fs.stop()
+
+
+@pytest.fixture(scope="module")
+def sshd(bed):
+    # the test bed's sshd config has `Subsystem sftp internal-sftp`; an
+    # sshd of its own keeps this file's channels out of the shared log
+    return bed.extra_sshd("sftp-ssh")
+
+
+@pytest.fixture(scope="module")
+def front(bed, sshd):
+    root = bed.path("sftproot")
+    os.makedirs(root, exist_ok=True)
+    f = Front(bed, sshd, root)
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def area(front, request):
+    """A fresh directory under the root for one test; its name."""
+    name = "t-" + request.node.name.replace("[", "-").replace("]", "")[:60]
+    path = front.disk(name)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    yield name
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def put_file(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def get_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# ---- ftplib: the command set -------------------------------------------
+
+def test_login_pwd_syst_feat(front):
+    f = front.ftp(login=False)
+    assert f.getwelcome().startswith("220")
+    assert f.login("whoever", "whatever").startswith("230")
+    assert f.pwd() == front.root
+    assert f.sendcmd("SYST").startswith("215 UNIX")
+    feat = f.sendcmd("FEAT")
+    for k in ("EPSV", "MDTM", "MLST type*", "REST STREAM", "SIZE", "UTF8"):
+        assert k in feat
+    assert f.sendcmd("OPTS UTF8 ON").startswith("200")
+    assert f.sendcmd("TYPE I").startswith("200")
+    assert f.sendcmd("MODE S").startswith("200")
+    assert f.sendcmd("STRU F").startswith("200")
+    assert f.sendcmd("NOOP").startswith("200")
+    with pytest.raises(ftplib.error_perm, match="^504"):
+        f.sendcmd("MODE B")
+    with pytest.raises(ftplib.error_perm, match="^502"):
+        f.sendcmd("SMNT /")
+    assert f.quit().startswith("221")
+
+
+def test_commands_need_login(front):
+    f = front.ftp(login=False)
+    with pytest.raises(ftplib.error_perm, match="^530"):
+        f.sendcmd("PWD")
+    with pytest.raises(ftplib.error_perm, match="^530"):
+        f.sendcmd("LIST")
+    f.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 1 << 20, (8 << 20) + 12345])
+@pytest.mark.parametrize("mode", ["epsv", "pasv", "port"])
+def test_retr_stor(front, area, size, mode):
+    data = os.urandom(size)
+    f = front.ftp()
+    f.set_pasv(mode != "port")
+    if mode == "epsv":
+        f.af = socket.AF_INET6  # ftplib uses EPSV when af is not IPv4
+    try:
+        f.cwd(area)
+        f.storbinary("STOR up.bin", io.BytesIO(data))
+        assert sha(get_file(front.disk(area + "/up.bin"))) == sha(data)
+        put_file(front.disk(area + "/down.bin"), data[::-1])
+        got = bytearray()
+        f.retrbinary("RETR down.bin", got.extend)
+        assert sha(bytes(got)) == sha(data[::-1])
+        if size:
+            assert f.size("down.bin") == size
+    finally:
+        f.af = socket.AF_INET
+        f.quit()
+
+
+def test_appe_rest_stor_and_retr(front, area):
+    a, b = os.urandom(300000), os.urandom(200000)
+    f = front.ftp()
+    f.cwd(area)
+    f.storbinary("STOR f", io.BytesIO(a))
+    f.storbinary("APPE f", io.BytesIO(b))
+    assert get_file(front.disk(area + "/f")) == a + b
+    # resumed upload: REST 100000 then STOR writes from there, keeps the head
+    c = os.urandom(50000)
+    f.storbinary("STOR f", io.BytesIO(c), rest=100000)
+    want = (a + b)[:100000] + c + (a + b)[150000:]
+    assert sha(get_file(front.disk(area + "/f"))) == sha(want)
+    got = bytearray()
+    f.retrbinary("RETR f", got.extend, rest=123456)
+    assert bytes(got) == want[123456:]
+    f.quit()
+
+
+def test_dirs_rename_delete_mdtm_chmod(front, area):
+    f = front.ftp()
+    f.cwd(area)
+    assert f.mkd("sub") == front.root + "/" + area + "/sub"
+    assert os.path.isdir(front.disk(area + "/sub"))
+    f.cwd("sub")
+    assert f.pwd() == front.root + "/" + area + "/sub"
+    f.storbinary("STOR x", io.BytesIO(b"x" * 10))
+    f.sendcmd("CDUP")
+    assert f.pwd() == front.root + "/" + area
+    f.rename("sub/x", "y")
+    assert os.path.exists(front.disk(area + "/y"))
+    assert not os.path.exists(front.disk(area + "/sub/x"))
+    # rename over an existing file replaces it, as FTP servers do
+    put_file(front.disk(area + "/z"), b"old")
+    f.rename("y", "z")
+    assert get_file(front.disk(area + "/z")) == b"x" * 10
+    os.utime(front.disk(area + "/z"), (0, 1700000000))
+    assert f.sendcmd("MDTM z") == "213 20231114221320"
+    assert f.sendcmd("SITE CHMOD 640 z").startswith("200")
+    assert os.stat(front.disk(area + "/z")).st_mode & 0o777 == 0o640
+    f.delete("z")
+    assert not os.path.exists(front.disk(area + "/z"))
+    f.rmd("sub")
+    assert not os.path.exists(front.disk(area + "/sub"))
+    f.quit()
+
+
+def test_errors(front, area):
+    f = front.ftp()
+    f.cwd(area)
+    for cmd in ("RETR nope", "SIZE nope", "MDTM nope", "DELE nope", "CWD nope", "RMD nope",
+                "RNFR nope"):
+        with pytest.raises(ftplib.error_perm) as e:
+            if cmd.startswith("RETR"):
+                f.retrbinary(cmd, lambda b: None)
+            else:
+                f.sendcmd(cmd)
+        assert str(e.value).startswith("550"), (cmd, str(e.value))
+        assert "no such file" in str(e.value).lower(), (cmd, str(e.value))
+    # permission denied: a directory sshd's user may not write (root
+    # ignores modes, so use an immutable-free trick: a path under a file)
+    put_file(front.disk(area + "/plain"), b"p")
+    with pytest.raises(ftplib.error_perm) as e:
+        f.storbinary("STOR plain/inside", io.BytesIO(b"1"))
+    assert str(e.value)[:3] in ("550", "553")
+    with pytest.raises(ftplib.error_perm) as e:
+        f.sendcmd("MKD plain")
+    assert str(e.value).startswith("550")
+    with pytest.raises(ftplib.error_perm, match="^550.*not a plain file"):
+        f.retrbinary("RETR .", lambda b: None)
+    # the session goes on
+    assert f.sendcmd("NOOP").startswith("200")
+    f.quit()
+
+
+def test_list_nlst_mlsd_mlst(front, area):
+    names = ["a.txt", "caf\u00e9 \u00fcber.bin", "dir"]
+    put_file(front.disk(area + "/" + names[0]), b"12345")
+    put_file(front.disk(area + "/" + names[1]), b"")
+    os.makedirs(front.disk(area + "/dir"))
+    f = front.ftp()
+    f.encoding = "utf-8"
+    f.cwd(area)
+    assert sorted(f.nlst()) == sorted(names)
+    lines = []
+    f.retrlines("LIST", lines.append)
+    assert len(lines) == 3
+    by = {l.split(None, 8)[8]: l for l in lines}
+    assert by["a.txt"].startswith("-rw") and by["a.txt"].split()[4] == "5"
+    assert by["dir"].startswith("d")
+    facts = dict(f.mlsd())
+    assert facts["a.txt"]["type"] == "file" and facts["a.txt"]["size"] == "5"
+    assert facts["dir"]["type"] == "dir"
+    assert facts[names[1]]["size"] == "0"
+    mlst = f.sendcmd("MLST a.txt")
+    assert "type=file;size=5;" in mlst
+    # LIST of one file lists that file
+    lines = []
+    f.retrlines("LIST a.txt", lines.append)
+    assert len(lines) == 1 and lines[0].endswith(" a.txt")
+    # the empty file downloads as empty
+    got = bytearray()
+    f.retrbinary("RETR " + names[1], got.extend)
+    assert got == b""
+    f.quit()
+
+
+def test_type_a_converts_line_ends(front, area):
+    put_file(front.disk(area + "/t.txt"), b"one\ntwo\n\nthree")
+    f = front.ftp()
+    f.cwd(area)
+    # ftplib's retrbinary/storbinary would send TYPE I: drive the data
+    # connections by hand to see the raw ASCII stream
+    f.sendcmd("TYPE A")
+    with f.transfercmd("RETR t.txt") as conn:
+        got = b"".join(iter(lambda: conn.recv(65536), b""))
+    assert f.voidresp().startswith("226")
+    assert got == b"one\r\ntwo\r\n\r\nthree"
+    with f.transfercmd("STOR u.txt") as conn:
+        conn.sendall(b"a\r\nb\r\n\r\nc\rd")
+    assert f.voidresp().startswith("226")
+    f.sendcmd("TYPE I")
+    assert get_file(front.disk(area + "/u.txt")) == b"a\nb\n\nc\rd"
+    f.quit()
+
+
+def test_port_rules(front):
+    f = front.ftp()
+    with pytest.raises(ftplib.error_perm, match="^501.*loopback"):
+        f.sendcmd("PORT 10,0,0,1,100,100")
+    with pytest.raises(ftplib.error_perm, match="^501.*below 1024"):
+        f.sendcmd("EPRT |1|127.0.0.1|21|")
+    assert f.sendcmd("NOOP").startswith("200")
+    f.quit()
+
+
+def test_abor_mid_retr(front, area):
+    big = front.disk(area + "/big")
+    with open(big, "wb") as fh:
+        fh.truncate(256 << 20)  # sparse: reads fast, far more than fits in buffers
+    f = front.ftp()
+    f.cwd(area)
+    conn = f.transfercmd("RETR big")
+    got = 0
+    while got < (4 << 20):
+        b = conn.recv(65536)
+        assert b
+        got += len(b)
+    assert f.sendcmd("STAT").startswith("213 Transfer in progress")
+    # ABOR with the data connection still open (ftplib's abort sends it urgent)
+    resp = f.abort()
+    conn.close()
+    # RFC 959: 426 for the transfer, then 226 for the ABOR itself
+    assert resp.startswith("426"), resp
+    assert f.getresp().startswith("226")
+    # the session is usable at once, and a whole RETR still works
+    assert f.sendcmd("NOOP").startswith("200")
+    put_file(front.disk(area + "/small"), b"s" * 1000)
+    got = bytearray()
+    f.retrbinary("RETR small", got.extend)
+    assert got == b"s" * 1000
+    f.quit()
+    # the SFTP reads stopped: the transfer's log line counts far less
+    # than the file (its bytes are what reached the client)
+    m = re.search(r"RETR big: ([0-9.]+) (MiB|KiB) .*\(failed\)", front.fs.stderr())
+    assert m, front.fs.stderr()[-2000:]
+    assert m.group(2) == "KiB" or float(m.group(1)) < 128
+    assert front.fs.alive()
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_slow_client_bounded_memory(front, area):
+    """A client that stops reading stops the SFTP reads: ftpssh's memory
+    does not grow with the file."""
+    with open(front.disk(area + "/big"), "wb") as fh:
+        fh.truncate(1 << 30)
+    f = front.ftp()
+    f.cwd(area)
+    conn = f.transfercmd("RETR big")
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    conn.recv(65536)
+    before = vm_rss_kib(front.fs.pid)
+    time.sleep(2)  # at loopback speed the whole GiB would have been read by now
+    after = vm_rss_kib(front.fs.pid)
+    assert after - before < 48 * 1024, (before, after)
+    # the status table (SIGUSR1) shows the session and its transfer
+    mark = len(front.fs.stderr())
+    os.kill(front.fs.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10 * procs.time_scale()
+    while "bytes so far)" not in front.fs.stderr()[mark:]:
+        assert time.monotonic() < deadline, front.fs.stderr()[mark:]
+        time.sleep(0.05)
+    row = [l for l in front.fs.stderr()[mark:].splitlines() if "bytes so far)" in l][0]
+    assert "RETR big" in row and "(sftp, " in row, row
+    # the client leaves without a word, mid-transfer
+    conn.close()
+    f.sock.close()
+    f2 = front.ftp()
+    assert f2.sendcmd("NOOP").startswith("200")
+    f2.quit()
+    assert front.fs.alive()
+
+
+def test_client_vanishes_mid_stor(front, area):
+    f = front.ftp()
+    f.cwd(area)
+    conn = f.transfercmd("STOR partial")
+    conn.sendall(os.urandom(3 << 20))
+    conn.close()
+    f.sock.close()
+    # ftpssh lives on and serves the next client
+    g = front.ftp()
+    g.cwd(area)
+    g.storbinary("STOR whole", io.BytesIO(b"w" * 5000))
+    assert get_file(front.disk(area + "/whole")) == b"w" * 5000
+    g.quit()
+    assert front.fs.alive()
+
+
+def test_big_sparse_size_and_rest(front, area):
+    path = front.disk(area + "/huge")
+    size = 5 << 30
+    with open(path, "wb") as fh:
+        fh.seek(size - 100)
+        fh.write(b"T" * 100)
+    f = front.ftp()
+    f.cwd(area)
+    assert f.size("huge") == size
+    got = bytearray()
+    f.retrbinary("RETR huge", got.extend, rest=size - 1000)
+    assert bytes(got) == b"\0" * 900 + b"T" * 100
+    lines = []
+    f.retrlines("LIST huge", lines.append)
+    assert lines[0].split()[4] == str(size)
+    f.quit()
+
+
+def test_ten_thousand_entries(front, area):
+    d = front.disk(area)
+    for i in range(10000):
+        open(os.path.join(d, "entry-%05d" % i), "wb").close()
+    f = front.ftp()
+    f.cwd(area)
+    t0 = time.monotonic()
+    names = f.nlst()
+    assert len(names) == 10000 and set(names) == {"entry-%05d" % i for i in range(10000)}
+    facts = list(f.mlsd())
+    assert len(facts) == 10000
+    lines = []
+    f.retrlines("LIST", lines.append)
+    assert len(lines) == 10000
+    assert time.monotonic() - t0 < 60 * procs.time_scale()
+    f.quit()
+
+
+# ---- who may log in ------------------------------------------------------
+
+NOBODY_LOGIN = r"""
+import ftplib, sys
+f = ftplib.FTP()
+f.connect("127.0.0.1", int(sys.argv[1]), timeout=20)
+try:
+    print(f.login("u", "p"))
+    print(f.pwd())
+    f.set_pasv(True)
+    print(len(f.nlst()))
+except ftplib.all_errors as e:
+    print("ERR", e)
+"""
+
+
+def as_nobody(port):
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        "/usr/bin/python3", "-c", NOBODY_LOGIN, str(port)],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       cwd="/", env={"PATH": "/usr/bin:/bin"}, timeout=60 * procs.time_scale())
+    return r.stdout.decode() + r.stderr.decode()
+
+
+def test_other_uid_refused_by_default(front):
+    out = as_nobody(front.port)
+    assert "ERR 530" in out and "may not use" in out, out
+    assert "230" not in out
+    nobody = __import__("pwd").getpwnam("nobody").pw_uid
+    assert "client 127.0.0.1" in front.fs.stderr()
+    assert "uid %d, not allowed" % nobody in front.fs.stderr()
+
+
+def test_other_uid_admitted_with_option(bed, sshd, front):
+    # nobody must reach the files through the SFTP side only: the root
+    # directory is the test's own, the data port checks nobody's uid
+    other = Front(bed, sshd, front.root, extra=["--sftp-allow-uid=nobody"])
+    try:
+        out = as_nobody(other.port)
+        lines = out.split("\n")
+        assert lines[0].startswith("230"), out
+        assert lines[1] == front.root, out
+        assert not out.startswith("ERR") and "ERR" not in out, out
+    finally:
+        other.stop()
+
+
+def test_data_port_owner_checked(front, area):
+    """A nobody process connecting first to the EPSV port is turned away;
+    the client's own connection then gets the data."""
+    from harness.thief import Thief
+    put_file(front.disk(area + "/f"), b"secret" * 1000)
+    f = front.ftp()
+    f.cwd(area)
+    port = int(f.sendcmd("EPSV").split("|")[3])
+    t = Thief("127.0.0.1", port)
+    assert t.wait_connected()
+    r = t.result()
+    assert r["bytes"] == 0, r
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    f.sendcmd("TYPE I")
+    assert f.sendcmd("RETR f").startswith("150")
+    got = b"".join(iter(lambda: s.recv(65536), b""))
+    s.close()
+    assert f.voidresp().startswith("226")
+    assert got == b"secret" * 1000
+    f.quit()
+    assert "data connection of uid %d refused" % Thief.uid() in front.fs.stderr()
+
+
+# ---- real clients -----------------------------------------------------------
+
+def make_tree(root):
+    """A small tree: sizes 0 .. 3 MiB, a UTF-8 name, nested directories."""
+    files = {
+        "a.bin": os.urandom(3 << 20),
+        "empty": b"",
+        "caf\u00e9.txt": b"caf\xc3\xa9\n" * 100,
+        "sub/b.bin": os.urandom(100000),
+        "sub/deeper/c.bin": os.urandom(1),
+        "sub2/d.bin": os.urandom(70000),
+    }
+    for rel, data in files.items():
+        p = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        put_file(p, data)
+    return {k: sha(v) for k, v in files.items()}
+
+
+def tree_hashes(root):
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, root)] = sha(get_file(p))
+    return out
+
+
+def target(front):
+    return ftpssh.Target("127.0.0.1", front.port, None)
+
+
+@pytest.mark.parametrize("mode", ["epsv", "pasv", "port"])
+def test_curl(bed, front, area, scratch, mode):
+    c = clients.Curl(bed, target(front), user="x", password="y")
+    src = bed.uploads["1M"]
+    c.stor(src.path, area + "/up.bin", mode=mode)
+    assert testbed.sha256_file(front.disk(area + "/up.bin")) == src.sha256
+    local = os.path.join(bed.clientdir, "curl-%s.bin" % mode)
+    scratch.append(local)
+    c.retr(area + "/up.bin", local, mode=mode)
+    assert testbed.sha256_file(local) == src.sha256
+    # append, then list
+    c.run(c.base(mode) + ["--append", "-T", src.path, c.url(area + "/up.bin")], "APPE")
+    assert sha(get_file(front.disk(area + "/up.bin"))) == sha(get_file(src.path) * 2)
+    r = c.run(c.base(mode) + [c.url(area + "/")], "LIST")
+    assert "up.bin" in r[0] and str(2 * src.size) in r[0]
+    # create a directory on upload, delete a file with -Q
+    c.run(c.base(mode) + ["--ftp-create-dirs", "-T", src.path, c.url(area + "/new/dir/f")],
+          "STOR with MKD")
+    assert testbed.sha256_file(front.disk(area + "/new/dir/f")) == src.sha256
+    c.run(c.base(mode) + ["-Q", "DELE %s/up.bin" % area, c.url(area + "/")], "DELE")
+    assert not os.path.exists(front.disk(area + "/up.bin"))
+
+
+def test_lftp_mirror_both_ways(bed, front, area):
+    src = os.path.join(bed.clientdir, "mirror-src")
+    shutil.rmtree(src, ignore_errors=True)
+    want = make_tree(src)
+    # the harness runs clients with LC_ALL=C: tell lftp the local names
+    # are UTF-8, as the server's FEAT says its names are
+    l = clients.Lftp(bed, target(front), user="x", password="y",
+                     settings=["file:charset utf-8"])
+    # upload the tree, then download it back (4 transfers at once)
+    l._go(None, ["mirror -R --parallel=4 %s %s/up" % (src, area)], "mirror -R")
+    assert tree_hashes(front.disk(area + "/up")) == want
+    back = os.path.join(bed.clientdir, "mirror-back")
+    shutil.rmtree(back, ignore_errors=True)
+    l._go(None, ["mirror --parallel=4 %s/up %s" % (area, back)], "mirror")
+    assert tree_hashes(back) == want
+    # and once more with one connection, in active mode: nothing to do
+    r = l._go("port", ["mirror %s/up %s" % (area, back)], "mirror again")
+    assert tree_hashes(back) == want
+    # rename, remove, rmdir through lftp
+    l._go(None, ["cd %s/up" % area, "mv a.bin a2.bin", "rm empty", "rm -r sub2",
+                 "mkdir made"], "mv/rm/mkdir")
+    up = front.disk(area + "/up")
+    assert os.path.exists(up + "/a2.bin") and not os.path.exists(up + "/a.bin")
+    assert not os.path.exists(up + "/empty") and not os.path.exists(up + "/sub2")
+    assert os.path.isdir(up + "/made")
+    shutil.rmtree(src)
+    shutil.rmtree(back)
+
+
+def test_wget_mirror(bed, front, area):
+    want = make_tree(front.disk(area + "/tree"))
+    w = clients.Wget(bed, target(front), user="x", password="y")
+    d = os.path.join(bed.clientdir, "wget-m")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    w.run(w.base() + ["-m", "-nH", "--restrict-file-names=nocontrol", "-P", d, w.url(area + "/tree/")], "mirror")
+    got = tree_hashes(os.path.join(d, area, "tree"))
+    got = {k: v for k, v in got.items() if not k.endswith(".listing")}
+    assert got == want
+    shutil.rmtree(d)
+
+
+# ---- a chrooted account ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chroot_front(bed):
+    # sshd wants every component of a ChrootDirectory root-owned and not
+    # writable by others: /tmp (the test bed's home) is not, /run is.
+    root = tempfile.mkdtemp(prefix="ftpssh-chroot-", dir="/run")
+    os.chmod(root, 0o755)
+    os.makedirs(os.path.join(root, "pub"))
+    ssh = bed.extra_sshd("sftp-chroot", extra_config=[
+        "Match User %s" % getpass.getuser(),
+        "    ChrootDirectory %s" % root,
+        "    ForceCommand internal-sftp",
+    ])
+    fs = ftpssh.Ftpssh(bed, [], ssh=ssh, wait=False, extra=["-L", "127.0.0.1:0:sftp"])
+    fs.servers = [_Srv()]
+    try:
+        fs.wait_ready()
+        yield fs, root
+    finally:
+        fs.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_chrooted_account(chroot_front):
+    fs, root = chroot_front
+    f = ftplib.FTP()
+    f.connect("127.0.0.1", fs.ports[0], timeout=30 * procs.time_scale())
+    f.login("x", "y")
+    assert f.pwd() == "/"  # the chroot, seen from inside
+    data = os.urandom(200000)
+    f.storbinary("STOR /pub/up.bin", io.BytesIO(data))
+    assert sha(get_file(os.path.join(root, "pub", "up.bin"))) == sha(data)
+    f.cwd("..")  # ".." of the root is the root
+    assert f.pwd() == "/"
+    got = bytearray()
+    f.retrbinary("RETR ../../pub/up.bin", got.extend)
+    assert sha(bytes(got)) == sha(data)
+    # the host's files are out of reach
+    with pytest.raises(ftplib.error_perm, match="^550"):
+        f.sendcmd("SIZE /etc/passwd")
+    assert sorted(f.nlst()) == ["pub"]
+    f.delete("/pub/up.bin")
+    assert not os.path.exists(os.path.join(root, "pub", "up.bin"))
+    f.quit()
+
+
+# ---- several sessions, a lost tunnel, the command line --------------------------
+
+def test_parallel_sessions(front, area):
+    """Eight sessions at once, each with its own SFTP channel, each a STOR
+    and a RETR checked byte for byte."""
+    import threading
+    blobs = [os.urandom(300000 + i) for i in range(8)]
+    errors = []
+
+    def one(i):
+        try:
+            f = front.ftp()
+            f.cwd(area)
+            f.storbinary("STOR p%d" % i, io.BytesIO(blobs[i]))
+            got = bytearray()
+            f.retrbinary("RETR p%d" % i, got.extend)
+            assert bytes(got) == blobs[i]
+            f.quit()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append("%d: %r" % (i, e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60 * procs.time_scale())
+    assert not errors, errors
+    for i in range(8):
+        assert sha(get_file(front.disk(area + "/p%d" % i))) == sha(blobs[i])
+    assert front.fs.ssh_connections() == 1
+
+
+def test_tunnel_lost_and_back(bed):
+    """The SSH connection dies under a logged-in session: the client gets
+    a 421, ftpssh reconnects, and the next session works."""
+    ssh = bed.extra_sshd("sftp-resil")
+    root = bed.path("sftp-resil-root")
+    os.makedirs(root, exist_ok=True)
+    fr = Front(bed, ssh, root)
+    try:
+        f = fr.ftp()
+        assert f.pwd() == root
+        ssh.kill_connections()
+        tunnel_wait = time.monotonic() + 20 * procs.time_scale()
+        while "sftp channel failed" not in fr.fs.stderr():
+            assert time.monotonic() < tunnel_wait, fr.fs.stderr()[-3000:]
+            time.sleep(0.05)
+        # the session was told (an unsolicited 421) and closed
+        with pytest.raises(ftplib.error_temp, match="^421.*SFTP"):
+            f.sendcmd("NOOP")
+        f.close()
+        deadline = time.monotonic() + 30 * procs.time_scale()
+        while True:
+            try:
+                g = fr.ftp()
+                break
+            except ftplib.all_errors:
+                assert time.monotonic() < deadline, fr.fs.stderr()[-3000:]
+                time.sleep(0.3)
+        g.storbinary("STOR after", io.BytesIO(b"back"))
+        assert get_file(os.path.join(root, "after")) == b"back"
+        g.quit()
+    finally:
+        fr.stop()
+
+
+@pytest.mark.parametrize("spec", ["0:sftp:relative/dir", "sftp", "a:b:sftp:/x:y"])
+def test_bad_sftp_forward_is_a_usage_error(spec):
+    r = subprocess.run([ftpssh.binary(), "-F", "none", "-L", spec, "127.0.0.1"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert b"bad -L" in r.stderr
+
+
+def test_help_names_the_sftp_forward():
+    out = subprocess.run([ftpssh.binary(), "--help"], stdout=subprocess.PIPE, timeout=30).stdout
+    assert b"port:sftp[:/start/dir]" in out and b"--sftp-allow-uid" in out
+
+
+def test_ipv6_loopback_epsv_and_eprt(bed, sshd, front, area):
+    """`-L localhost:0:sftp:DIR` listens on ::1 too; EPSV and EPRT work
+    there, PASV is refused (a 227 cannot name an IPv6 address)."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    v6 = Front(bed, sshd, front.root, bind="localhost")
+    try:
+        f = ftplib.FTP()
+        f.connect("::1", v6.port, timeout=30 * procs.time_scale())
+        f.login("a", "b")
+        f.cwd(area)
+        data = os.urandom(123456)
+        f.storbinary("STOR v6", io.BytesIO(data))  # EPSV: ftplib over IPv6
+        assert sha(get_file(front.disk(area + "/v6"))) == sha(data)
+        f.set_pasv(False)  # EPRT |2|::1|port|
+        got = bytearray()
+        f.retrbinary("RETR v6", got.extend)
+        assert bytes(got) == data
+        with pytest.raises(ftplib.error_temp, match="^425"):
+            f.sendcmd("PASV")
+        f.quit()
+    finally:
+        v6.stop()
+
+
+def test_small_commands_and_their_refusals(front, area):
+    f = front.ftp(login=False)
+    with pytest.raises(ftplib.error_perm, match="^503"):
+        f.sendcmd("PASS early")
+    with pytest.raises(ftplib.error_perm, match="^534"):
+        f.sendcmd("AUTH TLS")
+    assert f.sendcmd("HELP").startswith("214")
+    f.login("a", "b")
+    f.cwd(area)
+    assert f.sendcmd("XPWD") == '257 "%s/%s" is the current directory' % (front.root, area)
+    assert f.sendcmd("XMKD q\"d").startswith('257 "%s/%s/q""d" created' % (front.root, area))
+    assert os.path.isdir(front.disk(area + '/q"d'))
+    assert f.sendcmd("XRMD q\"d").startswith("250")
+    assert f.sendcmd("ALLO 1000").startswith("202")
+    stat = f.sendcmd("STAT")
+    assert stat.startswith("211") and area in stat and ("BINARY" in stat or "ASCII" in stat)
+    put_file(front.disk(area + "/s"), b"12")
+    st = f.sendcmd("STAT s")
+    assert st.startswith("213") and st.split("\n")[1].rstrip().endswith("/%s/s" % area)
+    for cmd, code in (("REST x", "501"), ("RNTO y", "503"), ("TYPE X", "504"),
+                      ("STRU R", "504"), ("SITE EXEC ls", "504"), ("SITE CHMOD 999 s", "501"),
+                      ("RETR s", "425"), ("EPSV 3", "522"), ("MFMT 20200101000000 s", "502")):
+        with pytest.raises(ftplib.Error) as e:
+            f.sendcmd(cmd)
+        assert str(e.value).startswith(code), (cmd, str(e.value))
+    assert f.sendcmd("NOOP").startswith("200")
+    f.quit()
+
+
+def test_sigterm_lets_an_sftp_transfer_finish(bed, sshd, front, area):
+    """SIGTERM drains: a RETR running through the SFTP front end ends
+    whole before ftpssh exits."""
+    if procs.time_scale() > 1:
+        pytest.skip("under FTPSSH_WRAP the transfer outlasts ftpssh's 30 s drain bound")
+    path = front.disk(area + "/drain")
+    data = os.urandom(24 << 20)
+    put_file(path, data)
+    own = Front(bed, sshd, front.root)
+    out = os.path.join(bed.clientdir, "drain.bin")
+    p = subprocess.Popen(["curl", "-sS", "--limit-rate", "8M", "-o", out,
+                          "ftp://x:y@127.0.0.1:%d/%s/drain" % (own.port, area)],
+                         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30 * procs.time_scale()
+        while not (os.path.exists(out) and os.path.getsize(out) >= (2 << 20)):
+            assert time.monotonic() < deadline and p.poll() is None, "the download did not start"
+            time.sleep(0.05)
+        os.kill(own.fs.pid, signal.SIGTERM)
+        assert p.wait(timeout=60) == 0, p.stderr.read()
+        assert sha(get_file(out)) == sha(data)
+        rc = own.fs.wait_exit(timeout=15)
+        assert rc == 0, own.fs.stderr()[-3000:]
+    finally:
+        if p.poll() is None:
+            p.kill()
+        own.fs.stop(check=False)
+        os.unlink(out) if os.path.exists(out) else None
+
+
+def test_missing_start_dir_and_no_sftp_on_the_server(bed, sshd):
+    # a start directory that does not exist: 530 at PASS, with the reason
+    fr = Front(bed, sshd, bed.path("no-such-dir"))
+    try:
+        f = fr.ftp(login=False)
+        with pytest.raises(ftplib.error_perm, match="^530 ftpssh: start directory .*no-such-dir"):
+            f.login("a", "b")
+        f.close()
+    finally:
+        fr.stop()
+    # a server whose account cannot run sftp: 421 naming the SFTP subsystem
+    nosftp = bed.extra_sshd("sftp-none", extra_config=["ForceCommand /bin/false"])
+    fr = Front(bed, nosftp, "/")
+    try:
+        f = fr.ftp(login=False)
+        with pytest.raises(ftplib.error_temp, match="^421 ftpssh: the SFTP subsystem is not available"):
+            f.login("a", "b")
+        f.close()
+        assert "sftp channel failed" in fr.fs.stderr()
+    finally:
+        fr.stop()
+
+
+def test_close_right_after_a_failed_transfer(front, area):
+    """Regression: a session closed while a failed transfer's SFTP handle
+    is still being closed (ASan once saw the session freed under itself)."""
+    for i in range(30):
+        f = front.ftp()
+        f.cwd(area)
+        with pytest.raises(ftplib.error_perm, match="^550"):
+            f.retrbinary("RETR .", lambda b: None)
+        if i % 2:
+            f.sock.sendall(b"QUIT\r\n")
+        f.sock.close()
+    assert front.fs.alive()
+    front.fs.assert_clean()
+    g = front.ftp()
+    assert g.sendcmd("NOOP").startswith("200")
+    g.quit()
