@@ -30,27 +30,6 @@
 
 #include "proxy/session.h"
 
-static bool sockaddr_is_loopback(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-		return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
-		       (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127);
-	}
-	return false;
-}
-
-static bool sockaddr_is_unspecified(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_INET)
-		return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == 0;
-	if (ss->ss_family == AF_INET6)
-		return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
-	return false;
-}
-
 /* Whose listener is at the client's data address? 0: the client's own (or
  * the check is off); else a negative code and a text for the reply. */
 static int target_check(px_session *s, const char **why)
@@ -122,7 +101,7 @@ void px_active_port(px_session *s, const fp_cmd *cmd)
 		px_session_reply(s, 501, msg);
 		return;
 	}
-	if (sockaddr_is_unspecified(&s->active_addr)) {
+	if (px_addr_is_unspecified(&s->active_addr)) {
 		/* "::" or 0.0.0.0 (lftp over IPv6 says EPRT |2|::|port|): the
 		 * client means its own host, the peer of the control connection. */
 		struct sockaddr_storage peer;
@@ -136,7 +115,7 @@ void px_active_port(px_session *s, const fp_cmd *cmd)
 		}
 	}
 	px_addr_str(&s->active_addr, a, sizeof(a));
-	if (!sockaddr_is_loopback(&s->active_addr)) {
+	if (!px_addr_is_loopback(&s->active_addr)) {
 		px_log(1, "[#%u] %s to %s refused: not a loopback address", s->id, verb, a);
 		snprintf(msg, sizeof(msg), "ftpssh: %s must name a loopback address (no FTP bounce)",
 			 verb);

@@ -102,23 +102,6 @@ static void timeout_cb(uv_timer_t *t)
 	px_dataport_close(dp);
 }
 
-static bool is_loopback(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const void *)ss;
-		return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-	}
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-		static const unsigned char lo[16] = {0, 0, 0, 0, 0, 0, 0, 0,
-						     0, 0, 0, 0, 0, 0, 0, 1};
-		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-		const unsigned char *b = a->sin6_addr.s6_addr;
-		return memcmp(b, lo, 16) == 0 || (memcmp(b, mapped, 12) == 0 && b[12] == 127);
-	}
-	return false;
-}
-
 static void xfer_done_cb(mux_pump *p, const mux_pump_result *r, void *data)
 {
 	struct px_xfer *x = data;
@@ -293,7 +276,7 @@ static bool data_conn_allowed(px_dataport *dp, uv_tcp_t *tcp, struct sockaddr_st
 	px_server *srv = dp->srv;
 	struct sockaddr_storage ours;
 	int len = sizeof(*peer);
-	if (uv_tcp_getpeername(tcp, (struct sockaddr *)peer, &len) != 0 || !is_loopback(peer)) {
+	if (uv_tcp_getpeername(tcp, (struct sockaddr *)peer, &len) != 0 || !px_addr_is_loopback(peer)) {
 		px_log(0, "[#%u.%u] data connection from a non-loopback address refused",
 		       dp->sid, dp->xid);
 		return false;

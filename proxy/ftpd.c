@@ -329,18 +329,6 @@ static void out_cb(px_outq *q, int status)
 
 /* ---- accept ------------------------------------------------------------------ */
 
-static void addr_name(const struct sockaddr_storage *ss, char *out, size_t cap)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-	if (ss->ss_family == AF_INET6) {
-		uv_ip6_name((const struct sockaddr_in6 *)ss, ip, sizeof(ip));
-		snprintf(out, cap, "[%s]:%u", ip, ntohs(((const struct sockaddr_in6 *)ss)->sin6_port));
-	} else {
-		uv_ip4_name((const struct sockaddr_in *)ss, ip, sizeof(ip));
-		snprintf(out, cap, "%s:%u", ip, ntohs(((const struct sockaddr_in *)ss)->sin_port));
-	}
-}
-
 /* The owner of the client's socket: ftpssh's own uid, or one given with
  * --sftp-allow-uid. Unknown owner: no. */
 static bool uid_allowed(const px_config *cfg, long uid)
@@ -397,7 +385,7 @@ int px_ftpd_accept(px_server *srv, int fd, const px_forward *fwd)
 	len = sizeof(peer);
 	int urc = UV_ENOTCONN;
 	if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&peer, &len) == 0) {
-		addr_name(&peer, s->peer, sizeof(s->peer));
+		px_addr_str(&peer, s->peer, sizeof(s->peer));
 		uid_t uid;
 		urc = px_peer_uid(srv->diag_fd, &s->local, &peer, &uid);
 		if (urc == 0)

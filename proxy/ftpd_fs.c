@@ -288,18 +288,6 @@ void ftpd_cmd_epsv(px_ftpd *s, const char *arg)
 	passive(s, true);
 }
 
-static bool sockaddr_loopback(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-		return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
-		       (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127);
-	}
-	return false;
-}
-
 void ftpd_cmd_port(px_ftpd *s, const char *arg)
 {
 	bool eprt = strcmp(s->verb, "EPRT") == 0;
@@ -329,7 +317,7 @@ void ftpd_cmd_port(px_ftpd *s, const char *arg)
 		ftpd_reply(s, 501, "Cannot parse the %s argument", s->verb);
 		return;
 	}
-	if (!sockaddr_loopback(&a)) {
+	if (!px_addr_is_loopback(&a)) {
 		px_log(1, "[#%u] %s to a non-loopback address refused", s->id, s->verb);
 		ftpd_reply(s, 501, "ftpssh: %s must name a loopback address (no FTP bounce)",
 			   s->verb);

@@ -111,18 +111,6 @@ static bool fx_owner_ok(px_fx *fx, const struct sockaddr_storage *ours,
 	return true;
 }
 
-static bool sa_loopback(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-		return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
-		       (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127);
-	}
-	return false;
-}
-
 static void connection_cb(uv_stream_t *listener, int status)
 {
 	px_fx *fx = listener->data;
@@ -141,7 +129,7 @@ static void connection_cb(uv_stream_t *listener, int status)
 	int lo = sizeof(ours), lp = sizeof(peer);
 	if (uv_accept(listener, (uv_stream_t *)c) != 0 ||
 	    uv_tcp_getsockname(c, (struct sockaddr *)&ours, &lo) != 0 ||
-	    uv_tcp_getpeername(c, (struct sockaddr *)&peer, &lp) != 0 || !sa_loopback(&peer) ||
+	    uv_tcp_getpeername(c, (struct sockaddr *)&peer, &lp) != 0 || !px_addr_is_loopback(&peer) ||
 	    !fx_owner_ok(fx, &ours, &peer)) {
 		uv_close((uv_handle_t *)c, reject_closed_cb);
 		return; /* keep waiting for the real client */

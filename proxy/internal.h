@@ -35,6 +35,12 @@ size_t px_outq_room(const px_outq *q);
 size_t px_outq_len(const px_outq *q);
 int px_outq_push(px_outq *q, const char *p, size_t n);
 
+/* addr.c: loopback (the only data addresses accepted), unspecified (PORT
+ * 0.0.0.0 / EPRT "::": the client's own host), and "a.b.c.d:p" / "[v6]:p". */
+bool px_addr_is_loopback(const struct sockaddr_storage *ss);
+bool px_addr_is_unspecified(const struct sockaddr_storage *ss);
+void px_addr_str(const struct sockaddr_storage *ss, char *out, size_t cap);
+
 /* ask.c: mux_ask_fn on /dev/tty; ctx points to a bool that is true while
  * reconnecting (then only remembered answers are given). */
 int px_ask(void *ctx, const char *key, const char *prompt, bool echo, char *buf, size_t cap);

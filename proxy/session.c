@@ -474,25 +474,6 @@ static void chan_open_cb(mux_chan *ch, int status, void *data)
 	px_session_pump(s);
 }
 
-void px_addr_str(const struct sockaddr_storage *ss, char *out, size_t cap)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const void *)ss;
-		uv_ip4_name(a, ip, sizeof(ip));
-		port = ntohs(a->sin_port);
-		snprintf(out, cap, "%s:%u", ip, port & 0xffffu);
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-		uv_ip6_name(a, ip, sizeof(ip));
-		port = ntohs(a->sin6_port);
-		snprintf(out, cap, "[%s]:%u", ip, port & 0xffffu);
-	} else {
-		snprintf(out, cap, "?");
-	}
-}
-
 int px_session_accept(px_server *srv, int fd, const px_forward *fwd)
 {
 	px_session *s = calloc(1, sizeof(*s));

@@ -127,7 +127,6 @@ int px_session_send(px_session *s, const char *line, size_t len, int expect);
 void px_session_log_line(px_session *s, const char *dir, const char *p, size_t len);
 /* Where the server's data port is, as the gateway sees it. */
 const char *px_session_data_host(px_session *s, bool epsv, char *buf, size_t cap);
-void px_addr_str(const struct sockaddr_storage *ss, char *out, size_t cap);
 
 /* limits.c: admission (owner known, caps in all and per uid); false when
  * the connection was turned away with a 421 (urc: the owner lookup's
