@@ -27,6 +27,7 @@ carrying the command, its exit status and its protocol transcript.
 """
 
 import ftplib
+import hashlib
 import itertools
 import os
 import subprocess
@@ -368,3 +369,17 @@ def download_path(bed, tag):
 
 def upload_name(tag):
     return "up-%d-%s-%d" % (os.getpid(), tag, next(_seq))
+
+
+def assert_retr_intact(target, datafile):
+    """A plain ftplib RETR of a test-bed DataFile through target; its bytes
+    must be the file's (sha256)."""
+    ftp = open_ftplib(target)
+    h = hashlib.sha256()
+    try:
+        ftp.retrbinary("RETR " + datafile.name, h.update)
+        ftp.quit()
+    finally:
+        ftp.close()
+    assert h.hexdigest() == datafile.sha256, "RETR %s through %s: wrong bytes" % (
+        datafile.name, target)

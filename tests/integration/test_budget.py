@@ -105,12 +105,7 @@ def test_rss_bounded_with_sixty_clients_not_reading(bed, big64):
         assert peak - base > 16 * 1024, "only %.1f MiB buffered: nothing was stuck" % (
             (peak - base) / 1024)
         # and a new client is served meanwhile
-        one = bed.data["1M"]
-        ftp = clients.open_ftplib(proxy.target)
-        got = []
-        ftp.retrbinary("RETR " + one.name, got.append)
-        ftp.quit()
-        assert b"".join(got) == open(one.path, "rb").read()
+        clients.assert_retr_intact(proxy.target, bed.data["1M"])
     finally:
         for s in stuck:
             s.close()

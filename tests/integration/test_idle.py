@@ -36,11 +36,6 @@ def test_idle_connection_answers_server_keepalives(bed):
         assert "Timeout, client not responding" not in ssh.log_text()
         assert proxy.ssh_connections() == 1
         # and the connection still carries FTP
-        one = bed.data["1M"]
-        ftp = clients.open_ftplib(proxy.target)
-        got = []
-        ftp.retrbinary("RETR " + one.name, got.append)
-        ftp.quit()
-        assert b"".join(got) == open(one.path, "rb").read()
+        clients.assert_retr_intact(proxy.target, bed.data["1M"])
     finally:
         proxy.stop()

@@ -56,12 +56,7 @@ def test_black_holed_forward_does_not_hold_up_another(bed):
         print("working forward's greeting: worst %.3f s" % worst)
         assert worst < 1.0 * procs.time_scale(), "greeting took %.1f s" % worst
         # a real transfer on the working forward meanwhile
-        one = bed.data["1M"]
-        ftp = clients.open_ftplib(good)
-        got = []
-        ftp.retrbinary("RETR " + one.name, got.append)
-        ftp.quit()
-        assert b"".join(got) == open(one.path, "rb").read()
+        clients.assert_retr_intact(good, bed.data["1M"])
         # the black-holed clients are told at the open deadline (20 s)
         s = held[0]
         s.settimeout(40 * procs.time_scale())
