@@ -34,12 +34,19 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 # ftpparse is compiled WITHOUT the libuv/libssh2 include paths: the build
 # proves it stays pure.
 PURE_CFLAGS := $(STD) $(WARN) -DFTPSSH_VERSION='"$(VERSION)"'
-DEP_CFLAGS   = $(shell $(PKG_CONFIG) --cflags libssh2 libuv)
-DEP_LIBS     = $(shell $(PKG_CONFIG) --libs libssh2 libuv)
+# libcrypto (OpenSSL, which libssh2 links anyway): HMAC-SHA1 for hashed
+# known_hosts names and their salts (mux/hostkey.c).
+DEP_CFLAGS   = $(shell $(PKG_CONFIG) --cflags libssh2 libuv libcrypto)
+DEP_LIBS     = $(shell $(PKG_CONFIG) --libs libssh2 libuv libcrypto)
+CRYPTO_LIBS  = $(shell $(PKG_CONFIG) --libs libcrypto)
 
 FP_SRC  := $(wildcard ftpparse/*.c)
 MUX_SRC := $(wildcard mux/*.c)
 PX_SRC  := $(wildcard proxy/*.c)
+# The pure part of mux (known_hosts lines, SSH name-lists): built like
+# ftpparse, without libuv/libssh2 include paths, and unit-tested.
+MUX_PURE := mux/knownhosts.c mux/namelist.c
+MUX_PURE_H := mux/knownhosts.h mux/namelist.h
 
 define objs
 $(patsubst %.c,$(1)/%.o,$(2))
@@ -66,6 +73,16 @@ $(ASN)/ftpparse/%.o: ftpparse/%.c $(wildcard ftpparse/*.h)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(PURE_CFLAGS) -O1 -g $(SAN) $(CFLAGS) -c $< -o $@
 
+$(patsubst %.c,$(REL)/%.o,$(MUX_PURE)): $(REL)/%.o: %.c $(MUX_PURE_H)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(PURE_CFLAGS) -I. $(OPT) $(CFLAGS) -c $< -o $@
+
+$(patsubst %.c,$(ASN)/%.o,$(MUX_PURE)): $(ASN)/%.o: %.c $(MUX_PURE_H)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(PURE_CFLAGS) -I. -O1 -g $(SAN) $(CFLAGS) -c $< -o $@
+
 $(REL)/%.o: %.c $(wildcard */*.h)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
@@ -90,15 +107,16 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_REL := $(patsubst tests/unit/%.c,$(REL)/tests/%,$(UNIT_SRC))
 UNIT_ASN := $(patsubst tests/unit/%.c,$(ASN)/tests/%,$(UNIT_SRC))
 
-$(REL)/tests/test_%: tests/unit/test_%.c $(call objs,$(REL),$(FP_SRC))
+# libcrypto: the known_hosts tests check hashed names with a real HMAC.
+$(REL)/tests/test_%: tests/unit/test_%.c $(call objs,$(REL),$(FP_SRC) $(MUX_PURE))
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
-	$(Q)$(CC) $(PURE_CFLAGS) -I. $(OPT) $(CFLAGS) -o $@ $^ -lcmocka
+	$(Q)$(CC) $(PURE_CFLAGS) -I. $(OPT) $(CFLAGS) -o $@ $^ -lcmocka $(CRYPTO_LIBS)
 
-$(ASN)/tests/test_%: tests/unit/test_%.c $(call objs,$(ASN),$(FP_SRC))
+$(ASN)/tests/test_%: tests/unit/test_%.c $(call objs,$(ASN),$(FP_SRC) $(MUX_PURE))
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
-	$(Q)$(CC) $(PURE_CFLAGS) -I. -O1 -g $(SAN) $(CFLAGS) -o $@ $^ -lcmocka
+	$(Q)$(CC) $(PURE_CFLAGS) -I. -O1 -g $(SAN) $(CFLAGS) -o $@ $^ -lcmocka $(CRYPTO_LIBS)
 
 unit: $(UNIT_REL) $(UNIT_ASN)
 	$(Q)for t in $^; do echo "== $$t"; $$t || exit 1; done

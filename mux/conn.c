@@ -451,9 +451,7 @@ static void conn_free(mux_conn *c)
 {
 	free(c->host);
 	free(c->user);
-	free(c->known_hosts);
-	free(c->ciphers);
-	free(c->macs);
+	mux__keyopts_free(c);
 	for (size_t i = 0; i < c->opts.n_identities; i++)
 		free(c->identities[i]);
 	free(c->identities);
@@ -518,24 +516,18 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 		c->opts.window_max = MUX_WINDOW_START;
 	c->host = dupstr(o->host);
 	c->user = dupstr(o->user);
-	c->known_hosts = dupstr(o->known_hosts);
-	c->ciphers = dupstr(o->ciphers);
-	c->macs = dupstr(o->macs);
 	c->in = malloc(MUX_IN_CAP);
 	c->out = malloc(MUX_OUT_CAP);
 	c->identities = calloc(o->n_identities + 1, sizeof(char *));
 	if (!c->host || !c->user || !c->in || !c->out || !c->identities ||
-	    (o->known_hosts && !c->known_hosts))
+	    mux__keyopts_copy(c) != 0)
 		goto fail;
 	for (size_t i = 0; i < o->n_identities; i++)
 		if (!(c->identities[i] = strdup(o->identities[i])))
 			goto fail;
 	c->opts.host = c->host;
 	c->opts.user = c->user;
-	c->opts.known_hosts = c->known_hosts;
 	c->opts.identities = (const char *const *)c->identities;
-	c->opts.ciphers = c->ciphers;
-	c->opts.macs = c->macs;
 
 	c->ssh = libssh2_session_init_ex(NULL, NULL, NULL, c);
 	if (!c->ssh)
@@ -543,14 +535,8 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	libssh2_session_set_blocking(c->ssh, 0);
 	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_SEND, (void *)conn_send_cb);
 	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_RECV, (void *)conn_recv_cb);
-	if (c->ciphers) {
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_CS, c->ciphers);
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_SC, c->ciphers);
-	}
-	if (c->macs) {
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_MAC_CS, c->macs);
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_MAC_SC, c->macs);
-	}
+	if ((rc = mux__algos_apply(c)) < 0)
+		goto fail;
 
 	if ((rc = uv_tcp_init(loop, &c->tcp)) < 0)
 		goto fail;

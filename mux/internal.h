@@ -4,6 +4,7 @@
 
 #include <libssh2.h>
 
+#include "mux/knownhosts.h"
 #include "mux/mux.h"
 
 #define container_of(ptr, type, member) \
@@ -91,7 +92,9 @@ struct mux_conn {
 	mux_conn_cb cb;
 	void *cb_data;
 	mux_conn_opts opts;        /* strings below are our copies */
-	char *host, *user, *known_hosts, *ciphers, *macs;
+	char *host, *user;
+	char *keyopts;             /* hostkey.c: one block holding copies of the
+				    * host-key and algorithm option strings */
 	char **identities;
 	LIBSSH2_SESSION *ssh;
 	LIBSSH2_AGENT *agent;
@@ -143,6 +146,20 @@ size_t mux__socket_backlog(const mux_conn *c);
 
 /* hostkey.c: 0 accepted, -1 refused (the connection has failed). */
 int mux__hostkey_check(mux_conn *c);
+/* Copy the host-key and algorithm strings of c->opts into c->keyopts and
+ * point c->opts at the copies; 0 or UV_ENOMEM. Freed by _free. */
+int mux__keyopts_copy(mux_conn *c);
+void mux__keyopts_free(mux_conn *c);
+/* ALGS reordered as OpenSSH does: algorithms of key types known_hosts
+ * holds for this host first (unless opts.hostkey_algs_keep_order). 0 with
+ * out filled, -1 (out unusable: offer ALGS as it is). */
+int mux__hostkey_order(mux_conn *c, const char *algs, char *out, size_t cap);
+
+/* algos.c: set every method preference on c->ssh before the handshake
+ * (each result checked); 0 or a negative error. */
+int mux__algos_apply(mux_conn *c);
+/* Log (-v) what the handshake chose. */
+void mux__algos_log(mux_conn *c);
 
 /* auth.c: drive the handshake/hostkey/auth states; returns when waiting. */
 void mux__auth_step(mux_conn *c);

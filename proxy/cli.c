@@ -223,12 +223,29 @@ static int parse_o(const char *opt, px_config *cfg, FILE *err)
 		if (parse_port(val, false, &v) != 0)
 			return bad(err, "-o %s: expected a count", opt);
 		cfg->keepalive_count = v;
-	} else if (strcasecmp(key, "Ciphers") == 0) {
-		if (set_copy(cfg->ciphers, sizeof(cfg->ciphers), val) != 0)
-			return bad(err, "-o %s: too long", opt);
-	} else if (strcasecmp(key, "MACs") == 0) {
-		if (set_copy(cfg->macs, sizeof(cfg->macs), val) != 0)
-			return bad(err, "-o %s: too long", opt);
+	} else if (strcasecmp(key, "GlobalKnownHostsFile") == 0) {
+		if (set_copy(cfg->global_known_hosts, sizeof(cfg->global_known_hosts), val) != 0)
+			return bad(err, "-o %s: path too long", opt);
+	} else if (strcasecmp(key, "HostKeyAlias") == 0) {
+		if (!*val || set_copy(cfg->hostkey_alias, sizeof(cfg->hostkey_alias), val) != 0)
+			return bad(err, "-o %s: expected a name (at most 255 bytes)", opt);
+	} else if (strcasecmp(key, "HashKnownHosts") == 0) {
+		if (strcasecmp(val, "yes") == 0)
+			cfg->hash_known_hosts = true;
+		else if (strcasecmp(val, "no") == 0)
+			cfg->hash_known_hosts = false;
+		else
+			return bad(err, "-o %s: use yes or no", opt);
+	} else if (strcasecmp(key, "Ciphers") == 0 || strcasecmp(key, "MACs") == 0 ||
+		   strcasecmp(key, "KexAlgorithms") == 0 ||
+		   strcasecmp(key, "HostKeyAlgorithms") == 0) {
+		/* kept as given; resolved against the build once parsing is done */
+		char *dst = tolower((unsigned char)key[0]) == 'c'   ? cfg->ciphers
+			    : tolower((unsigned char)key[0]) == 'm' ? cfg->macs
+			    : tolower((unsigned char)key[0]) == 'k' ? cfg->kex
+								    : cfg->hostkey_algs;
+		if (!*val || set_copy(dst, PX_ALG_LIST_MAX, val) != 0)
+			return bad(err, "-o %s: expected a list of at most 1023 bytes", opt);
 	} else if (strcasecmp(key, "Port") == 0) {
 		if (parse_port(val, false, &cfg->ssh_port) != 0)
 			return bad(err, "-o %s: bad port", opt);
@@ -310,7 +327,7 @@ static const struct option longopts[] = {
 	{"status-file", required_argument, NULL, OPT_STATUS_FILE},
 	{NULL, 0, NULL, 0},
 };
-static const char shortopts[] = ":F:L:p:i:l:o:qvVh";
+static const char shortopts[] = ":F:L:p:i:l:o:Q:qvVh";
 
 /* What one source (a config file or the command line) set. The command
  * line wins: its -L and -i replace the config's instead of adding. */
@@ -342,6 +359,29 @@ void px_cli_free(px_config *cfg)
 	for (size_t i = 0; i < nkept; i++)
 		free(kept[i]);
 	nkept = 0;
+}
+
+/* -Q, as ssh -Q: what this build supports, one name a line. */
+static int query_algs(const char *q, FILE *out, FILE *err)
+{
+	char list[4096];
+	if (strcmp(q, "help") == 0) {
+		fprintf(out, "cipher\nmac\nkex\nkey\n");
+		return 1;
+	}
+	int kind = mux_alg_kind_from_query(q);
+	if (kind < 0)
+		return bad(err, "-Q %s: unsupported query (cipher, mac, kex, key, help)", q);
+	if (mux_algs_supported(kind, list, sizeof(list)) < 0) {
+		fprintf(err, "ftpssh: cannot list the algorithms of libssh2 %s\n",
+			mux_libssh2_version());
+		return -1;
+	}
+	for (char *p = list, *comma; p; p = comma ? comma + 1 : NULL) {
+		comma = strchr(p, ',');
+		fprintf(out, "%.*s\n", comma ? (int)(comma - p) : (int)strlen(p), p);
+	}
+	return 1;
 }
 
 /* Apply one option. 0: go on; 1: --help/--version handled; -1: error. */
@@ -390,6 +430,8 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 		if (parse_o(arg, cfg, err) != 0)
 			return -1;
 		break;
+	case 'Q':
+		return query_algs(arg, out, err);
 	case 'q':
 		cfg->verbosity = -1;
 		break;
@@ -471,7 +513,9 @@ static bool is_ssh_key(const char *k)
 {
 	static const char *keys[] = {"UserKnownHostsFile", "StrictHostKeyChecking",
 				     "ServerAliveInterval", "ServerAliveCountMax", "Ciphers", "MACs",
-				     "Port", "User", "IdentityFile"};
+				     "Port", "User", "IdentityFile", "GlobalKnownHostsFile",
+				     "HostKeyAlias", "HashKnownHosts", "KexAlgorithms",
+				     "HostKeyAlgorithms"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (strcasecmp(k, keys[i]) == 0)
 			return true;
@@ -572,6 +616,99 @@ static int config_file(px_config *cfg, const char *path, bool must_exist, char *
 	return 0;
 }
 
+/* One known-hosts list ("f1 f2", ssh's form) into paths: "none" is no
+ * file, "~" and "~/..." are home's, "~user/..." that user's. */
+static int split_files(const char *list, const char *home, char *buf, size_t cap,
+		       const char **v, size_t *n, FILE *err)
+{
+	size_t used = 0;
+	*n = 0;
+	if (strcmp(list, "none") == 0)
+		return 0;
+	for (const char *p = list; *p;) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!*p)
+			break;
+		size_t len = strcspn(p, " \t");
+		char word[4096], path[4096];
+		if (len >= sizeof(word))
+			goto toolong;
+		memcpy(word, p, len);
+		word[len] = '\0';
+		p += len;
+		const char *rest = word, *base = "";
+		if (word[0] == '~') {
+			size_t ul = strcspn(word + 1, "/");
+			if (ul == 0) {
+				base = home;
+			} else {
+				char user[256];
+				struct passwd *upw = NULL;
+				if (ul < sizeof(user)) {
+					memcpy(user, word + 1, ul);
+					user[ul] = '\0';
+					upw = getpwnam(user);
+				}
+				if (!upw) {
+					fprintf(err, "ftpssh: %s: no such user for ~\n", word);
+					return -1;
+				}
+				base = upw->pw_dir;
+			}
+			rest = word + 1 + ul;
+		}
+		int w = snprintf(path, sizeof(path), "%s%s", base, rest);
+		if (w < 0 || (size_t)w >= sizeof(path) || used + (size_t)w + 1 > cap ||
+		    *n >= PX_MAX_KNOWN_HOSTS_FILES)
+			goto toolong;
+		memcpy(buf + used, path, (size_t)w + 1);
+		v[(*n)++] = buf + used;
+		used += (size_t)w + 1;
+	}
+	return 0;
+toolong:
+	fprintf(err, "ftpssh: known hosts list too long (at most %d files): %s\n",
+		PX_MAX_KNOWN_HOSTS_FILES, list);
+	return -1;
+}
+
+/* UserKnownHostsFile and GlobalKnownHostsFile with ssh's defaults. */
+static int known_hosts_lists(px_config *cfg, const char *home, FILE *err)
+{
+	const char *user = cfg->known_hosts[0] ? cfg->known_hosts
+						: "~/.ssh/known_hosts ~/.ssh/known_hosts2";
+	const char *global = cfg->global_known_hosts[0]
+				     ? cfg->global_known_hosts
+				     : "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2";
+	if (split_files(user, home, cfg->kh_paths[0], sizeof(cfg->kh_paths[0]), cfg->kh_files,
+			&cfg->n_kh_files, err) != 0 ||
+	    split_files(global, home, cfg->kh_paths[1], sizeof(cfg->kh_paths[1]), cfg->gkh_files,
+			&cfg->n_gkh_files, err) != 0)
+		return -1;
+	return 0;
+}
+
+/* Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms: ssh's forms resolved
+ * against this build; a name it cannot use is a usage error. */
+static int resolve_algs(px_config *cfg, FILE *err)
+{
+	char *lists[MUX_ALG_KINDS] = {cfg->ciphers, cfg->macs, cfg->kex, cfg->hostkey_algs};
+	cfg->hostkey_algs_keep_order = cfg->hostkey_algs[0] && cfg->hostkey_algs[0] != '+' &&
+				       cfg->hostkey_algs[0] != '-';
+	for (int k = 0; k < MUX_ALG_KINDS; k++) {
+		char out[PX_ALG_LIST_MAX], msg[4096];
+		if (!lists[k][0])
+			continue;
+		if (mux_algs_resolve(k, lists[k], out, sizeof(out), msg, sizeof(msg)) != 0) {
+			fprintf(err, "ftpssh: %s\n", msg);
+			return -1;
+		}
+		strcpy(lists[k], out);
+	}
+	return 0;
+}
+
 int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 {
 	struct src_state cli = {.cli = true};
@@ -638,8 +775,8 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 		if (set_copy(cfg->user, sizeof(cfg->user), u) != 0)
 			return bad(err, "login too long: %s", u);
 	}
-	if (!cfg->known_hosts[0])
-		snprintf(cfg->known_hosts, sizeof(cfg->known_hosts), "%s/.ssh/known_hosts", home);
+	if (known_hosts_lists(cfg, home, err) != 0 || resolve_algs(cfg, err) != 0)
+		return -1;
 	if (!cfg->identities_given)
 		default_identities(cfg, home);
 	if (cfg->nfwd == 0) {

@@ -18,6 +18,8 @@
 
 #define PX_MAX_FORWARDS 16
 #define PX_MAX_IDENTITIES 16
+#define PX_MAX_KNOWN_HOSTS_FILES 16
+#define PX_ALG_LIST_MAX 1024
 
 /* Exit codes, documented in ftpssh(1). */
 enum px_exit {
@@ -48,12 +50,29 @@ typedef struct px_config {
 	const char *identities[PX_MAX_IDENTITIES];
 	size_t nidentities;
 	bool identities_given;
-	char known_hosts[4096];
+	/* Host keys. The two *_known_hosts strings are ssh's values (space-
+	 * separated lists, "" for ssh's default, "none"); px_cli_parse splits
+	 * them, ~ expanded, into the file arrays below (paths in kh_paths). */
+	char known_hosts[4096];          /* UserKnownHostsFile */
+	char global_known_hosts[4096];   /* GlobalKnownHostsFile */
+	const char *kh_files[PX_MAX_KNOWN_HOSTS_FILES];
+	size_t n_kh_files;
+	const char *gkh_files[PX_MAX_KNOWN_HOSTS_FILES];
+	size_t n_gkh_files;
+	char kh_paths[2][8192];
+	char hostkey_alias[256];
+	bool hash_known_hosts;
 	enum mux_hostkey_policy hostkey_policy;
 	unsigned keepalive_sec;
 	unsigned keepalive_count;
-	char ciphers[256];
-	char macs[256];
+	/* Algorithms: as given (ssh's +/-/^ forms), then, once parsing is
+	 * done, resolved in place to plain lists (mux_algs_resolve); a name
+	 * this build cannot use is a usage error. "" means ftpssh's defaults. */
+	char ciphers[PX_ALG_LIST_MAX];
+	char macs[PX_ALG_LIST_MAX];
+	char kex[PX_ALG_LIST_MAX];
+	char hostkey_algs[PX_ALG_LIST_MAX];
+	bool hostkey_algs_keep_order;    /* given as a plain or ^ list */
 	uint32_t window_max;
 	unsigned data_timeout_sec; /* one-shot data port lifetime */
 	bool data_host_reported;   /* data channels to the 227's address */
