@@ -22,7 +22,8 @@
 static const char usage_text[] =
 	"usage: ftpssh [-qvV] [-F config] [-L [bind_address:]port:ftphost:ftpport]... [-p sshport]\n"
 	"              [-i identity_file]... [-l login] [-o option=value]...\n"
-	"              [user@]gateway[:sshport]\n";
+	"              [user@]gateway[:sshport]\n"
+	"       ftpssh -Q cipher|mac|kex|key\n";
 
 static const char help_text[] =
 	"\n"
@@ -44,14 +45,23 @@ static const char help_text[] =
 	"  -l login          SSH login name (default: the user@ part, else $USER)\n"
 	"  -i file           private key to try (repeatable; default ~/.ssh/id_ed25519,\n"
 	"                    id_ecdsa, id_rsa). ssh-agent keys are tried first.\n"
-	"  -o UserKnownHostsFile=FILE       host keys to trust (~/.ssh/known_hosts)\n"
+	"  -o UserKnownHostsFile=FILE...    host keys to trust (~/.ssh/known_hosts\n"
+	"                                   ~/.ssh/known_hosts2; none: no file)\n"
+	"  -o GlobalKnownHostsFile=FILE...  system-wide ones (/etc/ssh/ssh_known_hosts\n"
+	"                                   /etc/ssh/ssh_known_hosts2)\n"
+	"  -o HostKeyAlias=NAME             look the gateway up under NAME\n"
 	"  -o StrictHostKeyChecking=yes|accept-new|no\n"
-	"        yes (default): refuse unknown keys; accept-new: record unknown keys;\n"
-	"        no: accept unknown keys unrecorded. A changed key always refuses.\n"
+	"        yes (default): refuse unknown keys; accept-new: record unknown keys in\n"
+	"        the first UserKnownHostsFile (hashed with -o HashKnownHosts=yes);\n"
+	"        no: accept unknown keys unrecorded. A changed key, a key of another\n"
+	"        type than the known ones, and a @revoked key always refuse.\n"
 	"  -o ServerAliveInterval=SECONDS   SSH keepalive interval (default 30, 0 off)\n"
 	"  -o ServerAliveCountMax=N         silent intervals before the connection is\n"
 	"                                   declared dead and reopened (default 3)\n"
-	"  -o Ciphers=LIST, -o MACs=LIST    SSH algorithm preferences\n"
+	"  -o Ciphers=LIST, MACs=LIST, KexAlgorithms=LIST, HostKeyAlgorithms=LIST\n"
+	"        SSH algorithm preferences as in ssh: LIST, +LIST (append), -LIST\n"
+	"        (remove, wildcards), ^LIST (first); -Q cipher|mac|kex|key lists\n"
+	"        what this build supports\n"
 	"  -o Port=N, -o User=NAME, -o IdentityFile=FILE  as -p, -l, -i\n"
 	"  --window-max=BYTES  largest SSH receive window per data channel\n"
 	"                    (default 33554432); larger fills long fat links\n"
