@@ -291,13 +291,3 @@ int mux__algos_apply(mux_conn *c)
 	}
 	return 0;
 }
-
-void mux__algos_log(mux_conn *c)
-{
-	const char *kex = libssh2_session_methods(c->ssh, LIBSSH2_METHOD_KEX);
-	const char *hk = libssh2_session_methods(c->ssh, LIBSSH2_METHOD_HOSTKEY);
-	const char *ci = libssh2_session_methods(c->ssh, LIBSSH2_METHOD_CRYPT_CS);
-	const char *mac = libssh2_session_methods(c->ssh, LIBSSH2_METHOD_MAC_CS);
-	mux__log(c, 2, "SSH algorithms: kex %s, host key %s, cipher %s, MAC %s", kex ? kex : "?",
-		 hk ? hk : "?", ci ? ci : "?", mac ? mac : "?");
-}

@@ -408,7 +408,6 @@ int mux__hostkey_check(mux_conn *c)
 	char fp[64] = "?", btype[64], name[KH_NAME_MAX], files[2048], who[KH_NAME_MAX + 300];
 	struct kh_scan s = {0};
 
-	mux__algos_log(c);
 	if (!key || mux_kh_blob_type((const unsigned char *)key, klen, btype, sizeof(btype)) < 0) {
 		mux__fail(c, MUX_FAIL_HOSTKEY, MUX_ESSH(LIBSSH2_ERROR_HOSTKEY_INIT),
 			  "no usable host key from %s", c->host);

@@ -158,8 +158,6 @@ int mux__hostkey_order(mux_conn *c, const char *algs, char *out, size_t cap);
 /* algos.c: set every method preference on c->ssh before the handshake
  * (each result checked); 0 or a negative error. */
 int mux__algos_apply(mux_conn *c);
-/* Log (-v) what the handshake chose. */
-void mux__algos_log(mux_conn *c);
 
 /* auth.c: drive the handshake/hostkey/auth states; returns when waiting. */
 void mux__auth_step(mux_conn *c);
