@@ -704,6 +704,9 @@ static int known_hosts_lists(px_config *cfg, const char *home, FILE *err)
 static int resolve_algs(px_config *cfg, FILE *err)
 {
 	char *lists[MUX_ALG_KINDS] = {cfg->ciphers, cfg->macs, cfg->kex, cfg->hostkey_algs};
+	if (cfg->algs_resolved)
+		return 0;
+	cfg->algs_resolved = true;
 	cfg->hostkey_algs_keep_order = cfg->hostkey_algs[0] && cfg->hostkey_algs[0] != '+' &&
 				       cfg->hostkey_algs[0] != '-';
 	for (int k = 0; k < MUX_ALG_KINDS; k++) {

@@ -73,6 +73,10 @@ typedef struct px_config {
 	char kex[PX_ALG_LIST_MAX];
 	char hostkey_algs[PX_ALG_LIST_MAX];
 	bool hostkey_algs_keep_order;    /* given as a plain or ^ list */
+	/* The four lists above are plain already (the ssh -G path fills them
+	 * from mux_algs_from_ssh and sets this, and hostkey_algs_keep_order
+	 * false: ssh -G does not say which form the user wrote). */
+	bool algs_resolved;
 	uint32_t window_max;
 	unsigned data_timeout_sec; /* one-shot data port lifetime */
 	bool data_host_reported;   /* data channels to the 227's address */
