@@ -525,7 +525,14 @@ static void opts_copy(struct arena *a, mux_conn_opts *d, const mux_conn_opts *o)
 	d->certificates = arena_vec(a, o->certificates, o->n_certificates);
 	d->preferred_auth = arena_str(a, o->preferred_auth);
 	d->known_hosts = arena_str(a, o->known_hosts);
-	d->known_hosts_files = arena_vec(a, o->known_hosts_files, o->n_known_hosts_files);
+	if (o->n_known_hosts_files == 0 && o->known_hosts) {
+		/* the older single-file form: a list of one */
+		const char *one[1] = {o->known_hosts};
+		d->known_hosts_files = arena_vec(a, one, 1);
+		d->n_known_hosts_files = 1;
+	} else {
+		d->known_hosts_files = arena_vec(a, o->known_hosts_files, o->n_known_hosts_files);
+	}
 	d->global_known_hosts = arena_vec(a, o->global_known_hosts, o->n_global_known_hosts);
 	d->hostkey_alias = arena_str(a, o->hostkey_alias);
 	d->ciphers = arena_str(a, o->ciphers);
@@ -751,7 +758,6 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	opts_copy(&a, &c->opts, o);
 	c->host = c->opts.host;
 	c->user = c->opts.user;
-	c->known_hosts = c->opts.known_hosts;
 	c->identities = c->opts.identities;
 	c->proxy = c->opts.proxy_argv && c->opts.proxy_argv[0];
 	if (c->opts.ask) {
@@ -774,16 +780,8 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_SEND, (void *)conn_send_cb);
 	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_RECV, (void *)conn_recv_cb);
 #endif
-	/* ALGOS: mux/algos.c (issue 10 part 4) checks these lists and
-	 * applies kex and host-key algorithms too. */
-	if (c->opts.ciphers) {
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_CS, c->opts.ciphers);
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_SC, c->opts.ciphers);
-	}
-	if (c->opts.macs) {
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_MAC_CS, c->opts.macs);
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_MAC_SC, c->opts.macs);
-	}
+	if ((rc = mux__algos_apply(c)) < 0)
+		goto fail;
 	if (c->opts.compression)
 		libssh2_session_flag(c->ssh, LIBSSH2_FLAG_COMPRESS, 1);
 

@@ -27,6 +27,7 @@ carrying the command, its exit status and its protocol transcript.
 """
 
 import ftplib
+import hashlib
 import itertools
 import os
 import subprocess
@@ -368,3 +369,16 @@ def download_path(bed, tag):
 
 def upload_name(tag):
     return "up-%d-%s-%d" % (os.getpid(), tag, next(_seq))
+
+
+def assert_retr_1m(bed, run):
+    """A new ftplib session through RUN (an ftpssh.Ftpssh) retrieves data-1M
+    intact (sha256), and RUN is still alive afterwards."""
+    ftp = open_ftplib(run.target)
+    try:
+        h = hashlib.sha256()
+        ftp.retrbinary("RETR data-1M", h.update, blocksize=1 << 16)
+        assert h.hexdigest() == bed.data["1M"].sha256, "RETR data-1M through %s: wrong sha256" % run.name
+    finally:
+        ftp.quit()
+    run.assert_alive()
