@@ -151,32 +151,26 @@ int mux_algs_default(enum mux_alg_kind kind, char *out, size_t cap)
 	while (p && *p) {
 		const char *comma = strchr(p, ',');
 		size_t len = comma ? (size_t)(comma - p) : strlen(p);
-		if (mux_nl_contains(sup, p, len)) {
-			if (used + len + 2 > cap)
-				return MUX_ESSH(LIBSSH2_ERROR_BUFFER_TOO_SMALL);
-			if (used)
-				out[used++] = ',';
-			memcpy(out + used, p, len);
-			used += len;
-			out[used] = '\0';
-		}
+		if (mux_nl_contains(sup, p, len) && mux_nl_append(out, cap, &used, p, len) != 0)
+			return MUX_ESSH(LIBSSH2_ERROR_BUFFER_TOO_SMALL);
 		p = comma ? comma + 1 : NULL;
 	}
 	return 0;
 }
 
-static void unsupported_msg(enum mux_alg_kind kind, const char *what, const char *sup, char *msg,
+/* NAME ("name", quoted here) is not one this build can use. */
+static void unsupported_msg(enum mux_alg_kind kind, const char *name, const char *sup, char *msg,
 			    size_t msgcap)
 {
 	snprintf(msg, msgcap,
-		 "%s: %s is not supported by this build (libssh2 %s); it supports: %s",
-		 kinds[kind].option, what, mux_libssh2_version(), sup);
+		 "%s: \"%s\" is not supported by this build (libssh2 %s); it supports: %s",
+		 kinds[kind].option, name, mux_libssh2_version(), sup);
 }
 
 int mux_algs_resolve(enum mux_alg_kind kind, const char *spec, char *out, size_t cap, char *msg,
 		     size_t msgcap)
 {
-	char sup[ALG_LIST_MAX], def[ALG_LIST_MAX], bad[128], quoted[160];
+	char sup[ALG_LIST_MAX], def[ALG_LIST_MAX], bad[128];
 	if (msgcap)
 		msg[0] = '\0';
 	if ((unsigned)kind >= MUX_ALG_KINDS || mux_algs_supported(kind, sup, sizeof(sup)) < 0 ||
@@ -188,8 +182,7 @@ int mux_algs_resolve(enum mux_alg_kind kind, const char *spec, char *out, size_t
 	case MUX_NL_OK:
 		return 0;
 	case MUX_NL_EBADNAME:
-		snprintf(quoted, sizeof(quoted), "\"%s\"", bad);
-		unsupported_msg(kind, quoted, sup, msg, msgcap);
+		unsupported_msg(kind, bad, sup, msg, msgcap);
 		return -1;
 	case MUX_NL_EEMPTY:
 		snprintf(msg, msgcap, "%s: %s leaves no algorithm to offer; this build supports: %s",
@@ -204,7 +197,7 @@ int mux_algs_resolve(enum mux_alg_kind kind, const char *spec, char *out, size_t
 int mux_algs_from_ssh(enum mux_alg_kind kind, const char *ssh_list, const char *ssh_baseline,
 		      char *out, size_t cap, char *msg, size_t msgcap)
 {
-	char sup[ALG_LIST_MAX], bad[128], quoted[160];
+	char sup[ALG_LIST_MAX], bad[128];
 	if (msgcap)
 		msg[0] = '\0';
 	if ((unsigned)kind >= MUX_ALG_KINDS || mux_algs_supported(kind, sup, sizeof(sup)) < 0) {
@@ -223,14 +216,12 @@ int mux_algs_from_ssh(enum mux_alg_kind kind, const char *ssh_list, const char *
 	case MUX_NL_OK:
 		return 0;
 	case MUX_NL_EBADNAME:
-		snprintf(quoted, sizeof(quoted), "\"%s\"", bad);
-		unsupported_msg(kind, quoted, sup, msg, msgcap);
+		unsupported_msg(kind, bad, sup, msg, msgcap);
 		return -1;
 	case MUX_NL_EEMPTY:
-		if (!strchr(ssh_list, ',') && strlen(ssh_list) < sizeof(bad)) {
+		if (!strchr(ssh_list, ',')) {
 			/* one name, asked for, that the build lacks: name it */
-			snprintf(quoted, sizeof(quoted), "\"%s\"", ssh_list);
-			unsupported_msg(kind, quoted, sup, msg, msgcap);
+			unsupported_msg(kind, ssh_list, sup, msg, msgcap);
 			return -1;
 		}
 		snprintf(msg, msgcap, "%s: none of ssh's list (%s) is supported by this build; it "

@@ -239,15 +239,8 @@ int mux__hostkey_order(mux_conn *c, const char *algs, char *out, size_t cap)
 			size_t len = comma ? (size_t)(comma - p) : strlen(p), tl = 0;
 			const char *kt = mux_kh_alg_keytype(p, len, &tl);
 			bool known = kt && mux_nl_contains(s.types, kt, tl);
-			if (known == (pass == 0)) {
-				if (used + len + 2 > cap)
-					return -1;
-				if (used)
-					out[used++] = ',';
-				memcpy(out + used, p, len);
-				used += len;
-				out[used] = '\0';
-			}
+			if (known == (pass == 0) && mux_nl_append(out, cap, &used, p, len) != 0)
+				return -1;
 			p = comma ? comma + 1 : NULL;
 		}
 	}

@@ -71,20 +71,24 @@ struct out {
 	bool overflow;
 };
 
+int mux_nl_append(char *out, size_t cap, size_t *used, const char *name, size_t len)
+{
+	if (*used + len + (*used ? 1 : 0) + 1 > cap)
+		return -1;
+	if (*used)
+		out[(*used)++] = ',';
+	memcpy(out + *used, name, len);
+	*used += len;
+	out[*used] = '\0';
+	return 0;
+}
+
 static void out_add(struct out *o, const char *name, size_t len)
 {
 	if (len == 0 || mux_nl_contains(o->buf, name, len))
 		return;
-	size_t need = len + (o->used ? 1 : 0);
-	if (o->used + need + 1 > o->cap) {
+	if (mux_nl_append(o->buf, o->cap, &o->used, name, len) != 0)
 		o->overflow = true;
-		return;
-	}
-	if (o->used)
-		o->buf[o->used++] = ',';
-	memcpy(o->buf + o->used, name, len);
-	o->used += len;
-	o->buf[o->used] = '\0';
 }
 
 static bool has_wild(const char *s, size_t len)

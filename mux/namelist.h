@@ -29,6 +29,11 @@ bool mux_nl_wildmatch(const char *s, size_t slen, const char *pat, size_t plen, 
 /* Whether LIST holds the name NAME[0..len) exactly. */
 bool mux_nl_contains(const char *list, const char *name, size_t len);
 
+/* Append NAME[0..len) to the comma-separated list OUT (*used bytes so
+ * far, cap the buffer), NUL-terminated; -1 (OUT unchanged) when it does
+ * not fit. */
+int mux_nl_append(char *out, size_t cap, size_t *used, const char *name, size_t len);
+
 /* Resolve SPEC the way ssh does against DEFAULTS (each a supported name),
  * checking every name against SUPPORTED:
  *   NULL or ""  DEFAULTS
