@@ -54,12 +54,19 @@ endif
 # ftpparse is compiled WITHOUT the libuv/libssh2 include paths: the build
 # proves it stays pure.
 PURE_CFLAGS := $(STD) $(WARN) -DFTPSSH_VERSION='"$(VERSION)"'
-DEP_CFLAGS   = $(SSH2_CFLAGS) $(shell $(PKG_CONFIG) --cflags libuv) -DFTPSSH_LIBSSH2_BUILD='"$(LIBSSH2)"'
-DEP_LIBS     = $(SSH2_LIBS) $(shell $(PKG_CONFIG) --libs libuv)
+# libcrypto (OpenSSL, which libssh2 links anyway): HMAC-SHA1 for hashed
+# known_hosts names and their salts (mux/hostkey.c).
+DEP_CFLAGS   = $(SSH2_CFLAGS) $(shell $(PKG_CONFIG) --cflags libuv libcrypto) -DFTPSSH_LIBSSH2_BUILD='"$(LIBSSH2)"'
+DEP_LIBS     = $(SSH2_LIBS) $(shell $(PKG_CONFIG) --libs libuv libcrypto)
+CRYPTO_LIBS  = $(shell $(PKG_CONFIG) --libs libcrypto)
 
 FP_SRC  := $(wildcard ftpparse/*.c)
 MUX_SRC := $(wildcard mux/*.c)
 PX_SRC  := $(wildcard proxy/*.c)
+# The pure part of mux (known_hosts lines, SSH name-lists): built like
+# ftpparse, without libuv/libssh2 include paths, and unit-tested.
+MUX_PURE := mux/knownhosts.c mux/namelist.c mux/sftp_wire.c
+MUX_PURE_H := mux/knownhosts.h mux/namelist.h mux/sftp_wire.h
 
 define objs
 $(patsubst %.c,$(1)/%.o,$(2))
@@ -99,6 +106,16 @@ build/.libssh2-$(LIBSSH2): $(SSH2_STAMP)
 
 SSH2_SEL := build/.libssh2-$(LIBSSH2)
 
+$(patsubst %.c,$(REL)/%.o,$(MUX_PURE)): $(REL)/%.o: %.c $(MUX_PURE_H)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(PURE_CFLAGS) -I. $(OPT) $(CFLAGS) -c $< -o $@
+
+$(patsubst %.c,$(ASN)/%.o,$(MUX_PURE)): $(ASN)/%.o: %.c $(MUX_PURE_H)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(PURE_CFLAGS) -I. -O1 -g $(SAN) $(CFLAGS) -c $< -o $@
+
 $(REL)/%.o: %.c $(wildcard */*.h) $(SSH2_SEL)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
@@ -118,23 +135,22 @@ $(ASN)/ftpssh: $(call objs,$(ASN),$(FP_SRC) $(MUX_SRC) $(PX_SRC))
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-# Unit tests: cmocka, pure modules only. The SFTP packet codec lives in
-# mux/ but is pure: linked here from source, compiled without the libuv and
-# libssh2 include paths, which proves it.
-PURE_MUX_SRC := mux/sftp_wire.c
+# Unit tests: cmocka, pure modules only (ftpparse and the pure mux files:
+# known_hosts, name lists, the SFTP packet codec).
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_REL := $(patsubst tests/unit/%.c,$(REL)/tests/%,$(UNIT_SRC))
 UNIT_ASN := $(patsubst tests/unit/%.c,$(ASN)/tests/%,$(UNIT_SRC))
 
-$(REL)/tests/test_%: tests/unit/test_%.c $(call objs,$(REL),$(FP_SRC)) $(PURE_MUX_SRC)
+# libcrypto: the known_hosts tests check hashed names with a real HMAC.
+$(REL)/tests/test_%: tests/unit/test_%.c $(call objs,$(REL),$(FP_SRC) $(MUX_PURE))
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
-	$(Q)$(CC) $(PURE_CFLAGS) -I. $(OPT) $(CFLAGS) -o $@ $^ -lcmocka
+	$(Q)$(CC) $(PURE_CFLAGS) -I. $(OPT) $(CFLAGS) -o $@ $^ -lcmocka $(CRYPTO_LIBS)
 
-$(ASN)/tests/test_%: tests/unit/test_%.c $(call objs,$(ASN),$(FP_SRC)) $(PURE_MUX_SRC)
+$(ASN)/tests/test_%: tests/unit/test_%.c $(call objs,$(ASN),$(FP_SRC) $(MUX_PURE))
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
-	$(Q)$(CC) $(PURE_CFLAGS) -I. -O1 -g $(SAN) $(CFLAGS) -o $@ $^ -lcmocka
+	$(Q)$(CC) $(PURE_CFLAGS) -I. -O1 -g $(SAN) $(CFLAGS) -o $@ $^ -lcmocka $(CRYPTO_LIBS)
 
 unit: $(UNIT_REL) $(UNIT_ASN)
 	$(Q)for t in $^; do echo "== $$t"; $$t || exit 1; done
@@ -144,10 +160,10 @@ FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FP_SRC) $(PURE_MUX_SRC) $(wildcard ftpparse/*.h mux/sftp_wire.h tests/fuzz/*.h)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FP_SRC) $(MUX_PURE) $(wildcard ftpparse/*.h $(MUX_PURE_H) tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ-LD $@")
-	$(Q)$(FUZZ_CC) $(STD) -g -O1 -I. -fsanitize=fuzzer,address,undefined -o $@ $< $(FP_SRC) $(PURE_MUX_SRC)
+	$(Q)$(FUZZ_CC) $(STD) -g -O1 -I. -fsanitize=fuzzer,address,undefined -o $@ $< $(FP_SRC) $(MUX_PURE)
 
 fuzz: deps-fuzz $(FUZZ_TARGETS)
 	$(Q)for t in $(FUZZ_TARGETS); do n=$$(basename $$t); mkdir -p build/fuzz/corpus-$$n; \

@@ -525,7 +525,14 @@ static void opts_copy(struct arena *a, mux_conn_opts *d, const mux_conn_opts *o)
 	d->certificates = arena_vec(a, o->certificates, o->n_certificates);
 	d->preferred_auth = arena_str(a, o->preferred_auth);
 	d->known_hosts = arena_str(a, o->known_hosts);
-	d->known_hosts_files = arena_vec(a, o->known_hosts_files, o->n_known_hosts_files);
+	if (o->n_known_hosts_files == 0 && o->known_hosts) {
+		/* the older single-file form: a list of one */
+		const char *one[1] = {o->known_hosts};
+		d->known_hosts_files = arena_vec(a, one, 1);
+		d->n_known_hosts_files = 1;
+	} else {
+		d->known_hosts_files = arena_vec(a, o->known_hosts_files, o->n_known_hosts_files);
+	}
 	d->global_known_hosts = arena_vec(a, o->global_known_hosts, o->n_global_known_hosts);
 	d->hostkey_alias = arena_str(a, o->hostkey_alias);
 	d->ciphers = arena_str(a, o->ciphers);
@@ -753,7 +760,6 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	opts_copy(&a, &c->opts, o);
 	c->host = c->opts.host;
 	c->user = c->opts.user;
-	c->known_hosts = c->opts.known_hosts;
 	c->identities = c->opts.identities;
 	c->proxy = c->opts.proxy_argv && c->opts.proxy_argv[0];
 	if (c->opts.ask) {
@@ -778,24 +784,8 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_SEND, (void *)conn_send_cb);
 	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_RECV, (void *)conn_recv_cb);
 #endif
-	/* Without -o Ciphers: AES first, as libssh2 1.10 had it, until the
-	 * order is chosen by measurement. libssh2 1.11 puts ChaCha20-Poly1305
-	 * first, and with it libssh2 1.11.1 was seen to stop taking input
-	 * under load (many channels, some of them stuck), which the suite's
-	 * test_budget and test_hostile catch. (1.10's own order is AES-CTR
-	 * first, and its method_pref copies overlapping memory when it drops
-	 * names it lacks: leave it alone.) */
-	const char *ciphers = c->opts.ciphers ? c->opts.ciphers
-			      : libssh2_version(0x010b00) ? MUX_DEFAULT_CIPHERS
-							  : NULL;
-	if (ciphers) {
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_CS, ciphers);
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_CRYPT_SC, ciphers);
-	}
-	if (c->opts.macs) {
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_MAC_CS, c->opts.macs);
-		libssh2_session_method_pref(c->ssh, LIBSSH2_METHOD_MAC_SC, c->opts.macs);
-	}
+	if ((rc = mux__algos_apply(c)) < 0)
+		goto fail;
 	if (c->opts.compression)
 		libssh2_session_flag(c->ssh, LIBSSH2_FLAG_COMPRESS, 1);
 

@@ -4,6 +4,7 @@
 
 #include <libssh2.h>
 
+#include "mux/knownhosts.h"
 #include "mux/mux.h"
 
 #define container_of(ptr, type, member) \
@@ -30,11 +31,6 @@
  * owner (sshd answers a direct-tcpip open when its connect() ends: ~2 min
  * for a target that drops SYNs). */
 #define MUX_OPEN_TIMEOUT_MS 20000
-
-/* Cipher preference without -o Ciphers (libssh2 drops names it lacks). */
-#define MUX_DEFAULT_CIPHERS                                                                 \
-	"aes128-ctr,aes192-ctr,aes256-ctr,aes128-gcm@openssh.com,aes256-gcm@openssh.com,"   \
-	"chacha20-poly1305@openssh.com,aes256-cbc,aes192-cbc,aes128-cbc"
 
 enum conn_state {
 	CS_RESOLVING,
@@ -131,8 +127,8 @@ struct mux_conn {
 	mux_conn_cb cb;
 	void *cb_data;
 	mux_conn_opts opts;        /* its strings and lists point into `strings` */
-	/* short names for opts.host, opts.user, opts.known_hosts, opts.identities */
-	const char *host, *user, *known_hosts;
+	/* short names for opts.host, opts.user, opts.identities */
+	const char *host, *user;
 	const char *const *identities;
 	LIBSSH2_SESSION *ssh;
 	/* authentication (auth.c, ident.c) */
@@ -202,6 +198,14 @@ size_t mux__socket_backlog(const mux_conn *c);
 
 /* hostkey.c: 0 accepted, -1 refused (the connection has failed). */
 int mux__hostkey_check(mux_conn *c);
+/* ALGS reordered as OpenSSH does: algorithms of key types known_hosts
+ * holds for this host first (unless opts.hostkey_algs_keep_order). 0 with
+ * out filled, -1 (out unusable: offer ALGS as it is). */
+int mux__hostkey_order(mux_conn *c, const char *algs, char *out, size_t cap);
+
+/* algos.c: set every method preference on c->ssh before the handshake
+ * (each result checked); 0 or a negative error. */
+int mux__algos_apply(mux_conn *c);
 
 /* auth.c: drive the handshake/hostkey/auth states; returns when waiting.
  * init copies what auth needs from opts (0 or UV_ENOMEM); cleanup drops

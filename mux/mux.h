@@ -78,8 +78,12 @@ typedef struct mux_conn_opts {
 	const char *preferred_auth;
 	bool no_pubkey_auth, no_password_auth, no_kbdint_auth;
 
-	/* Host keys */
-	const char *known_hosts;     /* file to check the host key against */
+	/* Host keys, checked as OpenSSH does (hostkey.c): every file of both
+	 * lists is read, user files first; the caller fills in ssh's defaults
+	 * (~/.ssh/known_hosts ~/.ssh/known_hosts2, /etc/ssh/ssh_known_hosts
+	 * /etc/ssh/ssh_known_hosts2), paths already ~-expanded. An empty
+	 * list means none. */
+	const char *known_hosts;     /* older single-file form: used when n_known_hosts_files is 0 */
 	const char *const *known_hosts_files; /* UserKnownHostsFile list (first: where accept-new writes) */
 	size_t n_known_hosts_files;
 	const char *const *global_known_hosts; /* GlobalKnownHostsFile list */
@@ -96,6 +100,10 @@ typedef struct mux_conn_opts {
 	const char *macs;
 	const char *kex;
 	const char *hostkey_algs;
+	/* With hostkey_algs given as a plain or '^' list, offer it as it is;
+	 * otherwise (defaults, '+' and '-' forms, as in OpenSSH) the
+	 * algorithms of keys known_hosts holds for this host go first. */
+	bool hostkey_algs_keep_order;
 	bool compression;
 	uint32_t window_max;         /* per-channel receive window cap (bytes) */
 	mux_log_fn log;
@@ -128,6 +136,45 @@ bool mux_conn_is_up(const mux_conn *c);
 const char *mux_strerror(int err);
 /* Version of the libssh2 library in use. */
 const char *mux_libssh2_version(void);
+
+/* ---- algorithms (algos.c) ---------------------------------------------
+ * What ssh's Ciphers, MACs, KexAlgorithms and HostKeyAlgorithms name. The
+ * lists come from the running libssh2 (libssh2_session_supported_algs), so
+ * one binary is right with 1.10 and 1.11 alike. Host certificate
+ * algorithms (libssh2 cannot check the CA) and libssh2's pseudo-algorithms
+ * (ext-info-c, kex-strict-c-v00@openssh.com) are never listed or offered
+ * by name. */
+enum mux_alg_kind { MUX_ALG_CIPHER, MUX_ALG_MAC, MUX_ALG_KEX, MUX_ALG_HOSTKEY, MUX_ALG_KINDS };
+
+/* The kind an `ssh -Q` query names: cipher, mac, kex, key (also the
+ * ssh_config names Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, any
+ * case); -1 for anything else. */
+int mux_alg_kind_from_query(const char *query);
+/* ssh_config's name for a kind: "Ciphers", "MACs", ... */
+const char *mux_alg_option_name(enum mux_alg_kind kind);
+/* What this build can use, comma separated, in libssh2's order. 0 or a
+ * negative error (MUX_ESSH). */
+int mux_algs_supported(enum mux_alg_kind kind, char *out, size_t cap);
+/* ftpssh's defaults (the one table in algos.c) that this build has. */
+int mux_algs_default(enum mux_alg_kind kind, char *out, size_t cap);
+/* A user's value with ssh's forms ("a,b", "+a", "-a*", "^a"), resolved
+ * against ftpssh's defaults into a plain list for mux_conn_opts. Returns 0,
+ * or -1 with msg a sentence naming the first name this build cannot use
+ * and listing what it supports (a start-up error: exit 2). */
+int mux_algs_resolve(enum mux_alg_kind kind, const char *spec, char *out, size_t cap, char *msg,
+		     size_t msgcap);
+/* For the `ssh -G` path: SSH_LIST is what ssh -G printed for the option
+ * (ssh has already applied +/-/^ against its own defaults), SSH_BASELINE
+ * what it prints when nothing sets the option (`ssh -G -F none host`).
+ * Returns 1 when they are equal (nothing asked: out is "", use ftpssh's
+ * defaults), 0 with out the names of SSH_LIST this build supports, in
+ * ssh's order (names from ssh's baseline the build lacks, such as
+ * chacha20-poly1305 under libssh2 1.10, are dropped quietly), or -1 with
+ * msg naming a name the user asked for that the build cannot use, or
+ * saying that nothing usable is left (an empty SSH_LIST, what ssh -G
+ * prints after "-*", included). */
+int mux_algs_from_ssh(enum mux_alg_kind kind, const char *ssh_list, const char *ssh_baseline,
+		      char *out, size_t cap, char *msg, size_t msgcap);
 
 /* ---- channels ---------------------------------------------------------- */
 typedef void (*mux_open_cb)(mux_chan *ch, int status, void *data);

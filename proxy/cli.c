@@ -29,7 +29,8 @@ static const char usage_text[] =
 	"              [-F ssh_config] [-i identity_file]... [-J destination] [-l login]\n"
 	"              [-m mac_spec] [-o option]... [-p port] [--config file]\n"
 	"              [-L [bind_address:]port:sftp[:/start/dir]]... [--sftp-allow-uid=USERS]\n"
-	"              [user@]gateway[:port] | ssh://[user@]gateway[:port]\n";
+	"              [user@]gateway[:port] | ssh://[user@]gateway[:port]\n"
+	"       ftpssh -Q cipher|mac|kex|key\n";
 
 static const char help_text[] =
 	"\n"
@@ -82,11 +83,17 @@ static const char help_text[] =
 	"        StrictHostKeyChecking User UserKnownHostsFile; the others are ignored\n"
 	"        with a warning naming them (docs/USAGE.md, \"Coming from ssh\").\n"
 	"        StrictHostKeyChecking yes (default; ask means yes): refuse unknown keys;\n"
-	"        accept-new: record unknown keys; no: accept unknown keys unrecorded.\n"
-	"        A changed key always refuses. ConnectTimeout bounds connect, banner,\n"
-	"        key exchange and authentication (default 30 s). ServerAliveInterval\n"
-	"        defaults to 30 s here.\n"
+	"        accept-new: record unknown keys in the first UserKnownHostsFile\n"
+	"        (hashed with HashKnownHosts yes); no: accept unknown keys unrecorded.\n"
+	"        A changed key, a key of another type than the known ones, and a\n"
+	"        @revoked key always refuse. HostKeyAlias=NAME looks the gateway up\n"
+	"        under NAME. Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms: LIST,\n"
+	"        +LIST (append), -LIST (remove, wildcards), ^LIST (first), as in ssh;\n"
+	"        a name this build lacks is a usage error. ConnectTimeout bounds\n"
+	"        connect, banner, key exchange and authentication (default 30 s).\n"
+	"        ServerAliveInterval defaults to 30 s here.\n"
 	"  -c ciphers, -m macs  as -o Ciphers=, -o MACs=\n"
+	"  -Q cipher|mac|kex|key  what this build supports, one name a line (as ssh -Q)\n"
 	"  -4, -6            IPv4 / IPv6 only          -C  compression\n"
 	"  -f                go to the background once the listeners are up\n"
 	"  -y                log to syslog, as --syslog\n"
@@ -351,7 +358,7 @@ static const struct option longopts[] = {
 	{"sftp-allow-uid", required_argument, NULL, OPT_SFTP_ALLOW_UID},
 	{NULL, 0, NULL, 0},
 };
-static const char shortopts[] = ":F:L:p:i:l:o:J:c:m:46CNTfnakxyqvVh";
+static const char shortopts[] = ":F:L:p:i:l:o:J:c:m:Q:46CNTfnakxyqvVh";
 
 /* What one source (a config file or the command line) set. The command
  * line wins: its -L and -i replace the config's instead of adding. */
@@ -440,6 +447,29 @@ static int parse_uid_list(const char *arg, px_config *cfg)
 	return cfg->n_sftp_allow ? 0 : -1;
 }
 
+/* -Q, as ssh -Q: what this build supports, one name a line. */
+static int query_algs(const char *q, FILE *out, FILE *err)
+{
+	char list[4096];
+	if (strcmp(q, "help") == 0) {
+		fprintf(out, "cipher\nmac\nkex\nkey\n");
+		return 1;
+	}
+	int kind = mux_alg_kind_from_query(q);
+	if (kind < 0)
+		return bad(err, "-Q %s: unsupported query (cipher, mac, kex, key, help)", q);
+	if (mux_algs_supported(kind, list, sizeof(list)) < 0) {
+		fprintf(err, "ftpssh: cannot list the algorithms of libssh2 %s\n",
+			mux_libssh2_version());
+		return -1;
+	}
+	for (char *p = list, *comma; p; p = comma ? comma + 1 : NULL) {
+		comma = strchr(p, ',');
+		fprintf(out, "%.*s\n", comma ? (int)(comma - p) : (int)strlen(p), p);
+	}
+	return 1;
+}
+
 /* Apply one option. 0: go on; 1: --help/--version handled; -1: error. */
 static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FILE *out,
 		     FILE *err)
@@ -507,6 +537,8 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 	case 'f':
 		cfg->background = true;
 		break;
+	case 'Q':
+		return query_algs(arg, out, err);
 	case 'q':
 		cfg->verbosity = -1;
 		cfg->verbosity_given = st->cli;
@@ -761,6 +793,10 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 	cfg->keepalive_count = 3;
 	cfg->hostkey_policy = MUX_HOSTKEY_STRICT;
 	cfg->use_agent = true;
+	/* ssh's GlobalKnownHostsFile default; ssh -G (or -o) replaces it */
+	cfg->global_known_hosts[0] = "/etc/ssh/ssh_known_hosts";
+	cfg->global_known_hosts[1] = "/etc/ssh/ssh_known_hosts2";
+	cfg->nglobal_known_hosts = 2;
 	cfg->window_max = 32u * 1024 * 1024;
 	cfg->data_timeout_sec = 60;
 	cfg->max_sessions = 256;

@@ -71,6 +71,10 @@ int px__sshopt_apply(px_config *cfg, size_t i, const char *uv, const char *bv, c
 		     size_t cap);
 void px__ssh_note_unhonoured(const char *name);
 const char *px__ssh_unhonoured(void);
+/* Without ssh: the algorithm lists as written (ssh's +/-/^ forms)
+ * resolved against this build (mux_algs_resolve); -1 with why naming a
+ * name the build lacks and what it supports. */
+int px__sshconfig_resolve_algs(px_config *cfg, char *why, size_t cap);
 
 /* sshtokens.c: ~, ${VAR} and % tokens of IdentityFile, CertificateFile,
  * ProxyCommand expanded into out; -1 with why when impossible. */

@@ -76,6 +76,9 @@ typedef struct px_config {
 	unsigned keepalive_count;
 	/* Algorithm lists; NULL: not set by the user, ftpssh's defaults. */
 	const char *ciphers, *macs, *kex, *hostkey_algs;
+	/* hostkey_algs given as a plain or ^ list (no ssh: as written); the
+	 * ssh -G path cannot tell which form was written, so false there */
+	bool hostkey_algs_keep_order;
 	bool compression;          /* -C, Compression yes */
 	int address_family;        /* AF_UNSPEC, AF_INET (-4), AF_INET6 (-6) */
 	unsigned connect_timeout_sec; /* 0: mux's bounded default */

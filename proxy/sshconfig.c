@@ -12,7 +12,8 @@
  * OpenSSH's own defaults: a value equal to that baseline was not set by
  * the user, so ftpssh's defaults apply (algorithm lists, key files in
  * $HOME, the keepalive interval), and options ftpssh cannot honour are
- * only warned about when the user changed them.
+ * only warned about when the user changed them. The algorithm lists are
+ * checked against this libssh2 (mux_algs_from_ssh, apply_algs below).
  *
  * Without an ssh binary the same table reads the command line's -o, -p,
  * -l, -i, -J, -4, -6 and -C: nothing of ~/.ssh/config then, and -v says so.
@@ -262,9 +263,11 @@ static int set_hostkeyalias(px_config *c, const char *v, char *why, size_t cap)
 	return keep_str(&c->hostkey_alias, v, why, cap);
 }
 
-/* ALGOS: the lists are taken as ssh -G resolved them (or, without ssh, as
- * given). mux/algos.c (issue 10 part 4) checks each name against what
- * this libssh2 supports and resolves +/-/^ where ssh did not. */
+/* The four algorithm lists. Here (no ssh, config files' lines) they are
+ * kept as written, +/-/^ forms included: px__sshconfig_resolve_algs
+ * resolves them against this build once everything is read. The ssh -G
+ * path does not come through these setters: ssh has applied the forms
+ * already, and apply_algs keeps what the build supports. */
 static int set_algs(const char **dst, const char *v, char *why, size_t cap)
 {
 	return keep_str(dst, v, why, cap);
@@ -573,15 +576,70 @@ const char *px__ssh_unhonoured(void)
 	return warn_names;
 }
 
+static const char **alg_field(px_config *cfg, enum mux_alg_kind kind)
+{
+	switch (kind) {
+	case MUX_ALG_CIPHER:
+		return &cfg->ciphers;
+	case MUX_ALG_MAC:
+		return &cfg->macs;
+	case MUX_ALG_KEX:
+		return &cfg->kex;
+	default:
+		return &cfg->hostkey_algs;
+	}
+}
+
+/* An algorithm list as ssh -G printed it (+/-/^ applied against ssh's own
+ * defaults) against ssh's baseline: equal leaves ftpssh's defaults (NULL);
+ * otherwise the names this build supports, in ssh's order. A name the
+ * user asked for that the build lacks is an error naming it. ssh -G does
+ * not say which form was written, so host-key algorithms are reordered by
+ * the known key types as for OpenSSH's defaults. */
+static int apply_algs(px_config *cfg, enum mux_alg_kind kind, const char *uv, const char *bv,
+		      char *why, size_t cap)
+{
+	char out[2048];
+	const char **dst = alg_field(cfg, kind);
+	int rc = mux_algs_from_ssh(kind, uv, bv ? bv : "", out, sizeof(out), why, cap);
+	if (rc < 0)
+		return -1;
+	*dst = NULL;
+	if (kind == MUX_ALG_HOSTKEY)
+		cfg->hostkey_algs_keep_order = false;
+	return rc == 1 ? 0 : keep_str(dst, out, why, cap);
+}
+
+int px__sshconfig_resolve_algs(px_config *cfg, char *why, size_t cap)
+{
+	cfg->hostkey_algs_keep_order = cfg->hostkey_algs && cfg->hostkey_algs[0] != '+' &&
+				       cfg->hostkey_algs[0] != '-';
+	for (int k = 0; k < MUX_ALG_KINDS; k++) {
+		char out[2048];
+		const char **dst = alg_field(cfg, (enum mux_alg_kind)k);
+		if (!*dst || !**dst) {
+			*dst = NULL;
+			continue;
+		}
+		if (mux_algs_resolve((enum mux_alg_kind)k, *dst, out, sizeof(out), why, cap) != 0 ||
+		    keep_str(dst, out, why, cap) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 int px__sshopt_apply(px_config *cfg, size_t i, const char *uv, const char *bv, char *why,
 		     size_t cap)
 {
 	const struct sshopt *o = &opts[i];
 	bool differs = !bv || strcmp(uv, bv) != 0;
 	char buf[8192];
+	int kind;
 	switch (o->cls) {
 	case OC_HONOUR:
 	case OC_REFUSE:
+		if ((kind = mux_alg_kind_from_query(o->name)) >= 0)
+			return apply_algs(cfg, (enum mux_alg_kind)kind, uv, bv, why, cap);
 		if ((o->flags & F_DEFAULT) && !differs)
 			return 0; /* OpenSSH's default: ftpssh's own applies */
 		if (!(o->flags & F_LIST))

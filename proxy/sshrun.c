@@ -361,7 +361,7 @@ static int build_command(px_config *c, char *why, size_t cap)
  * therefore wins). */
 static int resolve_without_ssh(px_config *cfg, FILE *err)
 {
-	char why[512];
+	char why[4096]; /* room for the list of what the build supports */
 	bool known;
 	if (cfg->dest_user[0] && px_sshconfig_set(cfg, "User", cfg->dest_user, &known, why, sizeof(why)) != 0)
 		goto fail;
@@ -413,6 +413,8 @@ static int resolve_without_ssh(px_config *cfg, FILE *err)
 		if (rc != 0)
 			goto fail;
 	}
+	if (px__sshconfig_resolve_algs(cfg, why, sizeof(why)) != 0)
+		goto fail;
 	return 0;
 fail:
 	fprintf(err, "ftpssh: %s\n", why);
@@ -432,7 +434,7 @@ static bool in_first_pass(const char *name)
 
 int px_sshconfig_resolve(px_config *cfg, FILE *err)
 {
-	char ssh[4096], why[512];
+	char ssh[4096], why[4096]; /* why: room for the algorithms the build supports */
 	struct kvset *user = calloc(1, sizeof(*user)), *base = calloc(1, sizeof(*base));
 	int rc = -1;
 	bool have_ssh = find_ssh(ssh, sizeof(ssh));
@@ -455,6 +457,10 @@ int px_sshconfig_resolve(px_config *cfg, FILE *err)
 		cfg->proxy_jump = NULL;
 		cfg->proxy_command = NULL;
 		cfg->ncertificates = 0;
+		/* config files' algorithm lines were kept as written; ssh -G's
+		 * values replace them (apply_algs) */
+		cfg->ciphers = cfg->macs = cfg->kex = cfg->hostkey_algs = NULL;
+		cfg->hostkey_algs_keep_order = false;
 		for (int pass = 0; pass < 2; pass++)
 			for (size_t i = 0; i < px__sshopt_count(); i++) {
 				const char *name = px__sshopt_name(i);

@@ -22,15 +22,7 @@
 #include <string.h>
 
 #include "ftpparse/ftpparse.h"
-
-#define CHECK(x)                                                               \
-	do {                                                                   \
-		if (!(x)) {                                                    \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
-				__LINE__, #x);                                 \
-			abort();                                               \
-		}                                                              \
-	} while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 typedef void (*fuzz_line_fn)(void *ctx, const fp_line *l);
 

@@ -383,3 +383,16 @@ def assert_retr_intact(target, datafile):
         ftp.close()
     assert h.hexdigest() == datafile.sha256, "RETR %s through %s: wrong bytes" % (
         datafile.name, target)
+
+
+def assert_retr_1m(bed, run):
+    """A new ftplib session through RUN (an ftpssh.Ftpssh) retrieves data-1M
+    intact (sha256), and RUN is still alive afterwards."""
+    ftp = open_ftplib(run.target)
+    try:
+        h = hashlib.sha256()
+        ftp.retrbinary("RETR data-1M", h.update, blocksize=1 << 16)
+        assert h.hexdigest() == bed.data["1M"].sha256, "RETR data-1M through %s: wrong sha256" % run.name
+    finally:
+        ftp.quit()
+    run.assert_alive()

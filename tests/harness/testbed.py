@@ -110,7 +110,8 @@ class SshServer:
     PAM), for tests that must not disturb the shared one."""
 
     def __init__(self, bed, name="ssh", password_auth=False, kbdint=False, extra_config=(),
-                 log_level="DEBUG1", pam_service=None):
+                 log_level="DEBUG1", pam_service=None,
+                 host_key_types=("ed25519",)):
         self.bed = bed
         self.name = name
         d = bed.path(name)
@@ -119,11 +120,15 @@ class SshServer:
         self.port = procs.free_port()
         # Tests run as root (sshd can only log in its own user otherwise).
         self.login = getpass.getuser()
-        self.host_key = os.path.join(d, "ssh_host_ed25519_key")
+        # host_key_types: the host keys sshd offers ("ed25519", "ecdsa");
+        # host_key is the first, host_keys maps each type to its file.
+        self.host_keys = {t: os.path.join(d, "ssh_host_%s_key" % t) for t in host_key_types}
+        self.host_key = self.host_keys[host_key_types[0]]
         self.user_key = os.path.join(d, "id_ed25519")
         self.other_key = os.path.join(d, "id_ed25519_unauthorized")
-        for key, comment in ((self.host_key, "ftpssh-test-host"),
-                             (self.user_key, "ftpssh-test-user"),
+        for t, key in self.host_keys.items():
+            _run(["ssh-keygen", "-q", "-t", t, "-N", "", "-C", "ftpssh-test-host", "-f", key])
+        for key, comment in ((self.user_key, "ftpssh-test-user"),
                              (self.other_key, "ftpssh-test-stranger")):
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key])
         self.authorized_keys = os.path.join(d, "authorized_keys")
@@ -140,7 +145,7 @@ class SshServer:
         _write(self.config, "\n".join([
             "Port %d" % self.port,
             "ListenAddress 127.0.0.1",
-            "HostKey %s" % self.host_key,
+        ] + ["HostKey %s" % k for k in self.host_keys.values()] + [
             "PidFile %s" % os.path.join(d, "sshd.pid"),
             "AuthorizedKeysFile %s" % self.authorized_keys,
             "PermitRootLogin prohibit-password",

@@ -12,7 +12,6 @@ the shared ftpssh processes use. Terminal prompts are answered through a
 pseudo-terminal that is ftpssh's controlling terminal (its /dev/tty).
 """
 
-import hashlib
 import itertools
 import os
 import shutil
@@ -62,15 +61,7 @@ def start(bed, ssh, **kw):
 
 
 def assert_transfers(bed, run):
-    """A new FTP session through RUN retrieves data-1M intact."""
-    ftp = clients.open_ftplib(run.target)
-    try:
-        h = hashlib.sha256()
-        ftp.retrbinary("RETR data-1M", h.update, blocksize=1 << 16)
-        assert h.hexdigest() == bed.data["1M"].sha256, "RETR data-1M through %s: wrong sha256" % run.name
-    finally:
-        ftp.quit()
-    run.assert_alive()
+    clients.assert_retr_1m(bed, run)
 
 
 def expect_exit(run, status, what):
