@@ -31,9 +31,14 @@
  * for a target that drops SYNs). */
 #define MUX_OPEN_TIMEOUT_MS 20000
 
-/* Cipher preference without -o Ciphers (libssh2 drops names it lacks). */
+/* Cipher preference without -o Ciphers (libssh2 drops names it lacks),
+ * fastest per byte first as measured with the bundled libssh2 (patch
+ * 0004, issue 13; bench/ssh_reader, one channel, loopback): AES-GCM
+ * ~300 MB/s at ~1.6 CPU s/GiB, AES-CTR + HMAC-SHA2 ~180 MB/s at ~2.7,
+ * ChaCha20-Poly1305 (libssh2's own C code, whole packets) ~140-190 MB/s at
+ * ~3.2-4.6; CBC last (CBC with a MAC is the weaker construction). */
 #define MUX_DEFAULT_CIPHERS                                                                 \
-	"aes128-ctr,aes192-ctr,aes256-ctr,aes128-gcm@openssh.com,aes256-gcm@openssh.com,"   \
+	"aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,"   \
 	"chacha20-poly1305@openssh.com,aes256-cbc,aes192-cbc,aes128-cbc"
 
 enum conn_state {
