@@ -64,7 +64,7 @@ class Config:
         self.conc_diag = e("BENCH_CONC_DIAG", "1") == "1"
         self.rss_size = parse_size(e("BENCH_RSS_SIZE", "1G"))
         self.rss_seconds = int(e("BENCH_RSS_SECONDS", "5" if q else "20"))
-        self.rows = [int(x) for x in e("BENCH_ROWS", "1,2,3,4,5,6,7,8,9").split(",") if x.strip()]
+        self.rows = [int(x) for x in e("BENCH_ROWS", "1,2,3,4,5,6,7,8,9,10").split(",") if x.strip()]
         self.greet_clients = int(e("BENCH_GREET_CLIENTS", "100" if q else "500"))
         self.sftp_size = parse_size(e("BENCH_SFTP_SIZE", "64M" if q else "256M"))
         self.cipher = e("BENCH_CIPHER", "aes128-ctr")
@@ -338,6 +338,58 @@ def row2(cfg, rig, table, ref, ftp):
     table.add(2, "ceiling: libssh2 reader, 1 channel, MB/s", f1(median([r["mbps"] for r in RD])),
               "", "", "", "")
     return {"RA": RA, "RB": RB, "SA": SA, "SB": SB, "RD": RD}
+
+
+# Row 10 (issue 13): like with like, and what users get by default.
+ROW10_CASES = [
+    ("aes128-gcm", ("aes128-gcm@openssh.com", None)),
+    ("aes128-ctr+etm", ("aes128-ctr", "hmac-sha2-256-etm@openssh.com")),
+    ("defaults", ()),  # ftpssh's own choice against OpenSSH's (chacha20-poly1305)
+]
+
+
+def row10(cfg, rig, table):
+    size = cfg.loop_size
+    name, local = rig.data_file(size)
+    s = human(size)
+    for label, algos in ROW10_CASES:
+        ref = ftp = None
+        try:
+            ref = rig.start_ref(algos=algos, tag="ssh-L-" + label)
+            ftp = rig.start_ftpssh(algos=algos)
+            R = {("RETR", "ref"): [], ("RETR", "ftp"): [], ("STOR", "ref"): [], ("STOR", "ftp"): []}
+            for i in range(cfg.pairs):
+                for what in ("RETR", "STOR"):
+                    for ep, key in ((ref, "ref"), (ftp, "ftp")):
+                        if what == "RETR":
+                            r = ep.retr(name, size)
+                        else:
+                            r = ep.stor(local, size, rig.upload_name("algo"))
+                        if ep is ref:
+                            check_crossed(ep, r, what, size)
+                        R[(what, key)].append(r)
+                        table.detail("[10] %s %s pair %d %-7s %s" % (label, what, i + 1, ep.name,
+                                                                    fmt_run(r)))
+                        progress("[10] %s %s pair %d/%d %s: %s" % (label, what, i + 1, cfg.pairs,
+                                                                  ep.name, fmt_run(r)))
+            for what in ("RETR", "STOR"):
+                A, B = R[(what, "ref")], R[(what, "ftp")]
+                ratio = median(ratios(A, B, "mbps"))
+                goal = 1.2 if label == "defaults" else 1.0
+                table.add(10, "%s: loopback %s %s MB/s" % (label, s, what),
+                          f1(median([a["mbps"] for a in A])), f1(median([b["mbps"] for b in B])),
+                          f2(ratio), ">= %.1f (goal)" % goal, verdict(ratio is not None and ratio >= goal))
+                a = median([per_gib(x) for x in A])
+                b = median([per_gib(x) for x in B])
+                table.add(10, "%s: CPU s/GiB %s, ssh vs ftpssh" % (label, what), f2(a), f2(b),
+                          f2(b / a if a and b else None), "<= 1.0",
+                          verdict(a is not None and b is not None and b <= a))
+        finally:
+            rig.stop(ref)
+            rig.stop(ftp)
+    table.note(10, "same cipher on both sides (MAC: the etm one, or the AEAD cipher's own), then "
+                   "each program's default choice: ftpssh's MUX_DEFAULT_CIPHERS against OpenSSH's "
+                   "(ssh -F /dev/null, no -c/-m).")
 
 
 def sshd_per_gib(r):
@@ -874,6 +926,14 @@ def main():
                 errors.append((9, e))
                 table.add(9, "ERROR: %s" % first_line(e), "", "", "", "", "ERROR")
                 table.detail("[9] %s" % traceback.format_exc())
+        if 10 in cfg.rows:
+            progress("row 10")
+            try:
+                row10(cfg, rig, table)
+            except Exception as e:  # noqa: BLE001
+                errors.append((10, e))
+                table.add(10, "ERROR: %s" % first_line(e), "", "", "", "", "ERROR")
+                table.detail("[10] %s" % traceback.format_exc())
         loop_rows = [r for r in cfg.rows if r in (2, 3, 4, 5, 6, 7)]
         r2 = None
         if loop_rows:

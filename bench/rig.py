@@ -199,6 +199,22 @@ class Endpoint:
         return s
 
 
+def algo_args(cfg, algos, cipher_opt, mac_opt):
+    """Command-line words for a cipher/MAC choice: algos None is
+    BENCH_CIPHER/BENCH_MAC, () the program's own defaults, (c, m) with m
+    None for an AEAD cipher. The last word of *_opt gets the name glued
+    on when it ends in '='."""
+    cipher, mac = (cfg.cipher, cfg.mac) if algos is None else (tuple(algos) + (None, None))[:2]
+
+    def opt(words, name):
+        if not name:
+            return []
+        if words[-1].endswith("="):
+            return words[:-1] + [words[-1] + name]
+        return words + [name]
+    return opt(cipher_opt, cipher) + opt(mac_opt, mac)
+
+
 # --- the rig -----------------------------------------------------------------
 
 class Rig:
@@ -300,9 +316,11 @@ class Rig:
     def direct(self):
         return Endpoint("direct", "127.0.0.1", self.srv.port, server_root=self.root)
 
-    def start_ref(self, ssh_port=None, tag="ssh-L"):
+    def start_ref(self, ssh_port=None, tag="ssh-L", algos=None):
         """The classic recipe: ssh -N -L for the control port and each
-        passive port, all bound on ref_host, to the reference vsftpd."""
+        passive port, all bound on ref_host, to the reference vsftpd.
+        algos: (cipher, MAC or None) instead of BENCH_CIPHER/BENCH_MAC;
+        () for ssh's own defaults."""
         c = self.cfg
         ssh_port = ssh_port or self.ssh.port
         for p in c.pasv_ports:
@@ -314,7 +332,7 @@ class Rig:
                 "-o", "ExitOnForwardFailure=yes",
                 "-o", "UserKnownHostsFile=%s" % self.known_hosts,
                 "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
-                "-c", c.cipher, "-m", c.mac,
+                ] + algo_args(c, algos, ["-c"], ["-m"]) + [
                 "-i", self.ssh.user_key, "-p", str(ssh_port),
                 "-L", "%s:%d:127.0.0.1:%d" % (c.ref_host, ctrl, self.ref_srv_port)]
         for p in c.pasv_ports:
@@ -335,12 +353,13 @@ class Rig:
         ep.daemon = d
         return ep
 
-    def start_ftpssh(self, ssh_port=None, args=None):
+    def start_ftpssh(self, ssh_port=None, args=None, algos=None):
+        """algos as for start_ref; () for ftpssh's own defaults."""
         c = self.cfg
         # One uid drives every session of the bench: lift the per-user and
         # global session caps (and the descriptor limit they are fitted
         # to), which are not what is measured here.
-        extra = ["-o", "Ciphers=%s" % c.cipher, "-o", "MACs=%s" % c.mac,
+        extra = algo_args(c, algos, ["-o", "Ciphers="], ["-o", "MACs="]) + [
                  "--max-sessions=4096", "--max-sessions-per-user=4096"] + (
             c.ftpssh_args if args is None else args)
         fx = Ftpssh(self.bed, [self.srv], known_hosts=self.known_hosts,

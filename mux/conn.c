@@ -227,11 +227,18 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	mux_conn *c = h->data;
 	(void)suggested;
-	if (c->in_start > 0) {
+	/* Move the unread input to the front only when that costs no more
+	 * than what was consumed since (in_start >= in_len), or when the room
+	 * behind it runs short. Moving before every read copied up to 256 KiB
+	 * per socket read: a third of ftpssh's CPU on a download (issue 13).
+	 * Reading stops at in_len == MUX_IN_CAP, so the room is never 0. */
+	size_t room = MUX_IN_CAP - c->in_start - c->in_len;
+	if (c->in_start > 0 && (c->in_start >= c->in_len || room < MUX_IN_CAP / 16)) {
 		memmove(c->in, c->in + c->in_start, c->in_len);
 		c->in_start = 0;
+		room = MUX_IN_CAP - c->in_len;
 	}
-	*buf = uv_buf_init(c->in + c->in_len, (unsigned)(MUX_IN_CAP - c->in_len));
+	*buf = uv_buf_init(c->in + c->in_start + c->in_len, (unsigned)room);
 }
 
 static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
