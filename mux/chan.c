@@ -207,21 +207,12 @@ static void chan_fail_writes(mux_chan *ch, int err)
 	}
 }
 
-/* Every state change away from OPEN goes through here (the open count is
- * what start windows are shared by). */
-static void chan_set_state(mux_chan *ch, enum chan_state st)
-{
-	if (ch->state == CH_OPEN && st != CH_OPEN)
-		ch->conn->nopen--;
-	ch->state = st;
-}
-
 static void chan_set_failed(mux_chan *ch, int err)
 {
 	if (!ch->error)
 		ch->error = err;
 	if (ch->state != CH_FREEING)
-		chan_set_state(ch, CH_FAILED);
+		ch->state = CH_FAILED;
 }
 
 void mux__chan_fail_all(mux_conn *c, int err)
@@ -285,11 +276,9 @@ static void chan_opened(mux_chan *ch, LIBSSH2_CHANNEL *lc)
 		return;
 	}
 	ch->lc = lc;
-	ch->window_target = MUX_WINDOW_START;
-	if (ch->window_target > chan_budget_room(ch))
-		ch->window_target = chan_budget_room(ch);
+	uint32_t room = chan_budget_room(ch);
+	ch->window_target = MUX_WINDOW_START < room ? MUX_WINDOW_START : room;
 	ch->state = CH_OPEN;
-	c->nopen++;
 	if (!ch->open_told) {
 		ch->open_cb_due = true;
 		ch->open_status = 0;
@@ -712,7 +701,7 @@ static bool chan_reap(mux_chan *ch)
 	}
 	chan_fail_writes(ch, UV_ECANCELED);
 	if (ch->lc) {
-		chan_set_state(ch, CH_FREEING);
+		ch->state = CH_FREEING;
 		int rc = libssh2_channel_free(ch->lc);
 		if (rc == LIBSSH2_ERROR_EAGAIN && c->state == CS_UP)
 			return false;

@@ -179,7 +179,6 @@ struct mux_conn {
 	uint64_t alive_bytes_in;   /* bytes_in at the last keepalive tick */
 	unsigned alive_missed;     /* keepalive ticks with nothing received */
 	unsigned nbig;             /* channels whose window grew past the start */
-	unsigned nopen;            /* channels open */
 	unsigned nopening;         /* channels OPENING (the open timer runs) */
 	uv_timer_t open_timer;     /* wakes the service for open deadlines */
 	uint64_t credit;           /* sum of the channels' credit */
