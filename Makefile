@@ -33,11 +33,13 @@ OPT     ?= -O2 -g
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 # libssh2 >= 1.11 (rsa-sha2, certificates, etm MACs, GCM, ChaCha20, strict
-# kex). LIBSSH2=system links pkg-config's libssh2; LIBSSH2=bundled builds
-# Debian 13's libssh2 source package (plus scripts/libssh2/patches/) into
-# build/libssh2 with scripts/libssh2/build and links it statically. Default:
-# system when pkg-config's libssh2 is 1.11 or newer, bundled otherwise.
-LIBSSH2 ?= $(shell $(PKG_CONFIG) --atleast-version=1.11 libssh2 2>/dev/null && echo system || echo bundled)
+# kex). LIBSSH2=bundled (the default, on every system) builds Debian 13's
+# libssh2 source package plus scripts/libssh2/patches/ into build/libssh2
+# with scripts/libssh2/build and links it statically: the patches are
+# where the speed is (bulk crypt, concurrent channel opens, windows sized
+# by the measured round trip). LIBSSH2=system links pkg-config's libssh2
+# (1.11 or newer, for packagers): it works, slower, and ftpssh -v says so.
+LIBSSH2 ?= bundled
 SSH2_DIR := build/libssh2
 ifeq ($(LIBSSH2),bundled)
 SSH2_STAMP  := $(SSH2_DIR)/.stamp

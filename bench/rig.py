@@ -423,7 +423,7 @@ class Rig:
     def start_relay(self, rtt_ms):
         port = procs.free_port()
         d = procs.Daemon("delay-relay", [
-            sys.executable, os.path.join(HERE, "delay_relay.py"),
+            sys.executable, os.path.join(REPO, "tests", "harness", "delay_relay.py"),
             "--listen-port", port, "--target-port", self.ssh.port,
             "--delay-ms", "%g" % (rtt_ms / 2.0)], self.bed.logdir)
         d.wait_port(port)
@@ -473,7 +473,7 @@ class Rig:
         threading.Thread(target=serve, daemon=True).start()
         port = procs.free_port()
         d = procs.Daemon("delay-relay-check", [
-            sys.executable, os.path.join(HERE, "delay_relay.py"),
+            sys.executable, os.path.join(REPO, "tests", "harness", "delay_relay.py"),
             "--listen-port", port, "--target-port", sink_port,
             "--delay-ms", "%g" % (rtt_ms / 2.0)], self.bed.logdir)
         try:

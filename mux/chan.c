@@ -15,8 +15,9 @@
  * "promised but not delivered" (libssh2's window, which it counts down on
  * reads) stays under window_target. A consumer that stops reading stops the server
  * through the SSH window while every other channel keeps flowing. The
- * target doubles while the consumer keeps up, up to opts.window_max and
- * within the connection's budget, so long fat links fill.
+ * target doubles while the channel's rate times the round trip asks for
+ * more (chan_measure), up to opts.window_max and within the connection's
+ * budget, so long fat links fill and short ones do not queue in sshd.
  *
  * Send side: a channel writes only while the connection's output buffer is
  * under MUX_OUT_SOFT and the server's window is open; each channel gets a
@@ -460,6 +461,35 @@ static void chan_set_target(mux_chan *ch, uint32_t target)
 	ch->window_target = target;
 }
 
+/* The credit ch needs: what it delivers in two round trips (an adjust
+ * takes one to reach the server and its data one more to arrive, so with
+ * less the server waits), from its rate over a span of at least two
+ * round trips and 20 ms. The round trip is the one conn.c times on a
+ * silent connection, so data queued in the server does not inflate it.
+ * Windows grow on a long link and stay at the start size on loopback and
+ * LAN, where more credit only lets sshd queue megabytes in its output
+ * buffer: that cost sshd 3 to 20 times its CPU per byte and halved
+ * downloads (issue 13). No round trip known: never grows, as ssh. */
+static void chan_measure(mux_chan *ch)
+{
+	uint64_t rtt = ch->conn->rtt_ns;
+	if (!rtt)
+		return;
+	uint64_t now = uv_hrtime();
+	if (!ch->rate_t0) {
+		ch->rate_t0 = now;
+		ch->rate_b0 = ch->delivered;
+		return;
+	}
+	uint64_t span = now - ch->rate_t0;
+	if (span < 2 * rtt || span < 20 * 1000000ull)
+		return;
+	double rate = (double)(ch->delivered - ch->rate_b0) / (double)span; /* bytes/ns */
+	ch->window_need = (uint64_t)(2.0 * rate * (double)rtt);
+	ch->rate_t0 = now;
+	ch->rate_b0 = ch->delivered;
+}
+
 /* Keep the credit not yet delivered near window_target (see the top of
  * the file), within two budgets: channels that grew past the start share
  * the connection's budget, each at most budget / (n + 1) (so streams that
@@ -473,7 +503,6 @@ static void chan_set_target(mux_chan *ch, uint32_t target)
 static void chan_grant(mux_chan *ch)
 {
 	mux_conn *c = ch->conn;
-	unsigned long avail = 0;
 	uint32_t adj;
 
 	if (ch->adj_pending) {
@@ -481,9 +510,9 @@ static void chan_grant(mux_chan *ch)
 	} else {
 		/* libssh2 counts the window down when we read, not when data
 		 * arrives: win is credit given and not yet delivered, which
-		 * includes what sits in libssh2's queue (avail) and what is in
+		 * includes what sits in libssh2's queue and what is in
 		 * flight. */
-		uint32_t win = libssh2_channel_window_read_ex(ch->lc, &avail, NULL);
+		uint32_t win = libssh2_channel_window_read_ex(ch->lc, NULL, NULL);
 		chan_credit_seen(ch, win);
 		uint64_t fair = c->credit_budget / (c->nbig + 1);
 		if (fair > c->opts.window_max)
@@ -496,19 +525,26 @@ static void chan_grant(mux_chan *ch)
 
 		if (ch->window_target > fair)
 			chan_set_target(ch, (uint32_t)fair); /* others joined: give back */
-		if (win >= ch->window_target / 4 * 3)
-			return;
-		/* The server used a quarter of its credit, we delivered nearly
-		 * all of it and nothing waits undecrypted on our socket: the
-		 * link, not the consumer nor our CPU, is the limit. Grow. (A
-		 * CPU-bound receiver on a fast link would only make sshd buffer
-		 * more.) */
-		if (avail < ch->window_target / 8 && (uint64_t)ch->window_target * 2 <= fair &&
-		    mux__socket_backlog(c) < 256 * 1024) {
+		chan_measure(ch);
+		/* One doubling per measured span: the next span shows the rate
+		 * the bigger window gives (on a link-bound channel, twice). */
+		if (ch->window_need > ch->window_target &&
+		    (uint64_t)ch->window_target * 2 <= fair) {
 			chan_set_target(ch, ch->window_target * 2);
+			ch->window_need = 0;
 			mux__log(c, 3, "channel %u window grows to %u KiB", ch->id,
 				 ch->window_target / 1024);
+		} else if (ch->window_need && ch->window_need < ch->window_target / 4 &&
+			   ch->window_target / 2 >= MUX_WINDOW_START) {
+			/* a slower consumer, or a shorter round trip than first
+			 * measured: credit it no longer uses is sshd's queue */
+			chan_set_target(ch, ch->window_target / 2);
+			ch->window_need = 0;
+			mux__log(c, 3, "channel %u window shrinks to %u KiB", ch->id,
+				 ch->window_target / 1024);
 		}
+		if (win >= ch->window_target / 4 * 3)
+			return;
 		/* win < target here, so adj > 0: never a wrapped negative */
 		adj = ch->window_target - win;
 	}
@@ -620,6 +656,7 @@ static bool chan_do_reads(mux_chan *ch)
 		}
 		ssize_t n = libssh2_channel_read(ch->lc, b.base, want);
 		if (n > 0) {
+			ch->delivered += (uint64_t)n;
 			quantum -= (size_t)n < quantum ? (size_t)n : quantum;
 			ch->read_cb(ch, n, &b);
 			continue;

@@ -35,7 +35,6 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/ioctl.h>
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -293,6 +292,7 @@ static void conn_go_dead(mux_conn *c, int err)
 	c->state = CS_DEAD;
 	uv_timer_stop(&c->timer);
 	uv_timer_stop(&c->ctimer);
+	uv_timer_stop(&c->rtt_timer);
 	if (c->reading) {
 		uv_read_stop(c->rd);
 		c->reading = false;
@@ -317,10 +317,79 @@ void mux__fail(mux_conn *c, int kind, int err, const char *fmt, ...)
 	mux__maybe_finish_close(c);
 }
 
+/* Send a want-reply keepalive and time its reply (conn_service), when the
+ * reply can be seen (patch 0002) and no timed one is out. Only called on a
+ * silent connection, where the reply queues behind nothing. */
+#define RTT_PROBES 3      /* timed keepalives after UP */
+#define RTT_PROBE_MS 250  /* silence that a probe waits for */
+/* libssh2_keepalive_send() sends at most one keepalive per 2 s (it counts
+ * in whole seconds and turns an interval of 1 into 2) and returns 0 either
+ * way: only one sent this long after the last is known to have gone. */
+#define PING_GAP_NS (2100 * 1000000ull)
+
+/* Send a want-reply keepalive; time its reply (conn_pong) when the reply
+ * can be seen (patch 0002), it surely went out and none is out. Called on
+ * a silent connection only, where the reply queues behind nothing. */
+static int conn_ping(mux_conn *c)
+{
+	int next = 0;
+	uint64_t now = uv_hrtime();
+	bool sends = !c->ping_at || now - c->ping_at >= PING_GAP_NS;
+	int rc = libssh2_keepalive_send(c->ssh, &next);
+	if (rc == 0 && sends) {
+		c->ping_at = now;
+#ifdef LIBSSH2_HAVE_SESSION_PROCESS_INPUT
+		if (!c->ping_sent)
+			c->ping_sent = now;
+#endif
+	}
+	return rc;
+}
+
+/* A reply came: the round trip is the smallest of the probes, then
+ * follows later samples (keepalives), quickly down and slowly up. */
+static void conn_pong(mux_conn *c)
+{
+	if (!c->ping_sent)
+		return;
+	uint64_t t = uv_hrtime() - c->ping_sent;
+	c->ping_sent = 0;
+	if (t == 0)
+		t = 1;
+	if (!c->rtt_ns || t < c->rtt_ns)
+		c->rtt_ns = t;
+	else if (c->rtt_probes >= RTT_PROBES)
+		c->rtt_ns = (3 * c->rtt_ns + t) / 4;
+	if (c->rtt_probes < RTT_PROBES && ++c->rtt_probes == RTT_PROBES)
+		uv_timer_stop(&c->rtt_timer);
+	mux__log(c, c->rtt_probes == RTT_PROBES ? 2 : 3,
+		 "SSH round trip to %s: %.2f ms (sample %.2f ms)", c->host, c->rtt_ns / 1e6, t / 1e6);
+}
+
+/* Probe once the connection has been silent for a tick: nothing queued
+ * in the server then delays the reply. (One sent at UP took 26-33 ms on
+ * loopback: sshd sets the session up before it answers.) A connection
+ * busy from the start gets one probe anyway after two ticks: queued
+ * behind at most a start window of data, it overstates the round trip
+ * by that window's time, once (the next span does not re-measure), and
+ * silent probes later bring it down. */
+static void conn_rtt_cb(uv_timer_t *t)
+{
+	mux_conn *c = container_of(t, mux_conn, rtt_timer);
+	if (c->state != CS_UP) {
+		uv_timer_stop(t);
+		return;
+	}
+	bool silent = c->bytes_in == c->rtt_bytes_in && c->out_len == 0 && !c->writing;
+	c->rtt_bytes_in = c->bytes_in;
+	c->rtt_ticks++;
+	if ((silent || (!c->rtt_ns && c->rtt_ticks >= 2)) && !c->ping_sent)
+		(void)conn_ping(c);
+}
+
 static void conn_keepalive_cb(uv_timer_t *t)
 {
 	mux_conn *c = container_of(t, mux_conn, timer);
-	int next = 0;
 	if (c->state != CS_UP)
 		return;
 	/* Any byte from the server proves it alive; keepalives (which ask for
@@ -338,7 +407,7 @@ static void conn_keepalive_cb(uv_timer_t *t)
 			  max * c->opts.keepalive_sec);
 		return;
 	}
-	int rc = libssh2_keepalive_send(c->ssh, &next);
+	int rc = conn_ping(c);
 	if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN)
 		mux__fail(c, MUX_FAIL_NET, MUX_ESSH(rc), "keepalive failed: %s",
 			  mux_strerror(MUX_ESSH(rc)));
@@ -349,11 +418,17 @@ void mux__set_up(mux_conn *c)
 	c->state = CS_UP;
 	uv_timer_stop(&c->ctimer);
 	mux__auth_cleanup(c);
+	/* want_reply: the reply is what shows the server alive, and its
+	 * round trip sizes the channel windows (chan.c): probes go out at
+	 * the first silent moments after UP. (A libssh2 without patch
+	 * 0002 keeps such replies in its packet list: ~100 bytes per silent
+	 * keepalive interval; no timed one is sent then.) */
+	libssh2_keepalive_config(c->ssh, 1, 1);
+#ifdef LIBSSH2_HAVE_SESSION_PROCESS_INPUT
+	c->rtt_bytes_in = c->bytes_in;
+	uv_timer_start(&c->rtt_timer, conn_rtt_cb, RTT_PROBE_MS, RTT_PROBE_MS);
+#endif
 	if (c->opts.keepalive_sec) {
-		/* want_reply: the reply is what shows the server alive. libssh2
-		 * keeps such replies in its packet list; they are only sent after
-		 * a silent interval, so that costs ~100 bytes per idle interval. */
-		libssh2_keepalive_config(c->ssh, 1, 1);
 		c->alive_bytes_in = c->bytes_in;
 		uv_timer_start(&c->timer, conn_keepalive_cb, c->opts.keepalive_sec * 1000ull,
 			       c->opts.keepalive_sec * 1000ull);
@@ -381,7 +456,9 @@ static void conn_service(mux_conn *c)
 		 * server's keepalives, and replies to ours are dropped. */
 		if (c->state == CS_UP && c->in_len > 0) {
 			int rc = libssh2_session_process_input(c->ssh);
-			if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN)
+			if (rc > 0)
+				conn_pong(c); /* replies to our keepalives came */
+			else if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN)
 				mux__fail(c, MUX_FAIL_NET, MUX_ESSH(rc), "SSH connection to %s lost: %s",
 					  c->host, mux_strerror(MUX_ESSH(rc)));
 		}
@@ -670,6 +747,7 @@ void mux__maybe_finish_close(mux_conn *c)
 	uv_close((uv_handle_t *)&c->timer, conn_handle_closed_cb);
 	uv_close((uv_handle_t *)&c->kick, conn_handle_closed_cb);
 	uv_close((uv_handle_t *)&c->open_timer, conn_handle_closed_cb);
+	uv_close((uv_handle_t *)&c->rtt_timer, conn_handle_closed_cb);
 	if (!c->proxy) {
 		uv_close((uv_handle_t *)&c->tcp, conn_handle_closed_cb);
 		uv_timer_stop(&c->ctimer);
@@ -802,9 +880,11 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	c->kick.data = c;
 	uv_timer_init(loop, &c->open_timer);
 	c->open_timer.data = c;
+	uv_timer_init(loop, &c->rtt_timer);
+	c->rtt_timer.data = c;
 	uv_timer_init(loop, &c->ctimer);
 	c->ctimer.data = c;
-	c->handles_open = 4;
+	c->handles_open = 5;
 	*out = c; /* before anything can report an event about c */
 	uv_timer_start(&c->ctimer, conn_timeout_cb, connect_timeout(c) * 1000ull, 0);
 
@@ -860,12 +940,3 @@ bool mux_conn_is_up(const mux_conn *c)
 	return c && c->state == CS_UP;
 }
 
-/* Bytes that arrived on the SSH socket and wait in the kernel. Much there
- * means we are slower than the data (CPU-bound), not starved by the link. */
-size_t mux__socket_backlog(const mux_conn *c)
-{
-	int n = 0;
-	if (c->fd < 0 || ioctl(c->fd, FIONREAD, &n) != 0 || n < 0)
-		return 0;
-	return (size_t)n + c->in_len;
-}

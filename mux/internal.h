@@ -18,8 +18,9 @@
 #define MUX_OUT_CAP (2 * 1024 * 1024)
 #define MUX_OUT_SOFT (256 * 1024)
 
-/* Receive window: every channel starts with WINDOW_START of credit and may
- * grow to opts.window_max while its consumer keeps up. Credit given to a
+/* Receive window: every channel starts with WINDOW_START of credit (ssh's
+ * fixed window) and grows, up to opts.window_max, to what it delivers in
+ * two round trips of the link (chan.c). Credit given to a
  * channel whose consumer stops reading becomes memory (libssh2 queues what
  * the server sends), so all channels together hold at most credit_budget
  * (2 x window_max), each at least MUX_WINDOW_MIN (two SSH packets) so that
@@ -77,6 +78,11 @@ struct mux_chan {
 	bool eof_delivered;
 	bool err_delivered;
 	uint32_t window_target;    /* credit we keep outstanding */
+	/* delivery rate, measured over spans of >= 2 round trips (chan.c) */
+	uint64_t delivered;        /* bytes handed to the owner */
+	uint64_t rate_t0;          /* uv_hrtime() at the span's start, 0: none yet */
+	uint64_t rate_b0;          /* delivered at rate_t0 */
+	uint64_t window_need;      /* credit the last span's rate needs */
 	/* libssh2 calls that answered EAGAIN, repeated with the very same
 	 * arguments until they complete: libssh2 keeps the packet built by the
 	 * first call and, for a window adjust, adds the *new* call's amount to
@@ -178,6 +184,17 @@ struct mux_conn {
 	uint64_t bytes_in;         /* for keepalive: any byte proves the server alive */
 	uint64_t alive_bytes_in;   /* bytes_in at the last keepalive tick */
 	unsigned alive_missed;     /* keepalive ticks with nothing received */
+	/* Round trip to the server, timed with a want-reply keepalive sent on
+	 * a silent connection (at UP and by the keepalive timer), so nothing
+	 * queued in the server delays the reply. 0: not known (a libssh2
+	 * without patch 0002 does not tell when the reply arrives). */
+	uint64_t ping_at;          /* uv_hrtime() of the last keepalive known sent */
+	uint64_t ping_sent;        /* uv_hrtime() of the timed keepalive, 0: none out */
+	uint64_t rtt_ns;           /* the round trip (conn_pong) */
+	uv_timer_t rtt_timer;      /* probes after UP (conn_rtt_cb) */
+	uint64_t rtt_bytes_in;     /* bytes_in at the last probe tick */
+	unsigned rtt_probes;       /* probe replies so far */
+	unsigned rtt_ticks;        /* rtt_timer ticks since UP */
 	unsigned nbig;             /* channels whose window grew past the start */
 	unsigned nopening;         /* channels OPENING (the open timer runs) */
 	uv_timer_t open_timer;     /* wakes the service for open deadlines */
@@ -193,7 +210,6 @@ void mux__fail(mux_conn *c, int kind, int err, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void mux__set_up(mux_conn *c);
 void mux__maybe_finish_close(mux_conn *c);
-size_t mux__socket_backlog(const mux_conn *c);
 
 /* hostkey.c: 0 accepted, -1 refused (the connection has failed). */
 int mux__hostkey_check(mux_conn *c);

@@ -1,0 +1,103 @@
+"""Channel windows sized by the link's round trip (issue 13).
+
+ftpssh times a want-reply keepalive on a silent SSH connection (the
+bundled libssh2's patch 0002 reports the reply) and lets a channel's
+window grow only while its rate times that round trip asks for more.
+Before, windows grew to 32 MiB on loopback too, whenever the consumer
+kept up: sshd then queued megabytes in its output buffer and spent 3 to
+20 times its usual CPU per byte, halving downloads. These tests break if
+the round trip is not measured (or wrongly: a relay that delays each
+direction must show in it), if windows grow on loopback, or if they stop
+growing on a long link.
+"""
+
+import os
+import re
+import sys
+import time
+
+import pytest
+
+from harness import clients, ftpssh, procs
+
+pytestmark = pytest.mark.ftpssh_only
+
+RTT_RE = re.compile(r"SSH round trip to \S+: ([0-9.]+) ms")
+HERE = os.path.dirname(os.path.abspath(__file__))
+RELAY = os.path.join(os.path.dirname(HERE), "harness", "delay_relay.py")
+
+
+def need_bundled():
+    if ftpssh.libssh2_version()[1] != "bundled":
+        pytest.skip("needs the bundled libssh2 (patch 0002 reports keepalive replies)")
+
+
+def wait_rtt(proxy, timeout=15):
+    """The first round trip ftpssh logs (ms); it probes once the new
+    connection has been silent for a moment."""
+    deadline = time.monotonic() + timeout * procs.time_scale()
+    while time.monotonic() < deadline:
+        m = RTT_RE.search(proxy.stderr())
+        if m:
+            return float(m.group(1))
+        assert proxy.alive(), proxy.describe()
+        time.sleep(0.1)
+    raise AssertionError("no round trip logged in %d s:\n%s" % (timeout, proxy.stderr()[-3000:]))
+
+
+def retr_sha256(proxy, name, sha):
+    ftp = clients.open_ftplib(proxy.target)
+    import hashlib
+    h = hashlib.sha256()
+    try:
+        ftp.retrbinary("RETR " + name, h.update, blocksize=1 << 16)
+        ftp.quit()
+    finally:
+        ftp.close()
+    assert h.hexdigest() == sha, "RETR %s: wrong bytes" % name
+
+
+@pytest.mark.timeout(120)
+def test_loopback_windows_stay_at_start(bed, big64):
+    need_bundled()
+    proxy = ftpssh.Ftpssh(bed, [bed.ftp_server("vsftpd")], extra=["-vvv"])
+    try:
+        rtt = wait_rtt(proxy)
+        assert 0 < rtt < 20, rtt
+        name, sha = big64
+        retr_sha256(proxy, name, sha)
+        text = proxy.stderr()
+        assert "window grows" not in text, [l for l in text.splitlines() if "window" in l][:10]
+        proxy.assert_alive()
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.timeout(180)
+def test_long_link_windows_grow(bed, big64, tmp_path):
+    need_bundled()
+    ssh = bed.sshd()
+    port = procs.free_port()
+    relay = procs.Daemon("delay-relay", [
+        sys.executable, RELAY, "--listen-port", str(port), "--target-port", str(ssh.port),
+        "--delay-ms", "30"], bed.logdir)
+    try:
+        relay.wait_port(port)
+        kh = tmp_path / "known_hosts"
+        kh.write_text("[127.0.0.1]:%d %s\n" % (port, ssh.host_key_entry))
+        proxy = ftpssh.Ftpssh(bed, [bed.ftp_server("vsftpd")], ssh=ssh, ssh_port=port,
+                              known_hosts=str(kh), extra=["-vvv"])
+        try:
+            rtt = wait_rtt(proxy)
+            assert 60 <= rtt < 1000, rtt   # 30 ms each way
+            name, sha = big64
+            retr_sha256(proxy, name, sha)
+            grows = re.findall(r"window grows to (\d+) KiB", proxy.stderr())
+            # 2 MiB a round trip is ~35 MB/s: a window that stayed at the
+            # start would cap the download there
+            assert grows and max(int(g) for g in grows) >= 8192, grows
+            proxy.assert_alive()
+        finally:
+            proxy.stop()
+    finally:
+        relay.stop()
