@@ -30,6 +30,7 @@
 
 #define WRITE_QUANTUM (128 * 1024)
 #define READ_QUANTUM (256 * 1024)
+#define SHRINK_SPANS 4 /* measured spans in a row that ask for < 1/4 of the window */
 
 static void chan_poke(mux_chan *ch)
 {
@@ -532,16 +533,25 @@ static void chan_grant(mux_chan *ch)
 		    (uint64_t)ch->window_target * 2 <= fair) {
 			chan_set_target(ch, ch->window_target * 2);
 			ch->window_need = 0;
+			ch->low_spans = 0;
 			mux__log(c, 3, "channel %u window grows to %u KiB", ch->id,
 				 ch->window_target / 1024);
 		} else if (ch->window_need && ch->window_need < ch->window_target / 4 &&
 			   ch->window_target / 2 >= MUX_WINDOW_START) {
-			/* a slower consumer, or a shorter round trip than first
-			 * measured: credit it no longer uses is sshd's queue */
-			chan_set_target(ch, ch->window_target / 2);
+			/* A slower consumer, or a shorter round trip than first
+			 * measured: credit it no longer uses is sshd's queue.
+			 * Only after SHRINK_SPANS low spans in a row: one span
+			 * can be low through a burst of the link. */
 			ch->window_need = 0;
-			mux__log(c, 3, "channel %u window shrinks to %u KiB", ch->id,
-				 ch->window_target / 1024);
+			if (++ch->low_spans >= SHRINK_SPANS) {
+				ch->low_spans = 0;
+				chan_set_target(ch, ch->window_target / 2);
+				mux__log(c, 3, "channel %u window shrinks to %u KiB", ch->id,
+					 ch->window_target / 1024);
+			}
+		} else if (ch->window_need) {
+			ch->low_spans = 0;
+			ch->window_need = 0;
 		}
 		if (win >= ch->window_target / 4 * 3)
 			return;

@@ -82,7 +82,8 @@ struct mux_chan {
 	uint64_t delivered;        /* bytes handed to the owner */
 	uint64_t rate_t0;          /* uv_hrtime() at the span's start, 0: none yet */
 	uint64_t rate_b0;          /* delivered at rate_t0 */
-	uint64_t window_need;      /* credit the last span's rate needs */
+	uint64_t window_need;      /* credit the last span's rate needs, 0 once used */
+	unsigned low_spans;        /* spans in a row that needed < 1/4 of the target */
 	/* libssh2 calls that answered EAGAIN, repeated with the very same
 	 * arguments until they complete: libssh2 keeps the packet built by the
 	 * first call and, for a window adjust, adds the *new* call's amount to
