@@ -326,6 +326,17 @@ void mux__fail(mux_conn *c, int kind, int err, const char *fmt, ...)
  * in whole seconds and turns an interval of 1 into 2) and returns 0 either
  * way: only one sent this long after the last is known to have gone. */
 #define PING_GAP_NS (2100 * 1000000ull)
+#define PING_LOST_NS (10 * 1000000000ull)
+#define RTT_TICKS_MAX 240 /* probes wait for silence at most this many ticks (60 s) */
+
+/* Is a timed keepalive out? One unanswered for PING_LOST_NS is given up
+ * (a server that does not answer): the next one is timed instead. */
+static bool conn_ping_out(mux_conn *c)
+{
+	if (c->ping_sent && uv_hrtime() - c->ping_sent > PING_LOST_NS)
+		c->ping_sent = 0;
+	return c->ping_sent != 0;
+}
 
 /* Send a want-reply keepalive; time its reply (conn_pong) when the reply
  * can be seen (patch 0002), it surely went out and none is out. Called on
@@ -339,7 +350,7 @@ static int conn_ping(mux_conn *c)
 	if (rc == 0 && sends) {
 		c->ping_at = now;
 #ifdef LIBSSH2_HAVE_SESSION_PROCESS_INPUT
-		if (!c->ping_sent)
+		if (!conn_ping_out(c))
 			c->ping_sent = now;
 #endif
 	}
@@ -382,8 +393,11 @@ static void conn_rtt_cb(uv_timer_t *t)
 	}
 	bool silent = c->bytes_in == c->rtt_bytes_in && c->out_len == 0 && !c->writing;
 	c->rtt_bytes_in = c->bytes_in;
-	c->rtt_ticks++;
-	if ((silent || (!c->rtt_ns && c->rtt_ticks >= 2)) && !c->ping_sent)
+	if (++c->rtt_ticks >= RTT_TICKS_MAX) {
+		uv_timer_stop(t); /* later samples: the keepalives */
+		return;
+	}
+	if ((silent || (!c->rtt_ns && c->rtt_ticks >= 2)) && !conn_ping_out(c))
 		(void)conn_ping(c);
 }
 
