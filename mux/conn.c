@@ -17,9 +17,13 @@
  * made in the meantime. Backpressure on output is ours: channel writes stop
  * while `out` holds more than MUX_OUT_SOFT.
  *
- * Everything runs in conn_service(): on input, on output drained, on a kick
+ * Everything runs in mux__service(): on input, on output drained, on a kick
  * from a channel owner (deferred to an idle handle so that owners' calls
  * never re-enter libssh2), and on the keepalive timer.
+ *
+ * Files: conn.c the state and the service loop; transport.c the I/O
+ * callbacks, reading and the proxy child; alive.c keepalives and the round
+ * trip; auth*.c, hostkey.c, algos.c the steps before UP; chan.c channels.
  *
  * States: RESOLVING -> CONNECTING -> HANDSHAKE -> AUTH_* (auth.c) -> UP;
  * with a proxy child straight to HANDSHAKE. ctimer (ConnectTimeout, 30 s
@@ -33,14 +37,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
 #include <sys/socket.h>
 
 #include "mux/internal.h"
 
-static void conn_service(mux_conn *c);
 
 void mux__log(mux_conn *c, int level, const char *fmt, ...)
 {
@@ -98,192 +98,6 @@ const char *mux_libssh2_version(void)
 	return libssh2_version(0);
 }
 
-/* ---- libssh2 I/O callbacks ---------------------------------------------- */
-
-/* libssh2 1.10 talks to ssh-agent through the session's send/recv
- * callbacks, on the agent's socket: those bytes are not ours. */
-static ssize_t plain_recv(libssh2_socket_t fd, void *buf, size_t len, int flags)
-{
-	ssize_t n = recv(fd, buf, len, flags);
-	return n < 0 ? -errno : n;
-}
-
-static ssize_t plain_send(libssh2_socket_t fd, const void *buf, size_t len, int flags)
-{
-	ssize_t n = send(fd, buf, len, flags | MSG_NOSIGNAL);
-	return n < 0 ? -errno : n;
-}
-
-static ssize_t conn_recv_cb(libssh2_socket_t fd, void *buf, size_t len, int flags,
-			    void **abstract)
-{
-	mux_conn *c = *abstract;
-	if (fd != c->fd) /* libssh2's ssh-agent client uses these callbacks too */
-		return plain_recv(fd, buf, len, flags);
-	if (c->in_len == 0) {
-		if (c->in_err)
-			return -ECONNRESET;
-		if (c->in_eof)
-			return 0;
-		return -EAGAIN;
-	}
-	size_t n = len < c->in_len ? len : c->in_len;
-	memcpy(buf, c->in + c->in_start, n);
-	c->in_start += n;
-	c->in_len -= n;
-	if (c->in_len == 0)
-		c->in_start = 0;
-	return (ssize_t)n;
-}
-
-static void conn_write_next(mux_conn *c);
-
-static void conn_write_cb(uv_write_t *req, int status)
-{
-	mux_conn *c = container_of(req, mux_conn, wreq);
-	size_t n = c->writing;
-
-	c->writing = 0;
-	if (status < 0) {
-		if (!c->out_err)
-			c->out_err = status;
-		c->out_len = 0;
-		c->out_head = 0;
-		conn_service(c);
-		return;
-	}
-	bool was_high = c->out_len >= MUX_OUT_SOFT;
-	c->out_head = (c->out_head + n) % MUX_OUT_CAP;
-	c->out_len -= n;
-	if (c->out_len == 0)
-		c->out_head = 0;
-	conn_write_next(c);
-	if (was_high && c->out_len < MUX_OUT_SOFT)
-		conn_service(c);
-}
-
-/* Start a uv_write for the contiguous head of the ring, if none runs. */
-static void conn_write_next(mux_conn *c)
-{
-	if (c->writing || c->out_len == 0 || c->out_err || c->state == CS_CLOSING)
-		return;
-	size_t contig = MUX_OUT_CAP - c->out_head;
-	size_t n = c->out_len < contig ? c->out_len : contig;
-	uv_buf_t b = uv_buf_init(c->out + c->out_head, (unsigned)n);
-	int rc = uv_write(&c->wreq, c->wr, &b, 1, conn_write_cb);
-	if (rc < 0) {
-		c->out_err = rc;
-		return;
-	}
-	c->writing = n;
-}
-
-static ssize_t conn_send_cb(libssh2_socket_t fd, const void *buf, size_t len, int flags,
-			    void **abstract)
-{
-	mux_conn *c = *abstract;
-	const char *p = buf;
-	size_t left = len;
-	if (fd != c->fd)
-		return plain_send(fd, buf, len, flags);
-
-	if (c->out_err)
-		return -EPIPE;
-	if (c->out_len == 0 && !c->writing) {
-		uv_buf_t b = uv_buf_init((char *)p, (unsigned)left);
-		int n = uv_try_write(c->wr, &b, 1);
-		if (n > 0) {
-			p += n;
-			left -= (size_t)n;
-		} else if (n != UV_EAGAIN) {
-			c->out_err = n;
-			return -EPIPE;
-		}
-	}
-	if (left > MUX_OUT_CAP - c->out_len) {
-		/* Cannot happen while channel writes respect MUX_OUT_SOFT; if it
-		 * does, failing the connection is better than losing bytes. */
-		mux__log(c, 0, "ssh: output buffer overflow (%zu queued)", c->out_len);
-		c->out_err = UV_ENOBUFS;
-		return -ENOBUFS;
-	}
-	while (left > 0) {
-		size_t tail = (c->out_head + c->out_len) % MUX_OUT_CAP;
-		size_t room = MUX_OUT_CAP - tail;
-		size_t n = left < room ? left : room;
-		memcpy(c->out + tail, p, n);
-		c->out_len += n;
-		p += n;
-		left -= n;
-	}
-	conn_write_next(c);
-	return (ssize_t)len;
-}
-
-/* ---- socket reading ------------------------------------------------------ */
-
-static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-	mux_conn *c = h->data;
-	(void)suggested;
-	/* Move the unread input to the front only when that costs no more
-	 * than what was consumed since (in_start >= in_len), or when the room
-	 * behind it runs short. Moving before every read copied up to 256 KiB
-	 * per socket read: a third of ftpssh's CPU on a download (issue 13).
-	 * Reading stops at in_len == MUX_IN_CAP, so the room is never 0. */
-	size_t room = MUX_IN_CAP - c->in_start - c->in_len;
-	if (c->in_start > 0 && (c->in_start >= c->in_len || room < MUX_IN_CAP / 16)) {
-		memmove(c->in, c->in + c->in_start, c->in_len);
-		c->in_start = 0;
-		room = MUX_IN_CAP - c->in_len;
-	}
-	*buf = uv_buf_init(c->in + c->in_start + c->in_len, (unsigned)room);
-}
-
-static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
-{
-	mux_conn *c = s->data;
-	(void)buf;
-	if (n > 0) {
-		c->in_len += (size_t)n;
-		c->bytes_in += (uint64_t)n;
-		/* sshd does not set TCP_NODELAY on a non-interactive connection,
-		 * so its small packets (a control reply, a tiny file) wait for our
-		 * delayed ACK: 40 ms per exchange. Ask the kernel to ACK at once
-		 * while traffic is small; bulk reads don't need it. Linux clears
-		 * the flag by itself, hence after every small read. */
-		if (n < 16384 && c->fd >= 0 && !c->proxy) {
-			int one = 1;
-			setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
-		}
-	} else if (n == UV_EOF) {
-		c->in_eof = true;
-	} else if (n < 0) {
-		c->in_err = (int)n;
-	}
-	if (n < 0 || c->in_len == MUX_IN_CAP) {
-		uv_read_stop(s);
-		c->reading = false;
-	}
-	conn_service(c);
-}
-
-static void conn_update_reading(mux_conn *c)
-{
-	if (c->state == CS_CLOSING || c->state == CS_DEAD || !c->rd)
-		return;
-	if (c->state == CS_RESOLVING || c->state == CS_CONNECTING)
-		return;
-	bool want = !c->in_eof && !c->in_err && c->in_len < MUX_IN_CAP;
-	if (want && !c->reading) {
-		if (uv_read_start(c->rd, conn_alloc_cb, conn_read_cb) == 0)
-			c->reading = true;
-	} else if (!want && c->reading) {
-		uv_read_stop(c->rd);
-		c->reading = false;
-	}
-}
-
 /* ---- state changes ------------------------------------------------------ */
 
 /* Stop all I/O and fail every channel with err; owners then close them. */
@@ -317,143 +131,19 @@ void mux__fail(mux_conn *c, int kind, int err, const char *fmt, ...)
 	mux__maybe_finish_close(c);
 }
 
-/* Send a want-reply keepalive and time its reply (conn_service), when the
- * reply can be seen (patch 0002) and no timed one is out. Only called on a
- * silent connection, where the reply queues behind nothing. */
-#define RTT_PROBES 3      /* timed keepalives after UP */
-#define RTT_PROBE_MS 250  /* silence that a probe waits for */
-/* libssh2_keepalive_send() sends at most one keepalive per 2 s (it counts
- * in whole seconds and turns an interval of 1 into 2) and returns 0 either
- * way: only one sent this long after the last is known to have gone. */
-#define PING_GAP_NS (2100 * 1000000ull)
-#define PING_LOST_NS (10 * 1000000000ull)
-#define RTT_TICKS_MAX 240 /* probes wait for silence at most this many ticks (60 s) */
-
-/* Is a timed keepalive out? One unanswered for PING_LOST_NS is given up
- * (a server that does not answer): the next one is timed instead. */
-static bool conn_ping_out(mux_conn *c)
-{
-	if (c->ping_sent && uv_hrtime() - c->ping_sent > PING_LOST_NS)
-		c->ping_sent = 0;
-	return c->ping_sent != 0;
-}
-
-/* Send a want-reply keepalive; time its reply (conn_pong) when the reply
- * can be seen (patch 0002), it surely went out and none is out. Called on
- * a silent connection only, where the reply queues behind nothing. */
-static int conn_ping(mux_conn *c)
-{
-	int next = 0;
-	uint64_t now = uv_hrtime();
-	bool sends = !c->ping_at || now - c->ping_at >= PING_GAP_NS;
-	int rc = libssh2_keepalive_send(c->ssh, &next);
-	if (rc == 0 && sends) {
-		c->ping_at = now;
-#ifdef LIBSSH2_HAVE_SESSION_PROCESS_INPUT
-		if (!conn_ping_out(c))
-			c->ping_sent = now;
-#endif
-	}
-	return rc;
-}
-
-/* A reply came: the round trip is the smallest of the probes, then
- * follows later samples (keepalives), quickly down and slowly up. */
-static void conn_pong(mux_conn *c)
-{
-	if (!c->ping_sent)
-		return;
-	uint64_t t = uv_hrtime() - c->ping_sent;
-	c->ping_sent = 0;
-	if (t == 0)
-		t = 1;
-	if (!c->rtt_ns || t < c->rtt_ns)
-		c->rtt_ns = t;
-	else if (c->rtt_probes >= RTT_PROBES)
-		c->rtt_ns = (3 * c->rtt_ns + t) / 4;
-	if (c->rtt_probes < RTT_PROBES && ++c->rtt_probes == RTT_PROBES)
-		uv_timer_stop(&c->rtt_timer);
-	mux__log(c, c->rtt_probes == RTT_PROBES ? 2 : 3,
-		 "SSH round trip to %s: %.2f ms (sample %.2f ms)", c->host, c->rtt_ns / 1e6, t / 1e6);
-}
-
-/* Probe once the connection has been silent for a tick: nothing queued
- * in the server then delays the reply. (One sent at UP took 26-33 ms on
- * loopback: sshd sets the session up before it answers.) A connection
- * busy from the start gets one probe anyway after two ticks: queued
- * behind at most a start window of data, it overstates the round trip
- * by that window's time, once (the next span does not re-measure), and
- * silent probes later bring it down. */
-static void conn_rtt_cb(uv_timer_t *t)
-{
-	mux_conn *c = container_of(t, mux_conn, rtt_timer);
-	if (c->state != CS_UP) {
-		uv_timer_stop(t);
-		return;
-	}
-	bool silent = c->bytes_in == c->rtt_bytes_in && c->out_len == 0 && !c->writing;
-	c->rtt_bytes_in = c->bytes_in;
-	if (++c->rtt_ticks >= RTT_TICKS_MAX) {
-		uv_timer_stop(t); /* later samples: the keepalives */
-		return;
-	}
-	if ((silent || (!c->rtt_ns && c->rtt_ticks >= 2)) && !conn_ping_out(c))
-		(void)conn_ping(c);
-}
-
-static void conn_keepalive_cb(uv_timer_t *t)
-{
-	mux_conn *c = container_of(t, mux_conn, timer);
-	if (c->state != CS_UP)
-		return;
-	/* Any byte from the server proves it alive; keepalives (which ask for
-	 * a reply) go out only when it has been silent for an interval, and
-	 * keepalive_count silent intervals in a row end the connection. */
-	if (c->bytes_in != c->alive_bytes_in) {
-		c->alive_bytes_in = c->bytes_in;
-		c->alive_missed = 0;
-		return;
-	}
-	unsigned max = c->opts.keepalive_count ? c->opts.keepalive_count : 3;
-	if (++c->alive_missed > max) {
-		mux__fail(c, MUX_FAIL_NET, UV_ETIMEDOUT,
-			  "SSH server %s not answering (%u keepalives in %u s)", c->host, max,
-			  max * c->opts.keepalive_sec);
-		return;
-	}
-	int rc = conn_ping(c);
-	if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN)
-		mux__fail(c, MUX_FAIL_NET, MUX_ESSH(rc), "keepalive failed: %s",
-			  mux_strerror(MUX_ESSH(rc)));
-}
-
 void mux__set_up(mux_conn *c)
 {
 	c->state = CS_UP;
 	uv_timer_stop(&c->ctimer);
 	mux__auth_cleanup(c);
-	/* want_reply: the reply is what shows the server alive, and its
-	 * round trip sizes the channel windows (chan.c): probes go out at
-	 * the first silent moments after UP. (A libssh2 without patch
-	 * 0002 keeps such replies in its packet list: ~100 bytes per silent
-	 * keepalive interval; no timed one is sent then.) */
-	libssh2_keepalive_config(c->ssh, 1, 1);
-#ifdef LIBSSH2_HAVE_SESSION_PROCESS_INPUT
-	c->rtt_bytes_in = c->bytes_in;
-	uv_timer_start(&c->rtt_timer, conn_rtt_cb, RTT_PROBE_MS, RTT_PROBE_MS);
-#endif
-	if (c->opts.keepalive_sec) {
-		c->alive_bytes_in = c->bytes_in;
-		uv_timer_start(&c->timer, conn_keepalive_cb, c->opts.keepalive_sec * 1000ull,
-			       c->opts.keepalive_sec * 1000ull);
-	}
+	mux__alive_start(c);
 	if (c->cb)
 		c->cb(c, MUX_CONN_UP, 0, "", c->cb_data);
 }
 
 /* ---- the service loop ---------------------------------------------------- */
 
-static void conn_service(mux_conn *c)
+void mux__service(mux_conn *c)
 {
 	if (c->servicing) {
 		c->reservice = true;
@@ -471,7 +161,7 @@ static void conn_service(mux_conn *c)
 		if (c->state == CS_UP && c->in_len > 0) {
 			int rc = libssh2_session_process_input(c->ssh);
 			if (rc > 0)
-				conn_pong(c); /* replies to our keepalives came */
+				mux__pong(c); /* replies to our keepalives came */
 			else if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN)
 				mux__fail(c, MUX_FAIL_NET, MUX_ESSH(rc), "SSH connection to %s lost: %s",
 					  c->host, mux_strerror(MUX_ESSH(rc)));
@@ -503,7 +193,7 @@ static void conn_service(mux_conn *c)
 	if (c->reservice)
 		mux__kick(c); /* still busy: go round the loop first */
 	c->servicing = false;
-	conn_update_reading(c);
+	mux__update_reading(c);
 	mux__maybe_finish_close(c);
 }
 
@@ -512,7 +202,7 @@ static void conn_kick_cb(uv_idle_t *h)
 	mux_conn *c = container_of(h, mux_conn, kick);
 	uv_idle_stop(h);
 	c->kicked = false;
-	conn_service(c);
+	mux__service(c);
 }
 
 void mux__kick(mux_conn *c)
@@ -540,8 +230,8 @@ static void conn_connect_cb(uv_connect_t *req, int status)
 	c->fd = uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 ? fd : -1;
 	c->rd = c->wr = (uv_stream_t *)&c->tcp;
 	c->state = CS_HANDSHAKE;
-	conn_update_reading(c);
-	conn_service(c);
+	mux__update_reading(c);
+	mux__service(c);
 }
 
 static void conn_resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -648,7 +338,7 @@ static void conn_free(mux_conn *c)
 	free(c);
 }
 
-static void conn_handle_closed_cb(uv_handle_t *h)
+void mux__handle_closed_cb(uv_handle_t *h)
 {
 	mux_conn *c = h->data;
 	if (--c->handles_open > 0)
@@ -658,89 +348,6 @@ static void conn_handle_closed_cb(uv_handle_t *h)
 	conn_free(c);
 	if (cb)
 		cb(NULL, MUX_CONN_CLOSED, 0, "", data);
-}
-
-/* ---- the proxy child ----------------------------------------------------------- */
-
-#define PROXY_KILL_GRACE_MS 2000
-
-static void proxy_close_proc(mux_conn *c)
-{
-	uv_timer_stop(&c->ctimer);
-	uv_close((uv_handle_t *)&c->proc, conn_handle_closed_cb);
-	uv_close((uv_handle_t *)&c->ctimer, conn_handle_closed_cb);
-}
-
-static void proxy_exit_cb(uv_process_t *p, int64_t status, int sig)
-{
-	mux_conn *c = p->data;
-	c->proc_running = false;
-	c->proc_status = sig ? 128 + sig : (int)status;
-	if (c->state == CS_CLOSING) {
-		proxy_close_proc(c);
-		return;
-	}
-	/* Not a failure by itself: its last output may still be unread. The
-	 * pipe's EOF ends the connection. */
-	mux__log(c, c->state == CS_UP || c->proc_status ? 1 : 2,
-		 "proxy command %s exited with status %d", c->opts.proxy_argv[0],
-		 c->proc_status);
-}
-
-/* SIGTERM, then SIGKILL, then give up waiting (a bound, should the exit
- * never be reported) and close the handle anyway. */
-static void proxy_kill_cb(uv_timer_t *t)
-{
-	mux_conn *c = t->data;
-	if (!c->proc_running) {
-		proxy_close_proc(c);
-		return;
-	}
-	if (c->kill_stage == 1) {
-		c->kill_stage = 2;
-		uv_process_kill(&c->proc, SIGKILL);
-		uv_timer_start(&c->ctimer, proxy_kill_cb, PROXY_KILL_GRACE_MS, 0);
-		return;
-	}
-	mux__log(c, 2, "proxy command pid %d did not go; leaving it", c->proc.pid);
-	proxy_close_proc(c);
-}
-
-static int proxy_start(mux_conn *c)
-{
-	uv_stdio_container_t stdio[3];
-	int rc;
-	uv_pipe_init(c->loop, &c->pin, 0);
-	uv_pipe_init(c->loop, &c->pout, 0);
-	c->pin.data = c->pout.data = c;
-	c->handles_open += 2;
-	stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
-	stdio[0].data.stream = (uv_stream_t *)&c->pin;
-	stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-	stdio[1].data.stream = (uv_stream_t *)&c->pout;
-	stdio[2].flags = UV_INHERIT_FD; /* its messages and prompts are the user's */
-	stdio[2].data.fd = 2;
-	uv_process_options_t po = {
-		.exit_cb = proxy_exit_cb,
-		.file = c->opts.proxy_argv[0],
-		.args = (char **)c->opts.proxy_argv,
-		.stdio_count = 3,
-		.stdio = stdio,
-	};
-	c->proc.data = c;
-	rc = uv_spawn(c->loop, &c->proc, &po);
-	c->handles_open++; /* the process handle is initialised even on failure */
-	if (rc < 0)
-		return rc;
-	c->proc_running = true;
-	uv_os_fd_t fd;
-	c->fd = uv_fileno((uv_handle_t *)&c->pout, &fd) == 0 ? fd : -1;
-	c->rd = (uv_stream_t *)&c->pout;
-	c->wr = (uv_stream_t *)&c->pin;
-	if (c->opts.proxy_argv[1] && c->opts.proxy_argv[2])
-		mux__log(c, 2, "SSH connection through: %s %s %s ...", c->opts.proxy_argv[0],
-			 c->opts.proxy_argv[1], c->opts.proxy_argv[2]);
-	return 0;
 }
 
 /* Close handles and free once the owner asked to close and no channel is
@@ -758,27 +365,17 @@ void mux__maybe_finish_close(mux_conn *c)
 		c->ssh = NULL;
 	}
 	c->state = CS_CLOSING;
-	uv_close((uv_handle_t *)&c->timer, conn_handle_closed_cb);
-	uv_close((uv_handle_t *)&c->kick, conn_handle_closed_cb);
-	uv_close((uv_handle_t *)&c->open_timer, conn_handle_closed_cb);
-	uv_close((uv_handle_t *)&c->rtt_timer, conn_handle_closed_cb);
+	uv_close((uv_handle_t *)&c->timer, mux__handle_closed_cb);
+	uv_close((uv_handle_t *)&c->kick, mux__handle_closed_cb);
+	uv_close((uv_handle_t *)&c->open_timer, mux__handle_closed_cb);
+	uv_close((uv_handle_t *)&c->rtt_timer, mux__handle_closed_cb);
 	if (!c->proxy) {
-		uv_close((uv_handle_t *)&c->tcp, conn_handle_closed_cb);
+		uv_close((uv_handle_t *)&c->tcp, mux__handle_closed_cb);
 		uv_timer_stop(&c->ctimer);
-		uv_close((uv_handle_t *)&c->ctimer, conn_handle_closed_cb);
+		uv_close((uv_handle_t *)&c->ctimer, mux__handle_closed_cb);
 		return;
 	}
-	/* our end of its stdin closing is the first hint for the child */
-	uv_close((uv_handle_t *)&c->pin, conn_handle_closed_cb);
-	uv_close((uv_handle_t *)&c->pout, conn_handle_closed_cb);
-	if (!c->proc_running) {
-		proxy_close_proc(c);
-		return;
-	}
-	c->kill_stage = 1;
-	uv_process_kill(&c->proc, SIGTERM);
-	uv_timer_stop(&c->ctimer);
-	uv_timer_start(&c->ctimer, proxy_kill_cb, PROXY_KILL_GRACE_MS, 0);
+	mux__proxy_close(c);
 }
 
 /* ---- ConnectTimeout ------------------------------------------------------------- */
@@ -876,12 +473,12 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	libssh2_session_set_blocking(c->ssh, 0);
 #if LIBSSH2_VERSION_NUM >= 0x010b00 /* 1.11: typed callbacks, the old call deprecated */
 	libssh2_session_callback_set2(c->ssh, LIBSSH2_CALLBACK_SEND,
-				      (libssh2_cb_generic *)conn_send_cb);
+				      (libssh2_cb_generic *)mux__send_cb);
 	libssh2_session_callback_set2(c->ssh, LIBSSH2_CALLBACK_RECV,
-				      (libssh2_cb_generic *)conn_recv_cb);
+				      (libssh2_cb_generic *)mux__recv_cb);
 #else
-	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_SEND, (void *)conn_send_cb);
-	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_RECV, (void *)conn_recv_cb);
+	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_SEND, (void *)mux__send_cb);
+	libssh2_session_callback_set(c->ssh, LIBSSH2_CALLBACK_RECV, (void *)mux__recv_cb);
 #endif
 	if ((rc = mux__algos_apply(c)) < 0)
 		goto fail;
@@ -903,14 +500,14 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	uv_timer_start(&c->ctimer, conn_timeout_cb, connect_timeout(c) * 1000ull, 0);
 
 	if (c->proxy) {
-		rc = proxy_start(c);
+		rc = mux__proxy_start(c);
 		if (rc < 0) {
 			mux__fail(c, MUX_FAIL_NET, rc, "cannot run the proxy command %s: %s",
 				  c->opts.proxy_argv[0], uv_strerror(rc));
 			return 0;
 		}
 		c->state = CS_HANDSHAKE;
-		conn_update_reading(c);
+		mux__update_reading(c);
 		mux__kick(c);
 		return 0;
 	}

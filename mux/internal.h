@@ -204,6 +204,8 @@ struct mux_conn {
 };
 
 /* conn.c */
+void mux__service(mux_conn *c);
+void mux__handle_closed_cb(uv_handle_t *h);
 void mux__kick(mux_conn *c);
 void mux__log(mux_conn *c, int level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -211,6 +213,18 @@ void mux__fail(mux_conn *c, int kind, int err, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void mux__set_up(mux_conn *c);
 void mux__maybe_finish_close(mux_conn *c);
+
+/* transport.c: libssh2's I/O callbacks, socket reading, the proxy child */
+ssize_t mux__recv_cb(libssh2_socket_t fd, void *buf, size_t len, int flags, void **abstract);
+ssize_t mux__send_cb(libssh2_socket_t fd, const void *buf, size_t len, int flags,
+		     void **abstract);
+void mux__update_reading(mux_conn *c);
+int mux__proxy_start(mux_conn *c);
+void mux__proxy_close(mux_conn *c);
+
+/* alive.c: keepalives and the round trip (after UP) */
+void mux__alive_start(mux_conn *c);
+void mux__pong(mux_conn *c);
 
 /* hostkey.c: 0 accepted, -1 refused (the connection has failed). */
 int mux__hostkey_check(mux_conn *c);
@@ -278,8 +292,20 @@ bool mux__cert_certifies(const unsigned char *cert, size_t cert_len, const unsig
 char *mux__key_publine(const unsigned char *blob, size_t blob_len); /* "type base64\n" */
 
 /* chan.c */
+void mux__chan_poke(mux_chan *ch);
+void mux__chan_fail_writes(mux_chan *ch, int err);
+void mux__chan_set_failed(mux_chan *ch, int err);
 void mux__chan_service_all(mux_conn *c);
 void mux__chan_fail_all(mux_conn *c, int err);
 bool mux__has_open_chan(const mux_conn *c);
+
+/* chan_open.c */
+void mux__chan_service_opens(mux_conn *c);
+void mux__chan_poll_open(mux_chan *ch);
+
+/* window.c: receive credit */
+uint32_t mux__window_room(const mux_chan *ch);
+void mux__window_grant(mux_chan *ch);
+void mux__window_forget(mux_chan *ch);
 
 #endif
