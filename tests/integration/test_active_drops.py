@@ -179,6 +179,11 @@ def test_active_connect_outlives_two_ssh_connections(bed):
                         or sockets_to(run.pid, bh.port, "02") == 0, 20,
                         "the connect to the client to complete", run)
         assert taken, "nothing connected to the client's data port"
+        # the scenario needs the session still there when the connect
+        # completes (otherwise no pump would open a channel)
+        assert sockets_to(run.pid, cport, "01") == 1, (
+            "the client's session was gone before its connect completed: the test no longer "
+            "reaches the pump's channel open\n" + run.describe())
 
         # The client reads at last: the reply as far as it came, then the
         # end of the session (a 421 inside an unfinished multi-line reply
