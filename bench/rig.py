@@ -316,12 +316,14 @@ class Rig:
     def direct(self):
         return Endpoint("direct", "127.0.0.1", self.srv.port, server_root=self.root)
 
-    def start_ref(self, ssh_port=None, tag="ssh-L", algos=None):
+    def start_ref(self, ssh_port=None, tag="ssh-L", algos=None, server_port=None):
         """The classic recipe: ssh -N -L for the control port and each
         passive port, all bound on ref_host, to the reference vsftpd.
         algos: (cipher, MAC or None) instead of BENCH_CIPHER/BENCH_MAC;
-        () for ssh's own defaults."""
+        () for ssh's own defaults. server_port: the control forward's
+        target on 127.0.0.1 instead of the reference vsftpd."""
         c = self.cfg
+        server_port = server_port or self.ref_srv_port
         ssh_port = ssh_port or self.ssh.port
         for p in c.pasv_ports:
             if listening(c.ref_host, p):
@@ -334,7 +336,7 @@ class Rig:
                 "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
                 ] + algo_args(c, algos, ["-c"], ["-m"]) + [
                 "-i", self.ssh.user_key, "-p", str(ssh_port),
-                "-L", "%s:%d:127.0.0.1:%d" % (c.ref_host, ctrl, self.ref_srv_port)]
+                "-L", "%s:%d:127.0.0.1:%d" % (c.ref_host, ctrl, server_port)]
         for p in c.pasv_ports:
             argv += ["-L", "%s:%d:127.0.0.1:%d" % (c.ref_host, p, p)]
         argv.append("%s@127.0.0.1" % self.ssh.login)
@@ -353,8 +355,10 @@ class Rig:
         ep.daemon = d
         return ep
 
-    def start_ftpssh(self, ssh_port=None, args=None, algos=None):
-        """algos as for start_ref; () for ftpssh's own defaults."""
+    def start_ftpssh(self, ssh_port=None, args=None, algos=None, server=None):
+        """algos as for start_ref; () for ftpssh's own defaults. server:
+        what the -L reaches (an object with kind, host, port) instead of
+        the test bed's vsftpd."""
         c = self.cfg
         # One uid drives every session of the bench: lift the per-user and
         # global session caps (and the descriptor limit they are fitted
@@ -362,7 +366,7 @@ class Rig:
         extra = algo_args(c, algos, ["-o", "Ciphers="], ["-o", "MACs="]) + [
                  "--max-sessions=4096", "--max-sessions-per-user=4096"] + (
             c.ftpssh_args if args is None else args)
-        fx = Ftpssh(self.bed, [self.srv], known_hosts=self.known_hosts,
+        fx = Ftpssh(self.bed, [server or self.srv], known_hosts=self.known_hosts,
                     ssh_port=ssh_port or self.ssh.port, extra=extra,
                     prefix=["prlimit", "--nofile=16384", "--"])
         ep = Endpoint("ftpssh", "127.0.0.1", fx.target.port, pid=fx.pid, server_root=self.root,
@@ -419,6 +423,15 @@ class Rig:
             return None
         ep.daemon.stop()
         return None
+
+    def start_greeter(self):
+        """bench/greeter.py: a server that greets every client at once."""
+        port = procs.free_port()
+        d = procs.Daemon("greeter", [sys.executable, os.path.join(HERE, "greeter.py"),
+                                     "--port", str(port)], self.bed.logdir)
+        d.wait_port(port)
+        d.kind, d.host, d.port = "greeter", "127.0.0.1", port
+        return d
 
     def start_relay(self, rtt_ms):
         port = procs.free_port()

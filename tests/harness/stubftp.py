@@ -17,7 +17,10 @@ EPSV answer 502, so a client (or ftpssh) must fall back to PASV.
 
 It speaks what curl, lftp and ftplib send for a login, a RETR, a STOR and
 FEAT: USER PASS SYST FEAT PWD CWD TYPE MODE STRU OPTS NOOP SIZE MDTM PASV
-EPSV RETR STOR AUTH PBSZ PROT QUIT LIST NLST; anything else gets 502. Every socket
+EPSV RETR STOR AUTH PBSZ PROT QUIT LIST NLST; anything else gets 502,
+except HELP: a multi-line 214 of help_bytes bytes, for a client that does
+not read its replies (test_active_drops.py; stub.help_sent counts what the
+stub managed to send). Every socket
 has a timeout; a data listener nobody connects to gives up after
 accept_timeout seconds (then 425), so a test of a wrong data address ends
 quickly (accept_timeout is scaled like every harness time limit).
@@ -61,7 +64,7 @@ class StubFtp:
     banner = "stubftp"
 
     def __init__(self, pasv_host="127.0.0.2", accept_timeout=3.0, strict=False, epsv=True,
-                 strict_timeout=10.0):
+                 strict_timeout=10.0, help_bytes=64 << 10):
         self.host = "127.0.0.1"
         self.strict = strict
         self.epsv = epsv
@@ -75,6 +78,8 @@ class StubFtp:
         self.pasv_ports = []
         self.epsv_ports = []
         self.data_accepted = 0
+        self.help_bytes = help_bytes
+        self.help_sent = 0
         self.stopping = False
         self._lock = threading.Lock()
         self._socks = set()
@@ -278,6 +283,15 @@ class _Session:
             self.server.stored[name] = b"".join(parts)
         self.send("226 Transfer complete.\r\n")
 
+    def help(self):
+        line = "214-%-70s\r\n" % "USER PASS SYST FEAT PWD CWD TYPE PASV EPSV RETR STOR LIST QUIT"
+        chunk = (line * 1024).encode("latin-1")
+        for _ in range(max(1, self.server.help_bytes // len(chunk))):
+            self.sock.sendall(chunk)
+            with self.server._lock:
+                self.server.help_sent += len(chunk)
+        self.send("214 Help OK.\r\n")
+
     def run(self):
         self.sock.settimeout(IO_TIMEOUT)
         f = self.sock.makefile("rb")
@@ -352,6 +366,8 @@ class _Session:
         elif verb == "QUIT":
             self.send("221 Goodbye.\r\n")
             return True
+        elif verb == "HELP":
+            self.help()
         else:
             self.send("502 Command not implemented.\r\n")
         return False
