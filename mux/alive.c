@@ -58,10 +58,13 @@ void mux__pong(mux_conn *c)
 		c->rtt_ns = t;
 	else if (c->rtt_probes >= RTT_PROBES)
 		c->rtt_ns = (3 * c->rtt_ns + t) / 4;
-	if (c->rtt_probes < RTT_PROBES && ++c->rtt_probes == RTT_PROBES)
+	bool probed = false; /* the probes are all in: say it at -v, once */
+	if (c->rtt_probes < RTT_PROBES && ++c->rtt_probes == RTT_PROBES) {
 		uv_timer_stop(&c->rtt_timer);
-	mux__log(c, c->rtt_probes == RTT_PROBES ? 2 : 3,
-		 "SSH round trip to %s: %.2f ms (sample %.2f ms)", c->host, c->rtt_ns / 1e6, t / 1e6);
+		probed = true;
+	}
+	mux__log(c, probed ? 2 : 3, "SSH round trip to %s: %.2f ms (sample %.2f ms)", c->host,
+		 c->rtt_ns / 1e6, t / 1e6);
 }
 
 /* Probe once the connection has been silent for a tick: nothing queued

@@ -24,247 +24,12 @@
 #define FTPSSH_LIBSSH2_BUILD "unknown"
 #endif
 
-static const char usage_text[] =
-	"usage: ftpssh [-46aCfkNnqTvVxy] [-L [bind_address:]port:ftphost:ftpport]... [-c cipher_spec]\n"
-	"              [-F ssh_config] [-i identity_file]... [-J destination] [-l login]\n"
-	"              [-m mac_spec] [-o option]... [-p port] [--config file]\n"
-	"              [-L [bind_address:]port:sftp[:/start/dir]]... [--sftp-allow-uid=USERS]\n"
-	"              [user@]gateway[:port] | ssh://[user@]gateway[:port]\n"
-	"       ftpssh -Q cipher|mac|kex|key\n";
-
-static const char help_text[] =
-	"\n"
-	"Carry FTP through one SSH connection. ftpssh listens on loopback; every FTP\n"
-	"client that connects is relayed over a direct-tcpip channel to the FTP\n"
-	"server, and each data connection gets a channel of its own: PASV/EPSV\n"
-	"replies are rewritten to one-shot local ports, and PORT/EPRT (active mode)\n"
-	"is answered by ftpssh while the server side stays passive inside SSH.\n"
-	"AUTH TLS is refused: the SSH link already encrypts.\n"
-	"\n"
-	"Where to connect and how is OpenSSH's answer: ftpssh runs `ssh -G` with the\n"
-	"flags below and the gateway, so ~/.ssh/config (Host aliases, Include, Match,\n"
-	"ProxyJump, ...) applies exactly as for ssh. Without an ssh binary only the\n"
-	"command line counts (-v says so).\n"
-	"\n"
-	"  -L [bind_address:]port:ftphost:ftpport\n"
-	"        listen on bind_address:port (default, and \"localhost\": 127.0.0.1 and\n"
-	"        ::1; port 0 picks a free one) and relay FTP to ftphost:ftpport as the\n"
-	"        gateway resolves it.\n"
-	"        Repeat for several FTP servers over the same SSH connection.\n"
-	"        Without -L: ftphost localhost, ftpport 21, listening on 127.0.0.1\n"
-	"        port 21 when it may be bound, else 2121.\n"
-	"  -L [bind_address:]port:sftp[:/start/dir]\n"
-	"        no FTP server needed: ftpssh answers FTP itself and every file\n"
-	"        operation is an SFTP request on the same SSH connection (the\n"
-	"        gateway's sftp subsystem). FTP clients log in with any user and\n"
-	"        password and act as the SSH user, in /start/dir (default: the SSH\n"
-	"        user's home). Only the local user running ftpssh may log in.\n"
-	"  --sftp-allow-uid=USER[,USER...]\n"
-	"        also let these local users (names or uids) use the sftp forwards;\n"
-	"        each of them then reads and writes files as the SSH user\n"
-	"  ssh's flags, with ssh's meaning:\n"
-	"  -F file           ssh config file instead of ~/.ssh/config (none: no file)\n"
-	"  -p port           SSH port of the gateway (default 22)\n"
-	"  -l login          SSH login name\n"
-	"  -i file           private key to try (repeatable; default ssh's: ~/.ssh/id_rsa,\n"
-	"                    id_ecdsa, id_ed25519); file-cert.pub beside it is tried too.\n"
-	"                    ssh-agent keys are tried first, as by ssh.\n"
-	"  -J [user@]host[:port][,...]  jump host(s): the connection runs through\n"
-	"                    `ssh -W` to the last of them (as ssh -J / ProxyJump)\n"
-	"  -o option=value   any ssh_config option, e.g. -o UserKnownHostsFile=FILE;\n"
-	"                    ssh rejects names it does not know. Honoured:\n"
-	"        AddressFamily BatchMode CertificateFile Ciphers Compression\n"
-	"        ConnectTimeout ExitOnForwardFailure ForkAfterAuthentication\n"
-	"        GlobalKnownHostsFile HashKnownHosts HostKeyAlgorithms HostKeyAlias\n"
-	"        Hostname IdentitiesOnly IdentityAgent(none) IdentityFile\n"
-	"        KbdInteractiveAuthentication KexAlgorithms LogLevel MACs\n"
-	"        PasswordAuthentication Port PreferredAuthentications ProxyCommand\n"
-	"        ProxyJump PubkeyAuthentication ServerAliveCountMax ServerAliveInterval\n"
-	"        StrictHostKeyChecking User UserKnownHostsFile; the others are ignored\n"
-	"        with a warning naming them (docs/USAGE.md, \"Coming from ssh\").\n"
-	"        StrictHostKeyChecking yes (default; ask means yes): refuse unknown keys;\n"
-	"        accept-new: record unknown keys in the first UserKnownHostsFile\n"
-	"        (hashed with HashKnownHosts yes); no: accept unknown keys unrecorded.\n"
-	"        A changed key, a key of another type than the known ones, and a\n"
-	"        @revoked key always refuse. HostKeyAlias=NAME looks the gateway up\n"
-	"        under NAME. Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms: LIST,\n"
-	"        +LIST (append), -LIST (remove, wildcards), ^LIST (first), as in ssh;\n"
-	"        a name this build lacks is a usage error. ConnectTimeout bounds\n"
-	"        connect, banner, key exchange and authentication (default 30 s).\n"
-	"        ServerAliveInterval defaults to 30 s here.\n"
-	"  -c ciphers, -m macs  as -o Ciphers=, -o MACs=\n"
-	"  -Q cipher|mac|kex|key  what this build supports, one name a line (as ssh -Q)\n"
-	"  -4, -6            IPv4 / IPv6 only          -C  compression\n"
-	"  -f                go to the background once the listeners are up\n"
-	"  -y                log to syslog, as --syslog\n"
-	"  -N -T -n -a -k -x accepted, no effect (ftpssh never runs a remote command,\n"
-	"                    reads stdin, forwards the agent or X11)\n"
-	"  ftpssh's own:\n"
-	"  --window-max=BYTES  largest SSH receive window per data channel\n"
-	"                    (default 33554432); larger fills long fat links\n"
-	"  --data-timeout=SECONDS  how long a one-shot data port waits (default 60)\n"
-	"  --data-host=control|reported\n"
-	"        where data channels go: control (default) the FTP server's host as in\n"
-	"        -L, which works behind NAT; reported: the address in the server's 227\n"
-	"        (for servers that hand data to another host). EPSV always uses control.\n"
-	"  --no-uid-check    take a data connection from any local user; by default\n"
-	"                    only the user who owns the control connection may connect\n"
-	"                    to its one-shot data port (Linux sock_diag)\n"
-	"  --max-sessions=N  FTP sessions in all (default 256; lowered to what\n"
-	"                    RLIMIT_NOFILE allows); more get \"421 too many sessions\"\n"
-	"  --max-sessions-per-user=N  sessions of one local uid (default 64)\n"
-	"  --idle-timeout=SECONDS  close a control session after that long with no\n"
-	"                    command and no transfer (default 900, 0 never)\n"
-	"  --allow-users=LIST, --allow-groups=LIST  only these local users (names or\n"
-	"                    uids), or members of these groups, may use the relay\n"
-	"  --config file     ftpssh's settings file (default /etc/ftpssh.conf, then\n"
-	"                    ~/.config/ftpssh/config; none reads none): one \"key value\"\n"
-	"                    per line, keys as the long options, ssh_config options, and\n"
-	"                    forward, gateway, identity, login, port; the command line wins\n"
-	"  --syslog          log to syslog (daemon facility) instead of stderr\n"
-	"  --status-file=FILE  write the session/transfer table there every 2 s\n"
-	"                    (kill -USR1 prints it to the log at any time)\n"
-	"  -q                only errors;  -v verbose;  -vv trace the control stream\n"
-	"  -h, --help        this text;   -V, --version  version\n"
-	"\n"
-	"Keys: RSA (rsa-sha2-512/256 signatures), ECDSA, ed25519, and OpenSSH user\n"
-	"certificates, from files or ssh-agent. A failed login lists each identity\n"
-	"tried and why it was not used.\n"
-	"\n"
-	"Exit status: 0 ok, 1 runtime error, 2 usage (ssh's too), 3 cannot reach the\n"
-	"SSH server, 4 host key refused, 5 authentication failed, 6 cannot listen.\n";
-
 static int bad(FILE *err, const char *fmt, const char *arg)
 {
 	fprintf(err, "ftpssh: ");
 	fprintf(err, fmt, arg);
-	fprintf(err, "\n%s", usage_text);
+	fprintf(err, "\n%s", px_cli_usage);
 	return -1;
-}
-
-static int parse_port(const char *s, bool allow_zero, uint16_t *out)
-{
-	char *end;
-	if (!s || !*s)
-		return -1;
-	for (const char *p = s; *p; p++)
-		if (!isdigit((unsigned char)*p))
-			return -1;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || *end || v > 65535 || (!allow_zero && v == 0))
-		return -1;
-	*out = (uint16_t)v;
-	return 0;
-}
-
-/* Split "a:b:[c:d]:e" on ':' outside brackets, dropping the brackets.
- * Returns the field count, or -1 when a field does not fit. */
-static int split_colons(const char *s, char fields[][256], int max)
-{
-	int n = 0;
-	size_t len = 0;
-	bool br = false;
-	if (max < 1)
-		return -1;
-	fields[0][0] = '\0';
-	for (const char *p = s;; p++) {
-		if (*p == '[' && len == 0 && !br) {
-			br = true;
-			continue;
-		}
-		if (*p == ']' && br) {
-			br = false;
-			continue;
-		}
-		if (*p == '\0' || (*p == ':' && !br)) {
-			fields[n][len] = '\0';
-			n++;
-			if (*p == '\0')
-				break;
-			if (n >= max)
-				return -1;
-			len = 0;
-			continue;
-		}
-		if (len + 1 >= 256)
-			return -1;
-		fields[n][len++] = *p;
-	}
-	return br ? -1 : n;
-}
-
-/* -L [bind:]port:sftp[:/start/dir]: ftpssh answers FTP itself from the
- * gateway's SFTP. "sftp" names this kind only when it is the last field or
- * is followed by an absolute path, so a host called sftp stays reachable
- * as port:sftp:21. */
-static int parse_forward_sftp(char fl[][256], int n, px_forward *f)
-{
-	int k = fl[n - 1][0] == '/' ? n - 2 : n - 1; /* the "sftp" field */
-	if (k < 1 || k > 2 || strcmp(fl[k], "sftp") != 0)
-		return 1;
-	if (k + 1 < n && strlen(fl[k + 1]) >= sizeof(f->start_dir))
-		return -1;
-	if (k + 1 < n)
-		strcpy(f->start_dir, fl[k + 1]);
-	f->sftp = true;
-	strcpy(f->host, "sftp");
-	if (k == 2) {
-		const char *b = fl[0];
-		if (!*b || strcmp(b, "localhost") == 0) {
-			b = "127.0.0.1";
-			f->also_v6 = true;
-		} else if (strcmp(b, "*") == 0) {
-			b = "0.0.0.0";
-		}
-		if (strlen(b) >= sizeof(f->bind_addr))
-			return -1;
-		strcpy(f->bind_addr, b);
-	} else {
-		strcpy(f->bind_addr, "127.0.0.1");
-		f->also_v6 = true;
-	}
-	return parse_port(fl[k - 1], true, &f->bind_port) != 0 ? -1 : 0;
-}
-
-static int parse_forward(const char *spec, px_forward *f)
-{
-	char fl[4][256];
-	int n = split_colons(spec, fl, 4);
-	int i = 0;
-	memset(f, 0, sizeof(*f));
-	if (n >= 2) {
-		int rc = parse_forward_sftp(fl, n, f);
-		if (rc <= 0)
-			return rc;
-		memset(f, 0, sizeof(*f));
-	}
-	if (n == 4) {
-		const char *b = fl[0];
-		if (!*b || strcmp(b, "localhost") == 0) {
-			b = "127.0.0.1";
-			f->also_v6 = true;
-		}
-		else if (strcmp(b, "*") == 0)
-			b = "0.0.0.0";
-		if (strlen(b) >= sizeof(f->bind_addr))
-			return -1;
-		strcpy(f->bind_addr, b);
-		i = 1;
-	} else if (n == 3) {
-		strcpy(f->bind_addr, "127.0.0.1");
-		f->also_v6 = true;
-	} else {
-		return -1;
-	}
-	if (parse_port(fl[i], true, &f->bind_port) != 0)
-		return -1;
-	if (!fl[i + 1][0] || strlen(fl[i + 1]) >= sizeof(f->host))
-		return -1;
-	strcpy(f->host, fl[i + 1]);
-	if (parse_port(fl[i + 2], false, &f->port) != 0)
-		return -1;
-	return 0;
 }
 
 static int set_copy(char *dst, size_t cap, const char *src)
@@ -299,12 +64,12 @@ static int parse_target(const char *arg, px_config *cfg, FILE *err)
 	if (uri && host[strlen(host) - 1] == '/')
 		return bad(err, "bad destination %s: no path after ssh://host", arg);
 	if (host[0] == '[' || strchr(host, ':') == strrchr(host, ':'))
-		n = split_colons(host, fl, 2); /* host, [v6], host:port, [v6]:port */
+		n = px_split_colons(host, fl, 2); /* host, [v6], host:port, [v6]:port */
 	else
 		n = (strlen(host) < 256) ? (strcpy(fl[0], host), 1) : -1; /* bare IPv6 */
 	if (n < 1 || !fl[0][0])
 		return bad(err, "bad gateway %s", arg);
-	if (n == 2 && parse_port(fl[1], false, &cfg->dest_port) != 0)
+	if (n == 2 && px_port_parse(fl[1], false, &cfg->dest_port) != 0)
 		return bad(err, "bad port in %s", arg);
 	if (set_copy(cfg->destination, sizeof(cfg->destination), fl[0]) != 0 ||
 	    set_copy(cfg->gateway, sizeof(cfg->gateway), fl[0]) != 0)
@@ -488,14 +253,14 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 		}
 		if (cfg->nfwd >= PX_MAX_FORWARDS)
 			return bad(err, "too many -L (max %s)", "16");
-		if (parse_forward(arg, &cfg->fwd[cfg->nfwd]) != 0)
+		if (px_forward_parse(arg, &cfg->fwd[cfg->nfwd]) != 0)
 			return bad(err, "bad -L %s: want [bind_address:]port:host:hostport or "
 					"[bind_address:]port:sftp[:/dir]", arg);
 		cfg->nfwd++;
 		break;
 	case 'p': {
 		uint16_t port;
-		if (parse_port(arg, false, &port) != 0)
+		if (px_port_parse(arg, false, &port) != 0)
 			return bad(err, "bad port %s", arg);
 		return ssh_flag(cfg, "-p", arg, err);
 	}
@@ -554,7 +319,7 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 			mux_libssh2_version(), FTPSSH_LIBSSH2_BUILD, uv_version_string());
 		return 1;
 	case 'h':
-		fprintf(out, "%s%s", usage_text, help_text);
+		fprintf(out, "%s%s", px_cli_usage, px_cli_help);
 		return 1;
 	case OPT_WINDOW: {
 		char *end;
@@ -567,7 +332,7 @@ static int apply_opt(px_config *cfg, int ch, char *arg, struct src_state *st, FI
 	}
 	case OPT_DATA_TIMEOUT: {
 		uint16_t v;
-		if (parse_port(arg, false, &v) != 0)
+		if (px_port_parse(arg, false, &v) != 0)
 			return bad(err, "--data-timeout %s: seconds", arg);
 		cfg->data_timeout_sec = v;
 		break;

@@ -373,7 +373,7 @@ int main(int argc, char **argv)
 	}
 	px_log_init(app.cfg.verbosity); /* LogLevel may have changed it */
 	if (strcmp(FTPSSH_LIBSSH2_BUILD, "bundled") != 0)
-		px_log(1, "libssh2 %s from the system (%s build): no bulk crypt, one channel "
+		px_log(2, "libssh2 %s from the system (%s build): no bulk crypt, one channel "
 		       "open at a time, windows fixed at 2 MiB: slower than the default "
 		       "build with ftpssh's libssh2 patches (make LIBSSH2=bundled)",
 		       mux_libssh2_version(), FTPSSH_LIBSSH2_BUILD);

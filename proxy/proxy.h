@@ -116,6 +116,15 @@ typedef struct px_config {
 /* Parse argv into cfg. Returns 0 to run, 1 when --help/--version was
  * handled (exit 0), or -1 after printing a usage error to err. */
 int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err);
+/* clitext.c: the usage line and the rest of --help */
+extern const char px_cli_usage[];
+extern const char px_cli_help[];
+/* fwdspec.c: -L and destination syntax; 0, or -1 when malformed */
+int px_port_parse(const char *s, bool allow_zero, uint16_t *out);
+/* "a:b:[c:d]:e" split on ':' outside brackets, which are dropped: the
+ * field count, or -1 when a field does not fit 256 bytes or max fields */
+int px_split_colons(const char *s, char fields[][256], int max);
+int px_forward_parse(const char *spec, px_forward *f);
 /* Free what parsing kept (strings from config files). */
 void px_cli_free(px_config *cfg);
 /* Keep a copy of s until px_cli_free(); NULL when out of room. */
