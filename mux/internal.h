@@ -82,8 +82,12 @@ struct mux_chan {
 	uint64_t delivered;        /* bytes handed to the owner */
 	uint64_t rate_t0;          /* uv_hrtime() at the span's start, 0: none yet */
 	uint64_t rate_b0;          /* delivered at rate_t0 */
-	uint64_t window_need;      /* credit the last span's rate needs, 0 once used */
-	unsigned low_spans;        /* spans in a row that needed < 1/4 of the target */
+	double span_rate;          /* bytes/ns over the last span */
+	bool span_done;            /* a span ended, not yet acted on (window.c) */
+	double probe_rate;         /* span_rate before a doubling on trial, 0: none */
+	unsigned probe_spans;      /* spans since that doubling */
+	unsigned hold_spans;       /* spans left before the next doubling may be tried */
+	unsigned low_spans;        /* spans in a row that filled < 1/4 of the target */
 	/* libssh2 calls that answered EAGAIN, repeated with the very same
 	 * arguments until they complete: libssh2 keeps the packet built by the
 	 * first call and, for a window adjust, adds the *new* call's amount to

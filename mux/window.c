@@ -7,13 +7,15 @@
  * counts down on reads) stays under window_target: a consumer that stops
  * reading stops the server through the SSH window while every other
  * channel keeps flowing. The target starts at MUX_WINDOW_START (ssh's
- * fixed window) and follows what the link needs (chan_measure), up to
+ * fixed window) and follows what the link needs (chan_size), up to
  * opts.window_max and within the connection's budget, so long fat links
  * fill and short ones do not queue in sshd.
  */
 #include "mux/internal.h"
 
-#define SHRINK_SPANS 4 /* measured spans in a row that ask for < 1/4 of the window */
+#define SHRINK_SPANS 4  /* low spans in a row before a window halves */
+#define PROBE_SPANS 2   /* spans after a doubling until its rate is judged */
+#define HOLD_SPANS 16   /* spans without a new try after a doubling that did not pay */
 
 /* The most credit ch may hold: the connection's budget less what the
  * other channels hold now (a channel whose client stopped reading keeps
@@ -48,15 +50,11 @@ static void chan_set_target(mux_chan *ch, uint32_t target)
 	ch->window_target = target;
 }
 
-/* The credit ch needs: what it delivers in two round trips (an adjust
- * takes one to reach the server and its data one more to arrive, so with
- * less the server waits), from its rate over a span of at least two
- * round trips and 20 ms. The round trip is the one conn.c times on a
- * silent connection, so data queued in the server does not inflate it.
- * Windows grow on a long link and stay at the start size on loopback and
- * LAN, where more credit only lets sshd queue megabytes in its output
- * buffer: that cost sshd 3 to 20 times its CPU per byte and halved
- * downloads (issue 13). No round trip known: never grows, as ssh. */
+/* A channel's delivery rate, over spans of at least two round trips and
+ * 20 ms (span_rate, bytes/ns; span_done when one ends). The round trip is
+ * the one alive.c times on a silent connection, so data queued in the
+ * server does not inflate it. No round trip known: nothing is measured
+ * and windows keep their start size, as ssh's. */
 static void chan_measure(mux_chan *ch)
 {
 	uint64_t rtt = ch->conn->rtt_ns;
@@ -71,10 +69,64 @@ static void chan_measure(mux_chan *ch)
 	uint64_t span = now - ch->rate_t0;
 	if (span < 2 * rtt || span < 20 * 1000000ull)
 		return;
-	double rate = (double)(ch->delivered - ch->rate_b0) / (double)span; /* bytes/ns */
-	ch->window_need = (uint64_t)(2.0 * rate * (double)rtt);
+	ch->span_rate = (double)(ch->delivered - ch->rate_b0) / (double)span;
+	ch->span_done = true;
 	ch->rate_t0 = now;
 	ch->rate_b0 = ch->delivered;
+}
+
+/* The window follows the link, once per measured span. Credit the link
+ * cannot carry is not free: the server reads its side as fast as it may
+ * and queues the rest in the channel's buffer, which OpenSSH grows by
+ * copying it whole, 256 bytes at a time (sshbuf, recallocarray): windows
+ * of 32 MiB on loopback, or on a 50 ms link moving 110 MB/s, cost sshd
+ * 7 to 68 CPU s/GiB instead of ~2.5 and halved the transfer (issue 13).
+ *
+ * - Grow: when rate x round trip fills more than half the window, the
+ *   window may be what limits. Double it and look two spans later: kept
+ *   only if the rate rose by a quarter, else back to the old size and no
+ *   new try for HOLD_SPANS spans.
+ * - Shrink: halve after SHRINK_SPANS spans in a row that fill less than
+ *   a quarter (a slower consumer; one span can be low through a burst).
+ * On loopback and LAN the round trip is well under a millisecond: windows
+ * stay at the start size. */
+static void chan_size(mux_chan *ch, uint64_t fair)
+{
+	mux_conn *c = ch->conn;
+	if (!ch->span_done)
+		return;
+	ch->span_done = false;
+	double fill = ch->span_rate * (double)c->rtt_ns; /* bytes in flight at this rate */
+	uint32_t w = ch->window_target;
+	if (ch->probe_rate > 0) {
+		if (++ch->probe_spans < PROBE_SPANS)
+			return;
+		if (ch->span_rate < ch->probe_rate * 1.25 && w / 2 >= MUX_WINDOW_START) {
+			chan_set_target(ch, w / 2);
+			ch->hold_spans = HOLD_SPANS;
+			mux__log(c, 3, "channel %u window back to %u KiB (no faster with %u KiB)",
+				 ch->id, w / 2048, w / 1024);
+		}
+		ch->probe_rate = 0;
+		return;
+	}
+	if (ch->hold_spans)
+		ch->hold_spans--;
+	if (fill * 2 > w && !ch->hold_spans && (uint64_t)w * 2 <= fair) {
+		ch->probe_rate = ch->span_rate;
+		ch->probe_spans = 0;
+		ch->low_spans = 0;
+		chan_set_target(ch, w * 2);
+		mux__log(c, 3, "channel %u window grows to %u KiB", ch->id, w / 512);
+	} else if (fill * 4 < w && w / 2 >= MUX_WINDOW_START) {
+		if (++ch->low_spans >= SHRINK_SPANS) {
+			ch->low_spans = 0;
+			chan_set_target(ch, w / 2);
+			mux__log(c, 3, "channel %u window shrinks to %u KiB", ch->id, w / 2048);
+		}
+	} else {
+		ch->low_spans = 0;
+	}
 }
 
 /* Keep the credit not yet delivered near window_target (see the top of
@@ -113,32 +165,7 @@ void mux__window_grant(mux_chan *ch)
 		if (ch->window_target > fair)
 			chan_set_target(ch, (uint32_t)fair); /* others joined: give back */
 		chan_measure(ch);
-		/* One doubling per measured span: the next span shows the rate
-		 * the bigger window gives (on a link-bound channel, twice). */
-		if (ch->window_need > ch->window_target &&
-		    (uint64_t)ch->window_target * 2 <= fair) {
-			chan_set_target(ch, ch->window_target * 2);
-			ch->window_need = 0;
-			ch->low_spans = 0;
-			mux__log(c, 3, "channel %u window grows to %u KiB", ch->id,
-				 ch->window_target / 1024);
-		} else if (ch->window_need && ch->window_need < ch->window_target / 4 &&
-			   ch->window_target / 2 >= MUX_WINDOW_START) {
-			/* A slower consumer, or a shorter round trip than first
-			 * measured: credit it no longer uses is sshd's queue.
-			 * Only after SHRINK_SPANS low spans in a row: one span
-			 * can be low through a burst of the link. */
-			ch->window_need = 0;
-			if (++ch->low_spans >= SHRINK_SPANS) {
-				ch->low_spans = 0;
-				chan_set_target(ch, ch->window_target / 2);
-				mux__log(c, 3, "channel %u window shrinks to %u KiB", ch->id,
-					 ch->window_target / 1024);
-			}
-		} else if (ch->window_need) {
-			ch->low_spans = 0;
-			ch->window_need = 0;
-		}
+		chan_size(ch, fair);
 		if (win >= ch->window_target / 4 * 3)
 			return;
 		/* win < target here, so adj > 0: never a wrapped negative */
