@@ -16,6 +16,11 @@
 #define SHRINK_SPANS 4  /* low spans in a row before a window halves */
 #define PROBE_SPANS 2   /* spans after a doubling until its rate is judged */
 #define HOLD_SPANS 16   /* spans without a new try after a doubling that did not pay */
+/* At most this much credit beyond what the link holds (rate x round
+ * trip): the rest waits in sshd's channel buffer, which OpenSSH caps at
+ * 16 MiB (CHAN_INPUT_MAX) and, as it nears the cap, packs (memmove of
+ * all it holds) on every read from the FTP server. */
+#define SSHD_QUEUE_MAX (8.0 * 1024 * 1024)
 
 /* The most credit ch may hold: the connection's budget less what the
  * other channels hold now (a channel whose client stopped reading keeps
@@ -88,6 +93,8 @@ static void chan_measure(mux_chan *ch)
  *   new try for HOLD_SPANS spans.
  * - Shrink: halve after SHRINK_SPANS spans in a row that fill less than
  *   a quarter (a slower consumer; one span can be low through a burst).
+ * - Never more than SSHD_QUEUE_MAX beyond what the link holds: sshd's
+ *   own buffer turns expensive as it nears 16 MiB.
  * On loopback and LAN the round trip is well under a millisecond: windows
  * stay at the start size. */
 static void chan_size(mux_chan *ch, uint64_t fair)
@@ -112,13 +119,16 @@ static void chan_size(mux_chan *ch, uint64_t fair)
 	}
 	if (ch->hold_spans)
 		ch->hold_spans--;
-	if (fill * 2 > w && !ch->hold_spans && (uint64_t)w * 2 <= fair) {
+	/* what sshd would hold beyond what the link holds, at twice w */
+	bool sshd_ok = (double)w * 2 <= fill + SSHD_QUEUE_MAX;
+	if (fill * 2 > w && sshd_ok && !ch->hold_spans && (uint64_t)w * 2 <= fair) {
 		ch->probe_rate = ch->span_rate;
 		ch->probe_spans = 0;
 		ch->low_spans = 0;
 		chan_set_target(ch, w * 2);
 		mux__log(c, 3, "channel %u window grows to %u KiB", ch->id, w / 512);
-	} else if (fill * 4 < w && w / 2 >= MUX_WINDOW_START) {
+	} else if ((fill * 4 < w || (double)w > fill + SSHD_QUEUE_MAX) &&
+		   w / 2 >= MUX_WINDOW_START) {
 		if (++ch->low_spans >= SHRINK_SPANS) {
 			ch->low_spans = 0;
 			chan_set_target(ch, w / 2);

