@@ -16,6 +16,14 @@
 #define PING_LOST_NS (10 * 1000000000ull)
 #define RTT_TICKS_MAX 240 /* probes wait for silence at most this many ticks (60 s) */
 
+/* Patch 0002's libssh2_session_process_input() tells when a keepalive's
+ * reply arrives; other builds cannot time one. */
+#ifdef LIBSSH2_HAVE_SESSION_PROCESS_INPUT
+#define REPLIES_SEEN true
+#else
+#define REPLIES_SEEN false
+#endif
+
 /* Is a timed keepalive out? One unanswered for PING_LOST_NS is given up
  * (a server that does not answer): the next one is timed instead. */
 static bool conn_ping_out(mux_conn *c)
@@ -36,10 +44,8 @@ static int conn_ping(mux_conn *c)
 	int rc = libssh2_keepalive_send(c->ssh, &next);
 	if (rc == 0 && sends) {
 		c->ping_at = now;
-#ifdef LIBSSH2_HAVE_SESSION_PROCESS_INPUT
-		if (!conn_ping_out(c))
+		if (!conn_ping_out(c) && REPLIES_SEEN)
 			c->ping_sent = now;
-#endif
 	}
 	return rc;
 }
@@ -67,6 +73,7 @@ void mux__pong(mux_conn *c)
 		 c->rtt_ns / 1e6, t / 1e6);
 }
 
+#ifdef LIBSSH2_HAVE_SESSION_PROCESS_INPUT /* without it no reply is seen */
 /* Probe once the connection has been silent for a tick: nothing queued
  * in the server then delays the reply. (One sent at UP took 26-33 ms on
  * loopback: sshd sets the session up before it answers.) A connection
@@ -90,6 +97,7 @@ static void conn_rtt_cb(uv_timer_t *t)
 	if ((silent || (!c->rtt_ns && c->rtt_ticks >= 2)) && !conn_ping_out(c))
 		(void)conn_ping(c);
 }
+#endif
 
 static void conn_keepalive_cb(uv_timer_t *t)
 {
