@@ -180,21 +180,15 @@ bool mux__auth_pubkey_step(mux_conn *c)
 		else
 			id_next(c);
 		return false;
-	case ID_SIGN:
-		rc = libssh2_userauth_publickey_frommemory(
-			c->ssh, c->user, strlen(c->user), c->key_pub, c->key_pub ? strlen(c->key_pub) : 0,
-			c->key_data, c->key_len, c->secret_set ? c->secret : "");
-		if (rc == LIBSSH2_ERROR_EAGAIN)
-			return true;
-		if (rc == 0)
-			break;
-		if (mux__auth_lost(c))
-			return true;
-		id_failed(c, id, rc);
-		id_next(c);
-		return false;
+	case ID_SIGN: /* a signature from the key file, or from the agent */
 	case ID_AGENT:
-		rc = libssh2_agent_userauth(c->agent, c->user, id->agent_id);
+		if (c->id_step == ID_AGENT)
+			rc = libssh2_agent_userauth(c->agent, c->user, id->agent_id);
+		else
+			rc = libssh2_userauth_publickey_frommemory(
+				c->ssh, c->user, strlen(c->user), c->key_pub,
+				c->key_pub ? strlen(c->key_pub) : 0, c->key_data, c->key_len,
+				c->secret_set ? c->secret : "");
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			return true;
 		if (rc == 0)

@@ -98,6 +98,15 @@ const char *mux_libssh2_version(void)
 	return libssh2_version(0);
 }
 
+bool mux_libssh2_patched(void)
+{
+#if defined(LIBSSH2_HAVE_SESSION_PROCESS_INPUT) && defined(LIBSSH2_HAVE_CHANNEL_OPEN_START)
+	return true;
+#else
+	return false;
+#endif
+}
+
 /* ---- state changes ------------------------------------------------------ */
 
 /* Stop all I/O and fail every channel with err; owners then close them. */

@@ -136,6 +136,10 @@ bool mux_conn_is_up(const mux_conn *c);
 const char *mux_strerror(int err);
 /* Version of the libssh2 library in use. */
 const char *mux_libssh2_version(void);
+/* Whether the libssh2 linked has ftpssh's patches (scripts/libssh2/patches:
+ * keepalive replies seen, so windows follow the round trip; channel opens
+ * that do not wait for each other). Without them ftpssh works, slower. */
+bool mux_libssh2_patched(void);
 
 /* ---- algorithms (algos.c) ---------------------------------------------
  * What ssh's Ciphers, MACs, KexAlgorithms and HostKeyAlgorithms name. The

@@ -134,159 +134,143 @@ static int pkt_send(mux_sftp *s, struct pkt *p, sfw_out *o, mux_sftp_cb cb, void
 	return 0;
 }
 
-/* Common start of a request: checks, slot, packet. */
-static struct pkt *req_begin(mux_sftp *s, int type, size_t extra, sfw_out *o, struct req **r,
-			     uint32_t *id, int *err)
+/* A request being built: its packet, the encoder on it, its slot and id. */
+struct reqb {
+	sfw_out o;
+	struct pkt *p;
+	struct req *r;
+	uint32_t id;
+};
+
+/* Common start of a request: checks, slot, packet. 0 or an error. */
+static int req_begin(mux_sftp *s, int type, size_t extra, struct reqb *b)
 {
-	*err = 0;
-	if (s->closing || s->failed || !s->ready) {
-		*err = s->failed ? s->error : UV_ENOTCONN;
-		return NULL;
-	}
-	if (!(*r = req_take(s, id))) {
-		*err = UV_ENOBUFS;
-		return NULL;
-	}
-	struct pkt *p = pkt_new(s, extra, o);
-	if (!p) {
-		*err = UV_ENOMEM;
-		return NULL;
-	}
-	sfw_begin(o, type, *id);
-	return p;
+	if (s->closing || s->failed || !s->ready)
+		return s->failed ? s->error : UV_ENOTCONN;
+	if (!(b->r = req_take(s, &b->id)))
+		return UV_ENOBUFS;
+	if (!(b->p = pkt_new(s, extra, &b->o)))
+		return UV_ENOMEM;
+	sfw_begin(&b->o, type, b->id);
+	return 0;
+}
+
+/* Common end: send it; cb gets the reply. */
+static int req_send(mux_sftp *s, struct reqb *b, mux_sftp_cb cb, void *data)
+{
+	return pkt_send(s, b->p, &b->o, cb, data, b->r, b->id);
 }
 
 #define PATH_CAP 4096
 
 int mux_sftp_path(mux_sftp *s, int type, const char *path, mux_sftp_cb cb, void *data)
 {
-	sfw_out o;
-	struct req *r;
-	uint32_t id;
-	int err;
+	struct reqb b;
 	size_t pl = strlen(path);
 	if (pl > PATH_CAP)
 		return UV_EINVAL;
-	struct pkt *p = req_begin(s, type, pl + 16, &o, &r, &id, &err);
-	if (!p)
+	int err = req_begin(s, type, pl + 16, &b);
+	if (err)
 		return err;
-	sfw_put_str(&o, path, pl);
+	sfw_put_str(&b.o, path, pl);
 	if (type == SFW_MKDIR) {
 		sfw_attrs a = {0};
-		sfw_put_attrs(&o, &a);
+		sfw_put_attrs(&b.o, &a);
 	}
-	return pkt_send(s, p, &o, cb, data, r, id);
+	return req_send(s, &b, cb, data);
 }
 
 int mux_sftp_open(mux_sftp *s, const char *path, uint32_t pflags, const sfw_attrs *a,
 		  mux_sftp_cb cb, void *data)
 {
-	sfw_out o;
-	struct req *r;
-	uint32_t id;
-	int err;
+	struct reqb b;
 	size_t pl = strlen(path);
 	sfw_attrs none = {0};
 	if (pl > PATH_CAP)
 		return UV_EINVAL;
-	struct pkt *p = req_begin(s, SFW_OPEN, pl + 64, &o, &r, &id, &err);
-	if (!p)
+	int err = req_begin(s, SFW_OPEN, pl + 64, &b);
+	if (err)
 		return err;
-	sfw_put_str(&o, path, pl);
-	sfw_put_u32(&o, pflags);
-	sfw_put_attrs(&o, a ? a : &none);
-	return pkt_send(s, p, &o, cb, data, r, id);
+	sfw_put_str(&b.o, path, pl);
+	sfw_put_u32(&b.o, pflags);
+	sfw_put_attrs(&b.o, a ? a : &none);
+	return req_send(s, &b, cb, data);
 }
 
 int mux_sftp_handle(mux_sftp *s, int type, const char *h, size_t hlen, mux_sftp_cb cb,
 		    void *data)
 {
-	sfw_out o;
-	struct req *r;
-	uint32_t id;
-	int err;
+	struct reqb b;
 	if (hlen > SFW_HANDLE_MAX)
 		return UV_EINVAL;
-	struct pkt *p = req_begin(s, type, hlen + 8, &o, &r, &id, &err);
-	if (!p)
+	int err = req_begin(s, type, hlen + 8, &b);
+	if (err)
 		return err;
-	sfw_put_str(&o, h, hlen);
-	return pkt_send(s, p, &o, cb, data, r, id);
+	sfw_put_str(&b.o, h, hlen);
+	return req_send(s, &b, cb, data);
 }
 
 int mux_sftp_read(mux_sftp *s, const char *h, size_t hlen, uint64_t off, uint32_t len,
 		  mux_sftp_cb cb, void *data)
 {
-	sfw_out o;
-	struct req *r;
-	uint32_t id;
-	int err;
+	struct reqb b;
 	if (hlen > SFW_HANDLE_MAX || len > MUX_SFTP_CHUNK)
 		return UV_EINVAL;
-	struct pkt *p = req_begin(s, SFW_READ, hlen + 16, &o, &r, &id, &err);
-	if (!p)
+	int err = req_begin(s, SFW_READ, hlen + 16, &b);
+	if (err)
 		return err;
-	sfw_put_str(&o, h, hlen);
-	sfw_put_u64(&o, off);
-	sfw_put_u32(&o, len);
-	return pkt_send(s, p, &o, cb, data, r, id);
+	sfw_put_str(&b.o, h, hlen);
+	sfw_put_u64(&b.o, off);
+	sfw_put_u32(&b.o, len);
+	return req_send(s, &b, cb, data);
 }
 
 int mux_sftp_write(mux_sftp *s, const char *h, size_t hlen, uint64_t off, const void *buf,
 		   size_t len, mux_sftp_cb cb, void *data)
 {
-	sfw_out o;
-	struct req *r;
-	uint32_t id;
-	int err;
+	struct reqb b;
 	if (hlen > SFW_HANDLE_MAX || len > MUX_SFTP_CHUNK)
 		return UV_EINVAL;
-	struct pkt *p = req_begin(s, SFW_WRITE, hlen + len + 16, &o, &r, &id, &err);
-	if (!p)
+	int err = req_begin(s, SFW_WRITE, hlen + len + 16, &b);
+	if (err)
 		return err;
-	sfw_put_str(&o, h, hlen);
-	sfw_put_u64(&o, off);
-	sfw_put_str(&o, buf, len);
-	return pkt_send(s, p, &o, cb, data, r, id);
+	sfw_put_str(&b.o, h, hlen);
+	sfw_put_u64(&b.o, off);
+	sfw_put_str(&b.o, buf, len);
+	return req_send(s, &b, cb, data);
 }
 
 int mux_sftp_rename(mux_sftp *s, const char *from, const char *to, mux_sftp_cb cb, void *data)
 {
 	static const char ext[] = "posix-rename@openssh.com";
-	sfw_out o;
-	struct req *r;
-	uint32_t id;
-	int err;
+	struct reqb b;
 	size_t fl = strlen(from), tl = strlen(to);
 	if (fl > PATH_CAP || tl > PATH_CAP)
 		return UV_EINVAL;
 	int type = s->posix_rename ? SFW_EXTENDED : SFW_RENAME;
-	struct pkt *p = req_begin(s, type, fl + tl + sizeof(ext) + 16, &o, &r, &id, &err);
-	if (!p)
+	int err = req_begin(s, type, fl + tl + sizeof(ext) + 16, &b);
+	if (err)
 		return err;
 	if (s->posix_rename)
-		sfw_put_cstr(&o, ext);
-	sfw_put_str(&o, from, fl);
-	sfw_put_str(&o, to, tl);
-	return pkt_send(s, p, &o, cb, data, r, id);
+		sfw_put_cstr(&b.o, ext);
+	sfw_put_str(&b.o, from, fl);
+	sfw_put_str(&b.o, to, tl);
+	return req_send(s, &b, cb, data);
 }
 
 int mux_sftp_setstat(mux_sftp *s, const char *path, const sfw_attrs *a, mux_sftp_cb cb,
 		     void *data)
 {
-	sfw_out o;
-	struct req *r;
-	uint32_t id;
-	int err;
+	struct reqb b;
 	size_t pl = strlen(path);
 	if (pl > PATH_CAP)
 		return UV_EINVAL;
-	struct pkt *p = req_begin(s, SFW_SETSTAT, pl + 48, &o, &r, &id, &err);
-	if (!p)
+	int err = req_begin(s, SFW_SETSTAT, pl + 48, &b);
+	if (err)
 		return err;
-	sfw_put_str(&o, path, pl);
-	sfw_put_attrs(&o, a);
-	return pkt_send(s, p, &o, cb, data, r, id);
+	sfw_put_str(&b.o, path, pl);
+	sfw_put_attrs(&b.o, a);
+	return req_send(s, &b, cb, data);
 }
 
 unsigned mux_sftp_pending(const mux_sftp *s)

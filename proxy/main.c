@@ -18,10 +18,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef FTPSSH_LIBSSH2_BUILD
-#define FTPSSH_LIBSSH2_BUILD "unknown"
-#endif
-
 #include "proxy/internal.h"
 
 #define BACKOFF_FIRST_MS 1000
@@ -372,11 +368,11 @@ int main(int argc, char **argv)
 		return PX_EXIT_USAGE;
 	}
 	px_log_init(app.cfg.verbosity); /* LogLevel may have changed it */
-	if (strcmp(FTPSSH_LIBSSH2_BUILD, "bundled") != 0)
-		px_log(2, "libssh2 %s from the system (%s build): no bulk crypt, one channel "
+	if (!mux_libssh2_patched())
+		px_log(2, "libssh2 %s from the system (system build): no bulk crypt, one channel "
 		       "open at a time, windows fixed at 2 MiB: slower than the default "
 		       "build with ftpssh's libssh2 patches (make LIBSSH2=bundled)",
-		       mux_libssh2_version(), FTPSSH_LIBSSH2_BUILD);
+		       mux_libssh2_version());
 	if (app.cfg.background)
 		app_fork_background();
 	app.status_line = !app.cfg.syslog && app.cfg.verbosity >= 0 && isatty(2);
