@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+import types
 
 import pytest
 
@@ -46,15 +47,7 @@ def wait_rtt(proxy, timeout=15):
 
 
 def retr_sha256(proxy, name, sha):
-    ftp = clients.open_ftplib(proxy.target)
-    import hashlib
-    h = hashlib.sha256()
-    try:
-        ftp.retrbinary("RETR " + name, h.update, blocksize=1 << 16)
-        ftp.quit()
-    finally:
-        ftp.close()
-    assert h.hexdigest() == sha, "RETR %s: wrong bytes" % name
+    clients.assert_retr_intact(proxy.target, types.SimpleNamespace(name=name, sha256=sha))
 
 
 @pytest.mark.timeout(120)
