@@ -77,7 +77,7 @@ endef
 REL := build
 ASN := build/asan
 
-.PHONY: all asan check check-valgrind unit fuzz fuzz-regress bench demo soak-rekey \
+.PHONY: all asan check check-valgrind system-build unit fuzz fuzz-regress bench demo soak-rekey \
 	install uninstall clean distclean deps deps-test deps-fuzz deps-valgrind
 
 all: $(REL)/ftpssh
@@ -102,11 +102,11 @@ $(SSH2_DIR)/.stamp: scripts/libssh2/build $(wildcard scripts/libssh2/patches/*.p
 	@$(if $(Q),echo "  LIBSSH2 $(SSH2_DIR) (Debian 13 source package)")
 	$(Q)scripts/libssh2/build $(SSH2_DIR)
 
-build/.libssh2-$(LIBSSH2): $(SSH2_STAMP)
-	@mkdir -p build
-	$(Q)rm -f build/.libssh2-*; touch $@
+$(REL)/.libssh2-$(LIBSSH2): $(SSH2_STAMP)
+	@mkdir -p $(REL)
+	$(Q)rm -f $(REL)/.libssh2-*; touch $@
 
-SSH2_SEL := build/.libssh2-$(LIBSSH2)
+SSH2_SEL := $(REL)/.libssh2-$(LIBSSH2)
 
 $(patsubst %.c,$(REL)/%.o,$(MUX_PURE)): $(REL)/%.o: %.c $(MUX_PURE_H)
 	@mkdir -p $(dir $@)
@@ -192,7 +192,15 @@ deps-valgrind:
 
 check: deps-test deps-fuzz
 	$(Q)$(MAKE) --no-print-directory all asan $(UNIT_REL) $(UNIT_ASN) $(FUZZ_TARGETS)
+	$(Q)$(MAKE) --no-print-directory system-build
 	$(Q)PYTHON=$(PYTHON) tests/run-all
+
+# The packagers' variant (LIBSSH2=system: Debian 12's libssh2 1.10, none
+# of our patches) in a build directory of its own, so that `make check`
+# catches code that no longer compiles without the patches' macros;
+# tests/integration/test_system_build.py runs it.
+system-build:
+	$(Q)$(MAKE) --no-print-directory LIBSSH2=system REL=build/system build/system/ftpssh
 
 # 64 MiB transfers take ~25 s each under memcheck: the size matrix is cut.
 check-valgrind: deps-test deps-valgrind all $(UNIT_REL)
