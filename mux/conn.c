@@ -453,6 +453,8 @@ int mux_conn_start(uv_loop_t *loop, const mux_conn_opts *o, mux_conn_cb cb, void
 	if (!c->opts.window_max || c->opts.window_max < MUX_WINDOW_START)
 		c->opts.window_max = MUX_WINDOW_START;
 	c->credit_budget = 2ull * c->opts.window_max;
+	if (c->credit_budget < MUX_CREDIT_BUDGET_MIN)
+		c->credit_budget = MUX_CREDIT_BUDGET_MIN;
 	if (!o->host || !o->user)
 		goto fail;
 	opts_copy(&a, &c->opts, o); /* measure */

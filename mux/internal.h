@@ -19,13 +19,17 @@
 #define MUX_OUT_SOFT (256 * 1024)
 
 /* Receive window: every channel starts with WINDOW_START of credit (ssh's
- * fixed window) and grows, up to opts.window_max, to what it delivers in
- * two round trips of the link (chan.c). Credit given to a
- * channel whose consumer stops reading becomes memory (libssh2 queues what
- * the server sends), so all channels together hold at most credit_budget
- * (2 x window_max), each at least MUX_WINDOW_MIN (two SSH packets) so that
- * every channel moves (chan.c). */
+ * fixed window) and follows, up to opts.window_max, what the link holds at
+ * the channel's rate (window.c). Credit given to a channel whose consumer
+ * stops reading becomes memory (libssh2 queues what the server sends), so
+ * all channels together hold at most credit_budget (2 x window_max, at
+ * least MUX_CREDIT_BUDGET_MIN), each at least MUX_WINDOW_MIN (two SSH
+ * packets) so that every channel moves. */
 #define MUX_WINDOW_START (2u * 1024 * 1024)
+/* The connection's credit budget is 2 x window_max, but never less than
+ * this: idle control channels hold start windows too, and a small
+ * --window-max must not starve concurrent transfers of credit. */
+#define MUX_CREDIT_BUDGET_MIN (64ull * 1024 * 1024)
 #define MUX_WINDOW_MIN (64u * 1024)
 #define MUX_READ_CHUNK (64 * 1024)
 /* A channel open the gateway has not answered in this time fails its
@@ -84,10 +88,9 @@ struct mux_chan {
 	uint64_t rate_b0;          /* delivered at rate_t0 */
 	double span_rate;          /* bytes/ns over the last span */
 	bool span_done;            /* a span ended, not yet acted on (window.c) */
-	double probe_rate;         /* span_rate before a doubling on trial, 0: none */
-	unsigned probe_spans;      /* spans since that doubling */
-	unsigned hold_spans;       /* spans left before the next doubling may be tried */
-	unsigned low_spans;        /* spans in a row that filled < 1/4 of the target */
+	double last_rate;          /* span_rate of the span before */
+	uint32_t window_logged;    /* window_target when last logged */
+	unsigned low_spans;        /* spans in a row that wanted less than the target */
 	/* libssh2 calls that answered EAGAIN, repeated with the very same
 	 * arguments until they complete: libssh2 keeps the packet built by the
 	 * first call and, for a window adjust, adds the *new* call's amount to

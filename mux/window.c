@@ -7,20 +7,26 @@
  * counts down on reads) stays under window_target: a consumer that stops
  * reading stops the server through the SSH window while every other
  * channel keeps flowing. The target starts at MUX_WINDOW_START (ssh's
- * fixed window) and follows what the link needs (chan_size), up to
- * opts.window_max and within the connection's budget, so long fat links
- * fill and short ones do not queue in sshd.
+ * fixed window) and follows what the link holds at the channel's rate
+ * (chan_size), up to opts.window_max and within the connection's budget,
+ * so long fat links fill and sshd is never handed much more than the link
+ * can take.
  */
 #include "mux/internal.h"
 
-#define SHRINK_SPANS 4  /* low spans in a row before a window halves */
-#define PROBE_SPANS 2   /* spans after a doubling until its rate is judged */
-#define HOLD_SPANS 16   /* spans without a new try after a doubling that did not pay */
-/* At most this much credit beyond what the link holds (rate x round
- * trip): the rest waits in sshd's channel buffer, which OpenSSH caps at
- * 16 MiB (CHAN_INPUT_MAX) and, as it nears the cap, packs (memmove of
- * all it holds) on every read from the FTP server. */
-#define SSHD_QUEUE_MAX (8.0 * 1024 * 1024)
+#define SHRINK_SPANS 4  /* spans in a row wanting less before a window shrinks */
+/* ftpssh's default --window-max (proxy/cli.c) is 8 MiB for the same
+ * reason as BEYOND_LINK: on the 50 ms bench link, maxima of 12 to 32 MiB
+ * let a stall of sshd's output put that much in its channel buffer, and
+ * then each read cost sshd ~35 ms for seconds (chan_size). */
+/* The credit kept beyond what the link holds (rate x round trip): what
+ * lets the rate, and so the window, grow while the window is the limit,
+ * and what sshd may have to queue when the link is. ssh's own window. */
+#define BEYOND_LINK (2.0 * 1024 * 1024)
+/* Grant more once this much of the target was delivered (at most a
+ * quarter of it): with big windows, a quarter not yet re-granted is a
+ * quarter of the link left empty. */
+#define ADJUST_STEP (512u * 1024)
 
 /* The most credit ch may hold: the connection's budget less what the
  * other channels hold now (a channel whose client stopped reading keeps
@@ -80,23 +86,31 @@ static void chan_measure(mux_chan *ch)
 	ch->rate_b0 = ch->delivered;
 }
 
-/* The window follows the link, once per measured span. Credit the link
- * cannot carry is not free: the server reads its side as fast as it may
- * and queues the rest in the channel's buffer, which OpenSSH grows by
- * copying it whole, 256 bytes at a time (sshbuf, recallocarray): windows
- * of 32 MiB on loopback, or on a 50 ms link moving 110 MB/s, cost sshd
- * 7 to 68 CPU s/GiB instead of ~2.5 and halved the transfer (issue 13).
+/* The window follows the link, once per measured span: the target is
+ * what the link holds at the measured rate plus BEYOND_LINK.
  *
- * - Grow: when rate x round trip fills more than half the window, the
- *   window may be what limits. Double it and look two spans later: kept
- *   only if the rate rose by a quarter, else back to the old size and no
- *   new try for HOLD_SPANS spans.
- * - Shrink: halve after SHRINK_SPANS spans in a row that fill less than
- *   a quarter (a slower consumer; one span can be low through a burst).
- * - Never more than SSHD_QUEUE_MAX beyond what the link holds: sshd's
- *   own buffer turns expensive as it nears 16 MiB.
- * On loopback and LAN the round trip is well under a millisecond: windows
- * stay at the start size. */
+ * While the window is what limits, nearly all of it is in flight, so the
+ * rate, and then the target, grow by up to BEYOND_LINK a span (at most
+ * doubling). When something else limits (the link, the server, our
+ * consumer), the target settles at rate x round trip + BEYOND_LINK.
+ *
+ * Why no more: sshd reads the FTP server whenever its channel buffer
+ * holds less than the credit we gave and sends one packet per pass of
+ * its loop, so what its output cannot take at once stays queued there
+ * until the credit runs out. OpenSSH (7.6 to today) grows that sshbuf by
+ * recallocarray, 32 KiB a read: malloc, copy whole, zero and free the
+ * old one; past the largest block glibc has had back, each step is a
+ * fresh mmap faulted in page by page. With 8 MiB queued sshd spent
+ * ~35 ms a read, the transfer fell to 1 MB/s for seconds, and only the
+ * credit running out ended it (issue 13; minflt and perf of sshd).
+ * So credit beyond the link is kept small, and when the rate halves
+ * from one span to the next the target drops at once to what the link
+ * now holds: what sshd could queue is then only what is granted already.
+ * Otherwise shrinking waits for SHRINK_SPANS spans in a row that want
+ * less (one span can be low through a burst) and at most halves.
+ *
+ * On loopback and LAN the round trip is well under a millisecond:
+ * windows stay at the start size, as ssh's. */
 static void chan_size(mux_chan *ch, uint64_t fair)
 {
 	mux_conn *c = ch->conn;
@@ -104,38 +118,37 @@ static void chan_size(mux_chan *ch, uint64_t fair)
 		return;
 	ch->span_done = false;
 	double fill = ch->span_rate * (double)c->rtt_ns; /* bytes in flight at this rate */
+	double want = fill + BEYOND_LINK;
+	double last_rate = ch->last_rate;
+	ch->last_rate = ch->span_rate;
 	uint32_t w = ch->window_target;
-	if (ch->probe_rate > 0) {
-		if (++ch->probe_spans < PROBE_SPANS)
+	uint32_t next;
+	if (want > (double)w) {
+		ch->low_spans = 0;
+		double cap = (double)fair < 2.0 * w ? (double)fair : 2.0 * w;
+		next = (uint32_t)(want < cap ? want : cap);
+		if (next <= w)
 			return;
-		if (ch->span_rate < ch->probe_rate * 1.25 && w / 2 >= MUX_WINDOW_START) {
-			chan_set_target(ch, w / 2);
-			ch->hold_spans = HOLD_SPANS;
-			mux__log(c, 3, "channel %u window back to %u KiB (no faster with %u KiB)",
-				 ch->id, w / 2048, w / 1024);
-		}
-		ch->probe_rate = 0;
-		return;
-	}
-	if (ch->hold_spans)
-		ch->hold_spans--;
-	/* what sshd would hold beyond what the link holds, at twice w */
-	bool sshd_ok = (double)w * 2 <= fill + SSHD_QUEUE_MAX;
-	if (fill * 2 > w && sshd_ok && !ch->hold_spans && (uint64_t)w * 2 <= fair) {
-		ch->probe_rate = ch->span_rate;
-		ch->probe_spans = 0;
-		ch->low_spans = 0;
-		chan_set_target(ch, w * 2);
-		mux__log(c, 3, "channel %u window grows to %u KiB", ch->id, w / 512);
-	} else if ((fill * 4 < w || (double)w > fill + SSHD_QUEUE_MAX) &&
-		   w / 2 >= MUX_WINDOW_START) {
-		if (++ch->low_spans >= SHRINK_SPANS) {
-			ch->low_spans = 0;
-			chan_set_target(ch, w / 2);
-			mux__log(c, 3, "channel %u window shrinks to %u KiB", ch->id, w / 2048);
-		}
 	} else {
+		/* the rate fell by half or more: whatever holds the data now
+		 * (the link, sshd) must not get more, at once */
+		bool fell = ch->span_rate < last_rate / 2;
+		if (!fell && ++ch->low_spans < SHRINK_SPANS)
+			return;
 		ch->low_spans = 0;
+		next = (uint32_t)(fell || want > w / 2 ? want : w / 2);
+		if (next < MUX_WINDOW_START)
+			next = MUX_WINDOW_START;
+		if (next >= w)
+			return;
+	}
+	chan_set_target(ch, next);
+	/* one line per change of a quarter or more, not one per span */
+	uint32_t last = ch->window_logged ? ch->window_logged : MUX_WINDOW_START;
+	if (next >= last + last / 4 || next <= last - last / 4) {
+		ch->window_logged = next;
+		mux__log(c, 3, "channel %u window %s to %u KiB (%.1f MB/s)", ch->id,
+			 next > last ? "grows" : "shrinks", next / 1024, ch->span_rate * 1e3);
 	}
 }
 
@@ -176,7 +189,10 @@ void mux__window_grant(mux_chan *ch)
 			chan_set_target(ch, (uint32_t)fair); /* others joined: give back */
 		chan_measure(ch);
 		chan_size(ch, fair);
-		if (win >= ch->window_target / 4 * 3)
+		uint32_t step = ch->window_target / 4;
+		if (step > ADJUST_STEP)
+			step = ADJUST_STEP;
+		if (win + step > ch->window_target)
 			return;
 		/* win < target here, so adj > 0: never a wrapped negative */
 		adj = ch->window_target - win;

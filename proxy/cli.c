@@ -562,7 +562,7 @@ int px_cli_parse(int argc, char **argv, px_config *cfg, FILE *out, FILE *err)
 	cfg->global_known_hosts[0] = "/etc/ssh/ssh_known_hosts";
 	cfg->global_known_hosts[1] = "/etc/ssh/ssh_known_hosts2";
 	cfg->nglobal_known_hosts = 2;
-	cfg->window_max = 32u * 1024 * 1024;
+	cfg->window_max = 8u * 1024 * 1024; /* see mux/window.c: sshd's side of big windows */
 	cfg->data_timeout_sec = 60;
 	cfg->max_sessions = 256;
 	cfg->max_sessions_per_user = 64;

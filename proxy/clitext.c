@@ -80,7 +80,7 @@ const char px_cli_help[] =
 	"                    reads stdin, forwards the agent or X11)\n"
 	"  ftpssh's own:\n"
 	"  --window-max=BYTES  largest SSH receive window per data channel\n"
-	"                    (default 33554432); larger fills long fat links\n"
+	"                    (default 8388608); larger fills longer fatter links\n"
 	"  --data-timeout=SECONDS  how long a one-shot data port waits (default 60)\n"
 	"  --data-host=control|reported\n"
 	"        where data channels go: control (default) the FTP server's host as in\n"

@@ -7,8 +7,11 @@ Before, windows grew to 32 MiB on loopback too, whenever the consumer
 kept up: sshd then queued megabytes in its output buffer and spent 3 to
 20 times its usual CPU per byte, halving downloads. These tests break if
 the round trip is not measured (or wrongly: a relay that delays each
-direction must show in it), if windows grow on loopback, or if they stop
-growing on a long link.
+direction must show in it), if windows grow on loopback, if they stop
+growing on a long link, or if a window ever holds more than 2 MiB beyond
+what the link carries at the rate that made it grow (sshd queues the
+excess in a buffer that costs it dearly to grow; mux/window.c) or more
+than the default --window-max of 8 MiB.
 """
 
 import os
@@ -24,6 +27,9 @@ from harness import clients, ftpssh, procs
 pytestmark = pytest.mark.ftpssh_only
 
 RTT_RE = re.compile(r"SSH round trip to \S+: ([0-9.]+) ms")
+GROW_RE = re.compile(r"window grows to (\d+) KiB \(([0-9.]+) MB/s\)")
+BEYOND_KIB = 2048
+WINDOW_MAX_KIB = 8192
 HERE = os.path.dirname(os.path.abspath(__file__))
 RELAY = os.path.join(os.path.dirname(HERE), "harness", "delay_relay.py")
 
@@ -85,12 +91,20 @@ def test_long_link_windows_grow(bed, big64, tmp_path):
             assert 60 <= rtt < 1000, rtt   # 30 ms each way
             name, sha = big64
             retr_sha256(proxy, name, sha)
-            grows = re.findall(r"window grows to (\d+) KiB", proxy.stderr())
+            text = proxy.stderr()
+            grows = [(int(k), float(r)) for k, r in GROW_RE.findall(text)]
             # 2 MiB a round trip is ~35 MB/s: the window is what limits
-            # there, so it grows (how far depends on the CPU: a doubling
-            # is kept only when the rate follows, which the ASan build
-            # may not manage)
-            assert grows and max(int(g) for g in grows) >= 4096, grows
+            # there, so it grows (how far depends on the CPU: the ASan
+            # build is slow)
+            assert grows and max(k for k, _ in grows) >= 4096, grows
+            # ... but never past what the link carried at the rate of the
+            # span that made it grow, plus 2 MiB: the largest round trip
+            # logged bounds the one ftpssh used
+            rtt_max = max(float(x) for x in RTT_RE.findall(text))
+            for kib, mbps in grows:
+                link_kib = mbps * 1e6 * rtt_max / 1000 / 1024
+                assert kib <= link_kib + BEYOND_KIB + 1, (kib, mbps, rtt_max, grows)
+                assert kib <= WINDOW_MAX_KIB, grows
             proxy.assert_alive()
         finally:
             proxy.stop()
