@@ -181,10 +181,13 @@ def check_crossed(ep, r, what, size):
 
 
 def pair_runs(cfg, table, row, tag, a_ep, b_ep, fn):
-    """Run fn(ep) alternately A B A B for cfg.pairs pairs."""
+    """Run fn(ep) for cfg.pairs pairs, A B then B A in turn (ABBA): a side
+    that always ran first (cold caches, a connection's first transfer) or
+    always second would carry that in every pair."""
     A, B = [], []
     for i in range(cfg.pairs):
-        for ep, acc in ((a_ep, A), (b_ep, B)):
+        order = ((a_ep, A), (b_ep, B)) if i % 2 == 0 else ((b_ep, B), (a_ep, A))
+        for ep, acc in order:
             try:
                 r = fn(ep)
             except Exception as e:  # noqa: BLE001 - say which side broke
