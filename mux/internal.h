@@ -88,7 +88,6 @@ struct mux_chan {
 	uint64_t rate_b0;          /* delivered at rate_t0 */
 	double span_rate;          /* bytes/ns over the last span */
 	bool span_done;            /* a span ended, not yet acted on (window.c) */
-	double last_rate;          /* span_rate of the span before */
 	uint32_t window_logged;    /* window_target when last logged */
 	unsigned low_spans;        /* spans in a row that wanted less than the target */
 	/* libssh2 calls that answered EAGAIN, repeated with the very same

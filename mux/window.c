@@ -103,11 +103,11 @@ static void chan_measure(mux_chan *ch)
  * fresh mmap faulted in page by page. With 8 MiB queued sshd spent
  * ~35 ms a read, the transfer fell to 1 MB/s for seconds, and only the
  * credit running out ended it (issue 13; minflt and perf of sshd).
- * So credit beyond the link is kept small, and when the rate halves
- * from one span to the next the target drops at once to what the link
- * now holds: what sshd could queue is then only what is granted already.
- * Otherwise shrinking waits for SHRINK_SPANS spans in a row that want
- * less (one span can be low through a burst) and at most halves.
+ * So credit beyond the link is kept small. Shrinking waits for
+ * SHRINK_SPANS spans in a row that want less (one span can be low
+ * through a burst) and at most halves; dropping at once when the rate
+ * halved did not prevent those stalls (it acts a span late, after the
+ * credit is out) and made windows jumpy on a busy machine.
  *
  * On loopback and LAN the round trip is well under a millisecond:
  * windows stay at the start size, as ssh's. */
@@ -119,28 +119,29 @@ static void chan_size(mux_chan *ch, uint64_t fair)
 	ch->span_done = false;
 	double fill = ch->span_rate * (double)c->rtt_ns; /* bytes in flight at this rate */
 	double want = fill + BEYOND_LINK;
-	double last_rate = ch->last_rate;
-	ch->last_rate = ch->span_rate;
 	uint32_t w = ch->window_target;
 	uint32_t next;
-	if (want > (double)w) {
+	/* Grow when the link holds a real share of the window (a round trip
+	 * of a few ms timed on a busy loopback is not a link) and more than
+	 * a few KiB would change. */
+	if (fill > w / 4 && want > (double)w + w / 16) {
 		ch->low_spans = 0;
 		double cap = (double)fair < 2.0 * w ? (double)fair : 2.0 * w;
 		next = (uint32_t)(want < cap ? want : cap);
 		if (next <= w)
 			return;
-	} else {
-		/* the rate fell by half or more: whatever holds the data now
-		 * (the link, sshd) must not get more, at once */
-		bool fell = ch->span_rate < last_rate / 2;
-		if (!fell && ++ch->low_spans < SHRINK_SPANS)
+	} else if (want < (double)w) {
+		if (++ch->low_spans < SHRINK_SPANS)
 			return;
 		ch->low_spans = 0;
-		next = (uint32_t)(fell || want > w / 2 ? want : w / 2);
+		next = (uint32_t)(want > w / 2 ? want : w / 2);
 		if (next < MUX_WINDOW_START)
 			next = MUX_WINDOW_START;
 		if (next >= w)
 			return;
+	} else {
+		ch->low_spans = 0; /* about right */
+		return;
 	}
 	chan_set_target(ch, next);
 	/* one line per change of a quarter or more, not one per span */

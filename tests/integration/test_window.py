@@ -93,16 +93,17 @@ def test_long_link_windows_grow(bed, big64, tmp_path):
             retr_sha256(proxy, name, sha)
             text = proxy.stderr()
             grows = [(int(k), float(r)) for k, r in GROW_RE.findall(text)]
-            # 2 MiB a round trip is ~35 MB/s: the window is what limits
-            # there, so it grows (how far depends on the CPU: the ASan
-            # build is slow)
-            assert grows and max(k for k, _ in grows) >= 4096, grows
+            # 2 MiB a round trip is ~30 MB/s: the window is what limits
+            # there, so it grows, by what the link held plus 2 MiB (how
+            # far then depends on the CPU: the ASan build is slow)
+            assert grows and max(k for k, _ in grows) >= 3072, grows
             # ... but never past what the link carried at the rate of the
             # span that made it grow, plus 2 MiB: the largest round trip
             # logged bounds the one ftpssh used
             rtt_max = max(float(x) for x in RTT_RE.findall(text))
             for kib, mbps in grows:
-                link_kib = mbps * 1e6 * rtt_max / 1000 / 1024
+                # the log rounds the rate to 0.1 MB/s
+                link_kib = (mbps + 0.05) * 1e6 * rtt_max / 1000 / 1024
                 assert kib <= link_kib + BEYOND_KIB + 1, (kib, mbps, rtt_max, grows)
                 assert kib <= WINDOW_MAX_KIB, grows
             proxy.assert_alive()
