@@ -132,7 +132,6 @@ void link_init(const struct link_config *c)
 	g.low = cfg.max_queue / 2;
 }
 
-
 /* --- the due-time list ---------------------------------------------------
  * Sorted by tdue. Every stamp is arrival + the same delay, so a new entry
  * nearly always belongs at the tail: insertion scans from there. */
@@ -203,7 +202,7 @@ static uint32_t side_want(const struct side *s)
 	return ev;
 }
 
-static void side_fail(struct side *s, int err);
+static void side_fail(struct side *s);
 
 /* A socket that wants nothing is taken out of the set: level-triggered
  * EPOLLHUP is reported whatever the mask, and would spin the loop while a
@@ -216,10 +215,15 @@ static void side_update(struct side *s)
 	struct epoll_event ev = {.events = want, .data.ptr = s};
 	int op = want == 0 ? EPOLL_CTL_DEL : s->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
 	if (epoll_ctl(cfg.ep, op, s->fd, &ev) != 0) {
-		int err = errno;
+		/* ADD/MOD out of kernel memory: leave the set for sure, and
+		 * end this socket rather than leave it half-watched. A failed
+		 * DEL left nothing registered. */
 		s->events = 0;
-		if (op != EPOLL_CTL_DEL && !s->dead)
-			side_fail(s, err);
+		if (op != EPOLL_CTL_DEL) {
+			(void)epoll_ctl(cfg.ep, EPOLL_CTL_DEL, s->fd, NULL);
+			if (!s->dead)
+				side_fail(s);
+		}
 		return;
 	}
 	s->events = want;
@@ -288,12 +292,11 @@ static void pair_check_end(struct pair *p)
 /* A socket reset or failed: it neither reads nor writes again. What the
  * pair still holds towards it is dropped; what it sent before is still
  * delivered to the other side, and then that side is aborted. */
-static void side_fail(struct side *s, int err)
+static void side_fail(struct side *s)
 {
 	struct pair *p = s->pair;
 	if (s->dead || p->closed)
 		return;
-	(void)err;
 	s->dead = true;
 	if (s->events) {
 		(void)epoll_ctl(cfg.ep, EPOLL_CTL_DEL, s->fd, NULL);
@@ -344,7 +347,7 @@ static void dir_pump(struct dir *d, int64_t now)
 					d->blocked = true;
 					break;
 				}
-				side_fail(d->dst, errno);
+				side_fail(d->dst);
 				return;
 			}
 			size_t left = (size_t)w;
@@ -370,7 +373,7 @@ static void dir_pump(struct dir *d, int64_t now)
 		if (!d->head && (d->state == DIR_EOF || d->state == DIR_RST) && d->end_due <= now) {
 			if (d->state == DIR_EOF) {
 				if (shutdown(d->dst->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
-					side_fail(d->dst, errno);
+					side_fail(d->dst);
 					return;
 				}
 			} else {
@@ -406,7 +409,7 @@ static void side_read(struct side *s)
 		struct chunk *c = chunk_big();
 		if (!c) {
 			link_log("out of memory for a %u byte chunk: dropping a connection", CHUNK_CAP);
-			side_fail(s, ENOMEM);
+			side_fail(s);
 			return;
 		}
 		ssize_t n = recv(s->fd, c->data, CHUNK_CAP, MSG_DONTWAIT);
@@ -423,7 +426,7 @@ static void side_read(struct side *s)
 				continue;
 			if (err == EAGAIN || err == EWOULDBLOCK)
 				break;
-			side_fail(s, err);
+			side_fail(s);
 			return;
 		}
 		if ((size_t)n < CHUNK_COPY_BELOW) {
@@ -431,7 +434,7 @@ static void side_read(struct side *s)
 			if (!small) {
 				g.spare = c;
 				link_log("out of memory for a %zd byte chunk: dropping a connection", n);
-				side_fail(s, ENOMEM);
+				side_fail(s);
 				return;
 			}
 			memcpy(small->data, c->data, (size_t)n);
