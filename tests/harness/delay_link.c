@@ -47,6 +47,9 @@
 /* Per wake-up caps, so that one busy connection cannot starve the others. */
 #define READS_PER_WAKE 8
 #define IOV_PER_WRITE 64
+/* Reads of a failing socket's last bytes: 16 MiB, above any kernel
+ * receive buffer here. */
+#define SALVAGE_READS 64
 
 struct chunk {
 	struct chunk *next;
@@ -203,6 +206,7 @@ static uint32_t side_want(const struct side *s)
 }
 
 static void side_fail(struct side *s);
+static ssize_t side_take(struct side *s);
 
 /* A socket that wants nothing is taken out of the set: level-triggered
  * EPOLLHUP is reported whatever the mask, and would spin the loop while a
@@ -291,12 +295,25 @@ static void pair_check_end(struct pair *p)
 
 /* A socket reset or failed: it neither reads nor writes again. What the
  * pair still holds towards it is dropped; what it sent before is still
- * delivered to the other side, and then that side is aborted. */
+ * delivered to the other side, and then that side is aborted. A socket
+ * that sent its FIN before it failed (a peer that closed, then reset when
+ * late data reached it) ended cleanly first: the FIN is relayed after the
+ * data, and the abort comes after that, as over a real link. */
 static void side_fail(struct side *s)
 {
 	struct pair *p = s->pair;
 	if (s->dead || p->closed)
 		return;
+	/* What the peer sent before it failed is still in the socket's
+	 * receive queue (a write that met its reset can come before the read
+	 * of its last bytes and FIN): over a real link those bytes were
+	 * already on their way, so they are taken and delivered. Bounded by
+	 * the kernel's receive buffer, and by SALVAGE_READS. */
+	for (int i = 0; i < SALVAGE_READS && s->out->state == DIR_OPEN && !s->connecting; i++) {
+		ssize_t n = side_take(s);
+		if (n < 0 && n != -EINTR)
+			break;
+	}
 	s->dead = true;
 	if (s->events) {
 		(void)epoll_ctl(cfg.ep, EPOLL_CTL_DEL, s->fd, NULL);
@@ -308,7 +325,7 @@ static void side_fail(struct side *s)
 	in->blocked = false;
 	in->paused = false;
 	dir_schedule(in);
-	if (out->state == DIR_OPEN || out->state == DIR_EOF) {
+	if (out->state == DIR_OPEN) {
 		out->state = DIR_RST;
 		out->end_due = link_now() + cfg.delay_ns;
 		out->paused = false;
@@ -400,68 +417,71 @@ static struct chunk *chunk_big(void)
 	return malloc(sizeof *c + CHUNK_CAP);
 }
 
-/* Read what the source has (a few reads at most), stamp it, queue it. */
+/* One read from s, stamped and queued on its direction. Returns the bytes
+ * read, 0 at EOF (the direction is then DIR_EOF), or -errno. */
+static ssize_t side_take(struct side *s)
+{
+	struct dir *d = s->out;
+	struct chunk *c = chunk_big();
+	if (!c)
+		return -ENOMEM;
+	ssize_t n = recv(s->fd, c->data, CHUNK_CAP, MSG_DONTWAIT);
+	int err = errno;
+	int64_t now = link_now();
+	if (n <= 0) {
+		g.spare = c;
+		if (n < 0)
+			return -err;
+		d->state = DIR_EOF;
+		d->end_due = now + cfg.delay_ns;
+		return 0;
+	}
+	if ((size_t)n < CHUNK_COPY_BELOW) {
+		struct chunk *small = malloc(sizeof *small + (size_t)n);
+		g.spare = c;
+		if (!small)
+			return -ENOMEM; /* those bytes are lost: the pair ends */
+		memcpy(small->data, c->data, (size_t)n);
+		c = small;
+	} else if ((size_t)n < CHUNK_CAP) {
+		/* Give the unused tail back (in place, no copy), so that the
+		 * queue bound is a bound on memory too. */
+		struct chunk *fit = realloc(c, sizeof *c + (size_t)n);
+		if (fit)
+			c = fit;
+	}
+	c->next = NULL;
+	c->due = now + cfg.delay_ns;
+	c->len = (size_t)n;
+	c->off = 0;
+	if (d->tail)
+		d->tail->next = c;
+	else
+		d->head = c;
+	d->tail = c;
+	d->queued += (size_t)n;
+	if (d->queued > g.high)
+		d->paused = true;
+	return n;
+}
+
+/* Read what the source has (a few reads at most). */
 static void side_read(struct side *s)
 {
 	struct dir *d = s->out;
-	struct pair *p = s->pair;
 	for (int i = 0; i < READS_PER_WAKE && d->state == DIR_OPEN && !d->paused; i++) {
-		struct chunk *c = chunk_big();
-		if (!c) {
-			link_log("out of memory for a %u byte chunk: dropping a connection", CHUNK_CAP);
+		ssize_t n = side_take(s);
+		if (n == -EINTR)
+			continue;
+		if (n == -EAGAIN || n == -EWOULDBLOCK)
+			break;
+		if (n < 0) {
+			if (n == -ENOMEM)
+				link_log("out of memory for a chunk: ending a connection");
 			side_fail(s);
 			return;
 		}
-		ssize_t n = recv(s->fd, c->data, CHUNK_CAP, MSG_DONTWAIT);
-		int err = errno;
-		int64_t now = link_now();
-		if (n <= 0) {
-			g.spare = c;
-			if (n == 0) {
-				d->state = DIR_EOF;
-				d->end_due = now + cfg.delay_ns;
-				break;
-			}
-			if (err == EINTR)
-				continue;
-			if (err == EAGAIN || err == EWOULDBLOCK)
-				break;
-			side_fail(s);
-			return;
-		}
-		if ((size_t)n < CHUNK_COPY_BELOW) {
-			struct chunk *small = malloc(sizeof *small + (size_t)n);
-			if (!small) {
-				g.spare = c;
-				link_log("out of memory for a %zd byte chunk: dropping a connection", n);
-				side_fail(s);
-				return;
-			}
-			memcpy(small->data, c->data, (size_t)n);
-			g.spare = c;
-			c = small;
-		} else if ((size_t)n < CHUNK_CAP) {
-			/* Give the unused tail back (in place, no copy), so that
-			 * the queue bound is a bound on memory too. */
-			struct chunk *fit = realloc(c, sizeof *c + (size_t)n);
-			if (fit)
-				c = fit;
-		}
-		c->next = NULL;
-		c->due = now + cfg.delay_ns;
-		c->len = (size_t)n;
-		c->off = 0;
-		if (d->tail)
-			d->tail->next = c;
-		else
-			d->head = c;
-		d->tail = c;
-		d->queued += (size_t)n;
-		if (d->queued > g.high)
-			d->paused = true;
 	}
-	if (p->closed)
-		return;
 	dir_schedule(d);
 	side_update(s);
 }

@@ -9,6 +9,7 @@ import hashlib
 import os
 import resource
 import socket
+import struct
 import threading
 import time
 
@@ -149,6 +150,45 @@ def test_half_close_in_order_both_ways(tmp_path):
         assert recv_all(c) == down
         s.close()
         c.close()
+        stop_clean(d)
+    finally:
+        d.stop()
+        lsock.close()
+
+
+@pytest.mark.timeout(60)
+def test_fin_then_reset_relays_fin_first(tmp_path):
+    """A client that half-closes and then resets while the relay still
+    writes to it (as a peer does when late data reaches a closed socket):
+    the server still gets the client's last bytes and a clean EOF, and
+    only then a reset, as over a real link."""
+    lsock, tport = listener()
+    d = relay.start(str(tmp_path), tport, DELAY_MS)
+    try:
+        c = connect(d.port)
+        s, _ = lsock.accept()
+        # More than the client's buffers take: the relay is still writing
+        # towards the client when it resets.
+        s.sendall(b"d" * (8 * MIB))
+        assert c.recv(1)
+        c.sendall(b"bye")
+        c.shutdown(socket.SHUT_WR)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()          # unread data: a reset, a moment after the FIN
+        got = b""
+        while len(got) < 3:
+            b = s.recv(16)
+            assert b, got
+            got += b
+        assert got == b"bye"
+        assert s.recv(16) == b""   # the FIN, not ECONNRESET
+        # ...and then the reset reaches the server (bounded wait).
+        deadline = time.monotonic() + 10
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            while time.monotonic() < deadline:
+                s.send(b"x")
+                time.sleep(0.01)
+        s.close()
         stop_clean(d)
     finally:
         d.stop()
