@@ -16,9 +16,10 @@
  *
  * Endings travel in order, like data: an EOF read from a source becomes
  * shutdown(SHUT_WR) on the destination after the last delayed byte. A
- * reset or error on a socket ends that socket at once; what was already
- * read from it is still delivered, and then the other socket is aborted
- * (SO_LINGER 0: its peer sees a reset, as it would through a real link).
+ * reset or error on a socket ends that socket at once; what its peer sent
+ * before (and a FIN it sent before) is still delivered, and then the other
+ * socket is aborted (SO_LINGER 0: its peer sees a reset, as it would
+ * through a real link).
  * When both directions are finished the pair closes both sockets (a
  * clean end closes them normally); pair_close is the one close path.
  */
@@ -523,7 +524,8 @@ static void server_connected(struct side *s)
 	struct pair *p = s->pair;
 	if (err != 0) {
 		link_log("cannot reach %s: %s", cfg.target_name, strerror(err));
-		/* As the Python relay did: the client's connection simply closes. */
+		/* The client's connection simply closes: its peer sees EOF (a
+		 * reset if it had sent data), as a refused link would show. */
 		pair_close(p);
 		return;
 	}
