@@ -191,7 +191,7 @@ deps-valgrind:
 	$(Q)scripts/install-deps valgrind
 
 check: deps-test deps-fuzz
-	$(Q)$(MAKE) --no-print-directory all asan $(UNIT_REL) $(UNIT_ASN) $(FUZZ_TARGETS)
+	$(Q)$(MAKE) --no-print-directory all asan $(UNIT_REL) $(UNIT_ASN) $(FUZZ_TARGETS) $(RELAY_BIN)
 	$(Q)$(MAKE) --no-print-directory system-build
 	$(Q)PYTHON=$(PYTHON) tests/run-all
 
@@ -214,12 +214,21 @@ $(REL)/bench/ssh_reader: bench/ssh_reader.c $(SSH2_SEL)
 	$(Q)$(CC) $(PURE_CFLAGS) $(SSH2_CFLAGS) $(OPT) $(CFLAGS) $(LDFLAGS) -o $@ $< \
 	  $(SSH2_LIBS)
 
+# The long link of test_window, test_delay_relay and bench row 1: a TCP
+# relay that delays each direction (tests/harness/relay.py starts it).
+# Plain POSIX, no libuv/libssh2: built like ftpparse.
+RELAY_BIN := $(REL)/tests/delay_relay
+$(RELAY_BIN): tests/harness/delay_relay.c tests/harness/delay_link.c tests/harness/delay_link.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(PURE_CFLAGS) $(OPT) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c,$^) -lm
+
 # Re-key soak (issue 12): the time-RekeyLimit test ten times, 20 s each.
 soak-rekey: deps-test all asan
 	$(Q)FTPSSH_SOAK=1 FTPSSH_REKEY_SECONDS=$${FTPSSH_REKEY_SECONDS:-20} \
 	  $(PYTHON) -m pytest tests/integration/test_rekey.py -q -s -p no:cacheprovider -k soak
 
-bench: deps-test all $(REL)/bench/ssh_reader
+bench: deps-test all $(REL)/bench/ssh_reader $(RELAY_BIN)
 	$(Q)PYTHON=$(PYTHON) bench/run
 
 demo: deps-test all

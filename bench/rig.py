@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from harness import procs
+from harness import procs, relay
 from harness.ftpssh import Ftpssh
 from harness.testbed import FTP_PASSWORD, FTP_USER, Testbed
 
@@ -434,14 +434,8 @@ class Rig:
         return d
 
     def start_relay(self, rtt_ms):
-        port = procs.free_port()
-        d = procs.Daemon("delay-relay", [
-            sys.executable, os.path.join(REPO, "tests", "harness", "delay_relay.py"),
-            "--listen-port", port, "--target-port", self.ssh.port,
-            "--delay-ms", "%g" % (rtt_ms / 2.0)], self.bed.logdir)
-        d.wait_port(port)
-        self.add_known_port(port)
-        d.port = port
+        d = relay.start(self.bed.logdir, self.ssh.port, rtt_ms / 2.0)
+        self.add_known_port(d.port)
         return d
 
     def relay_selfcheck(self, rtt_ms, size=256 * MIB):
@@ -484,13 +478,10 @@ class Rig:
                     return
                 threading.Thread(target=handle, args=(c,), daemon=True).start()
         threading.Thread(target=serve, daemon=True).start()
-        port = procs.free_port()
-        d = procs.Daemon("delay-relay-check", [
-            sys.executable, os.path.join(REPO, "tests", "harness", "delay_relay.py"),
-            "--listen-port", port, "--target-port", sink_port,
-            "--delay-ms", "%g" % (rtt_ms / 2.0)], self.bed.logdir)
+        d = None
         try:
-            d.wait_port(port)
+            d = relay.start(self.bed.logdir, sink_port, rtt_ms / 2.0, name="delay-relay-check")
+            port = d.port
             # An echo for the round trip...
             c = socket.create_connection(("127.0.0.1", port), timeout=30)
             c.sendall(b"E")
@@ -512,7 +503,8 @@ class Rig:
             secs = time.monotonic() - t0
             c.close()
         finally:
-            d.stop()
+            if d is not None:
+                d.stop()
             try:
                 lsock.shutdown(socket.SHUT_RDWR)
             except OSError:

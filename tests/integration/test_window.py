@@ -14,15 +14,13 @@ excess in a buffer that costs it dearly to grow; mux/window.c) or more
 than the default --window-max of 8 MiB.
 """
 
-import os
 import re
-import sys
 import time
 import types
 
 import pytest
 
-from harness import clients, ftpssh, procs
+from harness import clients, ftpssh, procs, relay
 
 pytestmark = pytest.mark.ftpssh_only
 
@@ -30,8 +28,6 @@ RTT_RE = re.compile(r"SSH round trip to \S+: ([0-9.]+) ms")
 GROW_RE = re.compile(r"window grows to (\d+) KiB \(([0-9.]+) MB/s\)")
 BEYOND_KIB = 2048
 WINDOW_MAX_KIB = 8192
-HERE = os.path.dirname(os.path.abspath(__file__))
-RELAY = os.path.join(os.path.dirname(HERE), "harness", "delay_relay.py")
 
 
 def need_bundled():
@@ -76,12 +72,9 @@ def test_loopback_windows_stay_at_start(bed, big64):
 def test_long_link_windows_grow(bed, big64, tmp_path):
     need_bundled()
     ssh = bed.sshd()
-    port = procs.free_port()
-    relay = procs.Daemon("delay-relay", [
-        sys.executable, RELAY, "--listen-port", str(port), "--target-port", str(ssh.port),
-        "--delay-ms", "30"], bed.logdir)
+    link = relay.start(bed.logdir, ssh.port, 30)
+    port = link.port
     try:
-        relay.wait_port(port)
         kh = tmp_path / "known_hosts"
         kh.write_text("[127.0.0.1]:%d %s\n" % (port, ssh.host_key_entry))
         proxy = ftpssh.Ftpssh(bed, [bed.ftp_server("vsftpd")], ssh=ssh, ssh_port=port,
@@ -110,4 +103,4 @@ def test_long_link_windows_grow(bed, big64, tmp_path):
         finally:
             proxy.stop()
     finally:
-        relay.stop()
+        link.stop()
