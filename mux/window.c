@@ -15,13 +15,13 @@
 #include "mux/internal.h"
 
 #define SHRINK_SPANS 4  /* spans in a row wanting less before a window shrinks */
-/* ftpssh's default --window-max (proxy/cli.c) is 8 MiB for the same
- * reason as BEYOND_LINK: on the 50 ms bench link, maxima of 12 to 32 MiB
- * let a stall of sshd's output put that much in its channel buffer, and
- * then each read cost sshd ~35 ms for seconds (chan_size). */
 /* The credit kept beyond what the link holds (rate x round trip): what
  * lets the rate, and so the window, grow while the window is the limit,
- * and what sshd may have to queue when the link is. ssh's own window. */
+ * and what sshd may have to queue when the link is: ssh's own window.
+ * ftpssh's default --window-max (proxy/cli.c) is a small 8 MiB for the
+ * same reason: on the 50 ms bench link, maxima of 12 to 32 MiB let a
+ * stall of sshd's output put that much in its channel buffer, and then
+ * each read cost sshd ~35 ms for seconds (see chan_size). */
 #define BEYOND_LINK (2.0 * 1024 * 1024)
 /* Grant more once this much of the target was delivered (at most a
  * quarter of it): with big windows, a quarter not yet re-granted is a
