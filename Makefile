@@ -97,8 +97,9 @@ $(ASN)/ftpparse/%.o: ftpparse/%.c $(wildcard ftpparse/*.h)
 
 # The bundled libssh2: scripts/libssh2/build does nothing when the installed
 # copy matches the script and patches. A file named after the choice makes
-# objects rebuild when LIBSSH2 changes.
-$(SSH2_DIR)/.stamp: scripts/libssh2/build $(wildcard scripts/libssh2/patches/*.patch)
+# objects rebuild when LIBSSH2 changes. The patches directory itself is a
+# prerequisite too: its time changes when a patch is removed or renamed.
+$(SSH2_DIR)/.stamp: scripts/libssh2/build scripts/libssh2/patches $(wildcard scripts/libssh2/patches/*.patch)
 	@$(if $(Q),echo "  LIBSSH2 $(SSH2_DIR) (Debian 13 source package)")
 	$(Q)scripts/libssh2/build $(SSH2_DIR)
 
