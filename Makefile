@@ -97,11 +97,16 @@ $(ASN)/ftpparse/%.o: ftpparse/%.c $(wildcard ftpparse/*.h)
 
 # The bundled libssh2: scripts/libssh2/build does nothing when the installed
 # copy matches the script and patches. A file named after the choice makes
-# objects rebuild when LIBSSH2 changes. The patches directory itself is a
-# prerequisite too: its time changes when a patch is removed or renamed.
-$(SSH2_DIR)/.stamp: scripts/libssh2/build scripts/libssh2/patches $(wildcard scripts/libssh2/patches/*.patch)
+# objects rebuild when LIBSSH2 changes. build/libssh2-patches.list holds the
+# list of patch names, rewritten only when it changes, so that removing or
+# renaming a patch rebuilds too.
+SSH2_PATCHES := $(sort $(wildcard scripts/libssh2/patches/*.patch))
+SSH2_PLIST   := build/libssh2-patches.list
+$(shell mkdir -p build && echo '$(notdir $(SSH2_PATCHES))' | cmp -s - $(SSH2_PLIST) || \
+	echo '$(notdir $(SSH2_PATCHES))' > $(SSH2_PLIST))
+$(SSH2_DIR)/.stamp: scripts/libssh2/build $(SSH2_PLIST) $(SSH2_PATCHES)
 	@$(if $(Q),echo "  LIBSSH2 $(SSH2_DIR) (Debian 13 source package)")
-	$(Q)scripts/libssh2/build $(SSH2_DIR)
+	$(Q)scripts/libssh2/build $(SSH2_DIR) && touch $@
 
 $(REL)/.libssh2-$(LIBSSH2): $(SSH2_STAMP)
 	@mkdir -p $(REL)
