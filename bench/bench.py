@@ -180,14 +180,18 @@ def check_crossed(ep, r, what, size):
                          "data did not cross ssh" % (ep.name, what, ep.name, moved, size))
 
 
+def abba(i, first, second):
+    """The order of pair i: A B, then B A, in turn. A side that always ran
+    first (cold caches, a connection's first transfer) or always second
+    would carry that in every pair."""
+    return (first, second) if i % 2 == 0 else (second, first)
+
+
 def pair_runs(cfg, table, row, tag, a_ep, b_ep, fn):
-    """Run fn(ep) for cfg.pairs pairs, A B then B A in turn (ABBA): a side
-    that always ran first (cold caches, a connection's first transfer) or
-    always second would carry that in every pair."""
+    """Run fn(ep) for cfg.pairs pairs, in abba() order."""
     A, B = [], []
     for i in range(cfg.pairs):
-        order = ((a_ep, A), (b_ep, B)) if i % 2 == 0 else ((b_ep, B), (a_ep, A))
-        for ep, acc in order:
+        for ep, acc in abba(i, (a_ep, A), (b_ep, B)):
             try:
                 r = fn(ep)
             except Exception as e:  # noqa: BLE001 - say which side broke
@@ -301,7 +305,7 @@ def row2(cfg, rig, table, ref, ftp):
     RA, RB, SA, SB, DR, DS, RD = [], [], [], [], [], [], []
     for i in range(cfg.pairs):
         for what, fn, a, b in (("RETR", retr, RA, RB), ("STOR", stor, SA, SB)):
-            for ep, acc in ((ref, a), (ftp, b)):
+            for ep, acc in abba(i, (ref, a), (ftp, b)):
                 r = fn(ep)
                 acc.append(r)
                 table.detail("[2] loopback %s pair %d %-7s %s" % (what, i + 1, ep.name, fmt_run(r)))
@@ -363,7 +367,7 @@ def row10(cfg, rig, table):
             R = {("RETR", "ref"): [], ("RETR", "ftp"): [], ("STOR", "ref"): [], ("STOR", "ftp"): []}
             for i in range(cfg.pairs):
                 for what in ("RETR", "STOR"):
-                    for ep, key in ((ref, "ref"), (ftp, "ftp")):
+                    for ep, key in abba(i, (ref, "ref"), (ftp, "ftp")):
                         if what == "RETR":
                             r = ep.retr(name, size)
                         else:
