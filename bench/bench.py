@@ -25,9 +25,10 @@ sys.path.insert(0, HERE)
 
 from harness.blackhole import BlackHole  # noqa: E402
 from harness.ftpssh import Ftpssh  # noqa: E402
+from harness.procs import status_kib  # noqa: E402
 from harness.testbed import FTP_PASSWORD, FTP_USER  # noqa: E402
 from rig import (GIB, MIB, REPO, BenchError, Endpoint, Rig, cpu_seconds, curl_argv, io_counters,  # noqa: E402
-                 loadavg, parse_curl, status_kib, time_limit, tree_cpu_seconds)
+                 loadavg, parse_curl, time_limit, tree_cpu_seconds)
 
 # --- configuration ------------------------------------------------------------
 

@@ -49,15 +49,6 @@ def io_counters(pid):
     return out["rchar"], out["wchar"]
 
 
-def status_kib(pid, key):
-    """A /proc/PID/status field in KiB (VmRSS, VmHWM)."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise BenchError("no %s for pid %d" % (key, pid))
-
-
 def tree_cpu_seconds(root_pid):
     """user+sys CPU seconds of ROOT_PID's descendants (not itself): for the
     sshd listener, the per-connection processes that do the crypto."""

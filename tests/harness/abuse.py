@@ -47,11 +47,7 @@ def fd_table(pid):
 
 
 def vm_rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS for pid %d" % pid)
+    return procs.status_kib(pid, "VmRSS")
 
 
 def listening_ports(pid):

@@ -112,13 +112,18 @@ static struct {
 	struct chunk *spare; /* one CHUNK_CAP buffer kept for the next read */
 } g;
 
+void link_vlog(const char *fmt, va_list ap)
+{
+	fputs("delay_relay: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 void link_log(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("delay_relay: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	link_vlog(fmt, ap);
 	va_end(ap);
 }
 

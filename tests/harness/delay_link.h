@@ -10,6 +10,7 @@
 #ifndef DELAY_LINK_H
 #define DELAY_LINK_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -42,6 +43,8 @@ void link_reap(void);
 void link_shutdown(void);
 
 int64_t link_now(void);
+/* One line on stderr, "delay_relay: " first. */
 void link_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void link_vlog(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 #endif

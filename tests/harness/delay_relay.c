@@ -65,9 +65,7 @@ static void fatal(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("delay_relay: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	link_vlog(fmt, ap);
 	va_end(ap);
 	exit(2);
 }

@@ -176,6 +176,16 @@ def stop_all():
 atexit.register(stop_all)
 
 
+def status_kib(pid, key):
+    """A /proc/PID/status field in KiB (VmRSS, VmHWM); raises OSError when
+    the process is gone, RuntimeError when the field is missing."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError("no %s for pid %d" % (key, pid))
+
+
 def socket_inodes(pid):
     """Inodes of the sockets process PID holds open (from /proc/PID/fd);
     raises OSError when the process is gone."""

@@ -29,14 +29,6 @@ STUCK = 60
 BUDGET_MIB = 72
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
-
-
 class StuckDownload:
     """A raw FTP session with RETR started and its data connection never
     read."""
@@ -95,7 +87,7 @@ def test_rss_bounded_with_sixty_clients_not_reading(bed, big64, cipher):
     proxy = ftpssh.Ftpssh(bed, [bed.ftp_server("vsftpd")], binary_path=release, extra=extra)
     stuck = []
     try:
-        base = rss_kib(proxy.pid)
+        base = procs.status_kib(proxy.pid, "VmRSS")
         for _ in range(STUCK):
             stuck.append(StuckDownload(proxy.target, name))
         # wait until the windows have filled (RSS stops growing), bounded
@@ -103,7 +95,7 @@ def test_rss_bounded_with_sixty_clients_not_reading(bed, big64, cipher):
         last, peak = -1, 0
         while time.monotonic() < deadline:
             time.sleep(1.0)
-            now = rss_kib(proxy.pid)
+            now = procs.status_kib(proxy.pid, "VmRSS")
             peak = max(peak, now)
             if abs(now - last) < 512:
                 break

@@ -5,6 +5,7 @@ figures would be wrong without a test failing. Real sockets on loopback,
 25 ms each way; nothing here involves ftpssh or the test bed's daemons.
 """
 
+import contextlib
 import hashlib
 import os
 import resource
@@ -45,24 +46,28 @@ def recv_all(sock, limit=1 << 30):
     raise AssertionError("more than %d bytes" % limit)
 
 
-def vm_kib(pid, key):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise AssertionError("no %s for pid %d" % (key, pid))
-
-
 def stop_clean(d):
     assert d.alive(), d.describe()
     assert d.stop() == 0, d.describe()   # SIGTERM: exit status 0
 
 
+@contextlib.contextmanager
+def relay_to_listener(tmp_path, **kw):
+    """(relay, listening socket it relays to); when the body ends without
+    an error the relay must still run and stop cleanly on SIGTERM."""
+    lsock, tport = listener()
+    d = relay.start(str(tmp_path), tport, DELAY_MS, **kw)
+    try:
+        yield d, lsock
+        stop_clean(d)
+    finally:
+        d.stop()
+        lsock.close()
+
+
 @pytest.mark.timeout(60)
 def test_round_trip_is_twice_the_delay(tmp_path):
-    lsock, tport = listener()
-    d = relay.start(str(tmp_path), tport, DELAY_MS)
-    try:
+    with relay_to_listener(tmp_path) as (d, lsock):
         c = connect(d.port)
         s, _ = lsock.accept()
         times = []
@@ -79,16 +84,10 @@ def test_round_trip_is_twice_the_delay(tmp_path):
         # loaded 2-core machine (the best of five is what is bounded).
         assert min(times) >= 2 * DELAY_MS, times
         assert min(times) < 2 * DELAY_MS + 50, times
-        stop_clean(d)
-    finally:
-        d.stop()
-        lsock.close()
 
 
 @pytest.mark.timeout(90)
 def test_64mib_intact_and_in_order(tmp_path):
-    lsock, tport = listener()
-    d = relay.start(str(tmp_path), tport, DELAY_MS)
     data = os.urandom(64 * MIB)   # every MiB distinct: a reorder changes the hash
     got = {}
 
@@ -105,9 +104,9 @@ def test_64mib_intact_and_in_order(tmp_path):
         s.sendall(h.hexdigest().encode())
         s.close()
 
-    t = threading.Thread(target=sink, daemon=True)
-    t.start()
-    try:
+    with relay_to_listener(tmp_path) as (d, lsock):
+        t = threading.Thread(target=sink, daemon=True)
+        t.start()
         c = connect(d.port)
         c.sendall(data)
         c.shutdown(socket.SHUT_WR)
@@ -117,19 +116,13 @@ def test_64mib_intact_and_in_order(tmp_path):
         assert got.get("n") == len(data), got
         assert got["sha"] == hashlib.sha256(data).hexdigest()
         assert reply == got["sha"].encode()
-        stop_clean(d)
-    finally:
-        d.stop()
-        lsock.close()
 
 
 @pytest.mark.timeout(60)
 def test_half_close_in_order_both_ways(tmp_path):
-    lsock, tport = listener()
-    d = relay.start(str(tmp_path), tport, DELAY_MS)
     up = os.urandom(3 * MIB + 17)
     down = os.urandom(2 * MIB + 5)
-    try:
+    with relay_to_listener(tmp_path) as (d, lsock):
         c = connect(d.port)
         s, _ = lsock.accept()
         c.sendall(up)
@@ -150,10 +143,6 @@ def test_half_close_in_order_both_ways(tmp_path):
         assert recv_all(c) == down
         s.close()
         c.close()
-        stop_clean(d)
-    finally:
-        d.stop()
-        lsock.close()
 
 
 @pytest.mark.timeout(60)
@@ -162,9 +151,7 @@ def test_fin_then_reset_relays_fin_first(tmp_path):
     writes to it (as a peer does when late data reaches a closed socket):
     the server still gets the client's last bytes and a clean EOF, and
     only then a reset, as over a real link."""
-    lsock, tport = listener()
-    d = relay.start(str(tmp_path), tport, DELAY_MS)
-    try:
+    with relay_to_listener(tmp_path) as (d, lsock):
         c = connect(d.port)
         s, _ = lsock.accept()
         # More than the client's buffers take: the relay is still writing
@@ -189,10 +176,6 @@ def test_fin_then_reset_relays_fin_first(tmp_path):
                 s.send(b"x")
                 time.sleep(0.01)
         s.close()
-        stop_clean(d)
-    finally:
-        d.stop()
-        lsock.close()
 
 
 @pytest.mark.timeout(90)
@@ -201,11 +184,9 @@ def test_queue_bound_holds_memory(tmp_path):
     at --max-queue instead of buffering all 64 MiB, and resumes when the
     receiver reads again."""
     max_queue = 4 * MIB
-    lsock, tport = listener()
-    d = relay.start(str(tmp_path), tport, DELAY_MS, max_queue=max_queue)
     total = 64 * MIB
     data = os.urandom(total)
-    try:
+    with relay_to_listener(tmp_path, max_queue=max_queue) as (d, lsock):
         c = connect(d.port)
         s, _ = lsock.accept()
         c.setblocking(False)
@@ -221,7 +202,7 @@ def test_queue_bound_holds_memory(tmp_path):
                 if time.monotonic() - idle_since > 1.0:
                     break
                 time.sleep(0.01)
-        hwm = vm_kib(d.pid, "VmHWM") * 1024
+        hwm = procs.status_kib(d.pid, "VmHWM") * 1024
         print("queue bound: %d KiB accepted from the sender, relay peak RSS %d KiB"
               % (sent // 1024, hwm // 1024))
         # What the kernel's buffers hold besides the relay's queue is far
@@ -242,13 +223,9 @@ def test_queue_bound_holds_memory(tmp_path):
         c.shutdown(socket.SHUT_WR)
         t.join(60 * procs.time_scale())
         assert got.get("sha") == hashlib.sha256(data).hexdigest()
-        assert vm_kib(d.pid, "VmHWM") * 1024 < max_queue + 12 * MIB
+        assert procs.status_kib(d.pid, "VmHWM") * 1024 < max_queue + 12 * MIB
         s.close()
         c.close()
-        stop_clean(d)
-    finally:
-        d.stop()
-        lsock.close()
 
 
 @pytest.mark.timeout(60)
