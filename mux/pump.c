@@ -3,7 +3,8 @@
  *
  * Owns: the TCP handle, the channel, a linger timer, and at most PUMP_DEPTH
  * buffers in flight per direction. A buffer read from one side is handed to
- * the other side's write and comes back when that write completes; the
+ * the other side's write and comes back when that write completes (at once
+ * when the local socket takes a channel buffer whole); the
  * source is read only while fewer than PUMP_DEPTH are out, so a slow sink
  * stops its source (TCP: uv_read_stop; channel: no buffer in alloc, which
  * stops SSH window credit) and memory stays bounded.
@@ -283,6 +284,23 @@ static void ch_read_cb(mux_chan *ch, ssize_t n, const uv_buf_t *buf)
 	if (n > 0 && !p->closing) {
 		uv_buf_t w = uv_buf_init(b->data, (unsigned)n);
 		p->down += (uint64_t)n;
+		/* Hand it to the socket at once when it takes it all: a queued
+		 * uv_write ends in an epoll_ctl per buffer (libuv 1.44 re-arms
+		 * the watcher when the write queue drains), 31k per GiB. libuv
+		 * says EAGAIN while an earlier write is queued, so nothing
+		 * overtakes the rest of a buffer (tests/integration/test_pump.py). */
+		int done = uv_try_write((uv_stream_t *)&p->tcp, &w, 1);
+		if (done == (int)n) {
+			buf_put(b);
+			return;
+		}
+		if (done < 0 && done != UV_EAGAIN) {
+			buf_put(b);
+			pump_abort(p, done);
+			return;
+		}
+		if (done > 0)
+			w = uv_buf_init(b->data + done, (unsigned)(n - done));
 		p->down_out++;
 		int rc = uv_write(&b->req.uw, (uv_stream_t *)&p->tcp, &w, 1, down_write_cb);
 		if (rc < 0) {

@@ -30,6 +30,7 @@ import ftplib
 import hashlib
 import itertools
 import os
+import socket
 import subprocess
 
 from . import procs
@@ -396,3 +397,47 @@ def assert_retr_1m(bed, run):
     finally:
         ftp.quit()
     run.assert_alive()
+
+
+class RawRetr:
+    """A raw FTP session (USER, PASS, TYPE I, EPSV, RETR) whose data
+    connection has a small receive buffer, so that the bytes wait in the
+    proxy rather than in our kernel. The caller reads .data (or never does)
+    and closes."""
+
+    def __init__(self, target, name, rcvbuf=4096, user=FTP_USER, password=FTP_PASSWORD):
+        self.ctl = socket.create_connection((target.host, target.port), timeout=timeout())
+        self.f = self.ctl.makefile("rb")
+        self.data = None
+        self.expect(b"220")
+        for cmd, code in (("USER " + user, b"331"), ("PASS " + password, b"230"),
+                          ("TYPE I", b"200"), ("EPSV", b"229")):
+            self.ctl.sendall(cmd.encode() + b"\r\n")
+            line = self.expect(code)
+        port = int(line.split(b"|")[3])
+        self.data = socket.socket(socket.AF_INET6 if ":" in target.host else socket.AF_INET)
+        # before connect, so that the window offered is small from the start
+        self.data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.data.settimeout(timeout())
+        self.data.connect((target.host, port))
+        self.ctl.sendall(b"RETR " + name.encode() + b"\r\n")
+        self.expect(b"150")
+
+    def expect(self, code):
+        """The next final reply, which must have CODE."""
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise AssertionError("control connection closed waiting for %r" % code)
+            if line[:3] == code and line[3:4] == b" ":
+                return line
+            if line[:1] in b"45" and line[3:4] == b" ":
+                raise AssertionError("%r while waiting for %r" % (line, code))
+
+    def close(self):
+        for s in (self.data, self.ctl):
+            try:
+                if s is not None:
+                    s.close()
+            except OSError:
+                pass

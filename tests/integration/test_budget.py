@@ -13,13 +13,12 @@ hide the figure being checked).
 """
 
 import os
-import socket
 import time
 
 import pytest
 
 from harness import clients, ftpssh, procs
-from harness.testbed import FTP_PASSWORD, FTP_USER, REPO
+from harness.testbed import REPO
 
 pytestmark = pytest.mark.ftpssh_only
 
@@ -27,43 +26,6 @@ STUCK = 60
 # base ~8 MiB + start windows 32 + pump buffers 16 + 60 control sessions
 # (~80 KiB each) and libssh2's per-packet overhead
 BUDGET_MIB = 72
-
-
-class StuckDownload:
-    """A raw FTP session with RETR started and its data connection never
-    read."""
-
-    def __init__(self, target, name):
-        self.ctl = socket.create_connection((target.host, target.port), timeout=20)
-        self.f = self.ctl.makefile("rb")
-        self._expect(b"220")
-        for cmd, code in (("USER " + FTP_USER, b"331"), ("PASS " + FTP_PASSWORD, b"230"),
-                          ("TYPE I", b"200"), ("EPSV", b"229")):
-            self.ctl.sendall(cmd.encode() + b"\r\n")
-            line = self._expect(code)
-        port = int(line.split(b"|")[3])
-        self.data = socket.create_connection((target.host, port), timeout=20)
-        # a small receive buffer: the bytes wait in ftpssh, not in our kernel
-        self.data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.ctl.sendall(b"RETR " + name.encode() + b"\r\n")
-        self._expect(b"150")
-
-    def _expect(self, code):
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise AssertionError("control connection closed waiting for %r" % code)
-            if line[:3] == code and line[3:4] == b" ":
-                return line
-            if line[:1] in b"45" and line[3:4] == b" ":
-                raise AssertionError("%r while waiting for %r" % (line, code))
-
-    def close(self):
-        for s in (self.data, self.ctl):
-            try:
-                s.close()
-            except OSError:
-                pass
 
 
 # ftpssh's default cipher, and chacha20-poly1305: with it libssh2 1.11.1
@@ -89,7 +51,7 @@ def test_rss_bounded_with_sixty_clients_not_reading(bed, big64, cipher):
     try:
         base = procs.status_kib(proxy.pid, "VmRSS")
         for _ in range(STUCK):
-            stuck.append(StuckDownload(proxy.target, name))
+            stuck.append(clients.RawRetr(proxy.target, name))
         # wait until the windows have filled (RSS stops growing), bounded
         deadline = time.monotonic() + 30 * procs.time_scale()
         last, peak = -1, 0
