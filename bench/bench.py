@@ -229,11 +229,26 @@ def ratios(A, B, key):
 # --- row 1: long link ------------------------------------------------------------------
 
 
+def tcp_wmem_max():
+    """The kernel's ceiling on a TCP socket's send buffer, or None."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            return int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def row1(cfg, rig, table):
     rtt, rate = rig.relay_selfcheck(cfg.rtt_ms, size=cfg.rtt_size)
     table.note(1, "relay self-check: round trip %.1f ms, bulk %.0f MB/s through it (to a local sink)"
                % (rtt, rate))
     progress("[1] relay self-check: round trip %.1f ms, bulk %.0f MB/s" % (rtt, rate))
+    wmem = tcp_wmem_max()
+    if wmem:
+        table.note(1, "the relay hides the delay from TCP; on a real %g ms link a Linux sshd with "
+                      "this machine's tcp_wmem maximum (%s) keeps at most that much in flight: "
+                      "%.0f MB/s for one SSH connection, whatever the window"
+                   % (cfg.rtt_ms, human(wmem), wmem / (cfg.rtt_ms / 1000.0) / 1e6))
     relay = rig.start_relay(cfg.rtt_ms)
     ref = ftp = None
     try:
