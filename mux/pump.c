@@ -21,13 +21,16 @@
 
 #include "mux/internal.h"
 
-#define PUMP_CHUNK (64 * 1024)
+/* Two of libssh2's packets: _libssh2_channel_write puts at most 32700 bytes
+ * in one, so a 64 KiB upload buffer went as 32700 + 32700 + 136 and every
+ * third packet was a 136-byte one (test_pump.py counts them). */
+#define PUMP_CHUNK (2 * 32700)
 #define PUMP_DEPTH 4
 #define PUMP_LINGER_MS 30000
 /* Every pump may hold PUMP_DEPTH buffers per direction, which multiplies
  * by the number of transfers (a client that does not read pins its four).
  * All pumps of the process together keep at most PUMP_BUDGET buffers
- * (16 MiB); past it a direction gets a buffer only when it has none in
+ * (16 MB); past it a direction gets a buffer only when it has none in
  * flight, so every transfer still moves, one buffer at a time. */
 #define PUMP_BUDGET 256
 
@@ -58,7 +61,7 @@ struct mux_pump {
 	uint64_t up, down;
 	/* Buffers come back here instead of free(): a transfer reuses the
 	 * same few, so the heap does not grow and shrink (and the kernel zero
-	 * fresh pages) 64 KiB at a time. At most 2 x PUMP_DEPTH exist. */
+	 * fresh pages) 64 KB at a time. At most 2 x PUMP_DEPTH exist. */
 	pump_buf *free_bufs;
 };
 

@@ -186,6 +186,17 @@ def status_kib(pid, key):
     raise RuntimeError("no %s for pid %d" % (key, pid))
 
 
+def io_count(pid, key):
+    """A /proc/PID/io counter (syscw: write-type syscalls, wchar: bytes
+    they wrote, ...); raises OSError when the process is gone,
+    RuntimeError when the field is missing."""
+    with open("/proc/%d/io" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError("no %s for pid %d" % (key, pid))
+
+
 def socket_inodes(pid):
     """Inodes of the sockets process PID holds open (from /proc/PID/fd);
     raises OSError when the process is gone."""

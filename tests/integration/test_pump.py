@@ -12,6 +12,7 @@ out of place, lost or doubled changes the sha256.
 """
 
 import hashlib
+import os
 import time
 
 import pytest
@@ -55,4 +56,55 @@ def test_bursty_reader_gets_every_byte_in_order(bed, big64):
     finally:
         if r is not None:
             r.close()
+        proxy.stop()
+
+
+# libssh2 puts at most this much channel data in one packet
+# (_libssh2_channel_write in libssh2 1.10 and 1.11), and OpenSSH's
+# direct-tcpip channels take packets that large.
+LIBSSH2_PACKET_DATA = 32700
+UPLOAD = 32 << 20
+
+
+@pytest.mark.timeout(180)
+def test_upload_goes_in_full_packets(bed, tmp_path):
+    """The pump reads uploads in buffers of two libssh2 packets. With 64 KiB
+    buffers every buffer went as 32700 + 32700 + 136 bytes: half as many
+    packets again, each a send(), a MAC and padding here and a wake-up of
+    sshd (1 GiB: 49k packets instead of 33k, ftpssh's CPU +7%). The
+    packets are counted as ftpssh's write syscalls: an upload writes
+    nothing else but its control replies."""
+    src = tmp_path / "up-32M"
+    h = hashlib.sha256()
+    with open(src, "wb") as f:
+        for _ in range(UPLOAD >> 20):
+            b = os.urandom(1 << 20)
+            h.update(b)
+            f.write(b)
+    srv = bed.ftp_server("vsftpd")
+    proxy = ftpssh.Ftpssh(bed, [srv])
+    name = "pump-full-packets"
+    try:
+        ftp = clients.open_ftplib(proxy.target)
+        try:
+            ftp.voidcmd("TYPE I")
+            w0 = procs.io_count(proxy.pid, "syscw")
+            with open(src, "rb") as f:
+                ftp.storbinary("STOR " + name, f, blocksize=1 << 20)
+            writes = procs.io_count(proxy.pid, "syscw") - w0
+            ftp.quit()
+        finally:
+            ftp.close()
+        with open(srv.file(name), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == h.hexdigest(), "upload damaged"
+        full = UPLOAD / LIBSSH2_PACKET_DATA
+        print("%d write syscalls for %d full packets' worth" % (writes, full))
+        assert writes >= full * 0.99, "fewer writes than packets: the count is not the packets"
+        assert writes < full * 1.35, "%d writes for %.0f full packets" % (writes, full)
+        proxy.assert_alive()
+    finally:
+        try:
+            os.unlink(srv.file(name))
+        except OSError:
+            pass
         proxy.stop()
