@@ -218,6 +218,12 @@ mux_chan *mux_chan_open_subsystem(mux_conn *c, const char *subsystem, mux_open_c
 void *mux_chan_data(const mux_chan *ch);
 int mux_chan_read_start(mux_chan *ch, mux_alloc_cb alloc, mux_read_cb read);
 void mux_chan_read_stop(mux_chan *ch);
+/* libssh2 puts at most this much channel data in one SSH packet
+ * (_libssh2_channel_write, 1.10 and 1.11), so a write of a whole number of
+ * times this leaves no short packet behind, each of which costs a send(),
+ * a MAC and a wake-up of sshd like a full one (test_pump.py counts the
+ * packets of an upload, test_sftp.py those of an SFTP one). */
+#define MUX_PACKET_DATA 32700
 int mux_chan_write(mux_write_req *req, mux_chan *ch, const char *base,
 		   size_t len, mux_write_cb cb);
 /* Send EOF once every queued write has gone. */

@@ -21,10 +21,9 @@
 
 #include "mux/internal.h"
 
-/* Two of libssh2's packets: _libssh2_channel_write puts at most 32700 bytes
- * in one, so a 64 KiB upload buffer went as 32700 + 32700 + 136 and every
- * third packet was a 136-byte one (test_pump.py counts them). */
-#define PUMP_CHUNK (2 * 32700)
+/* Two of libssh2's packets: a 64 KiB upload buffer went as 32700 + 32700 +
+ * 136 bytes, and every third packet was a 136-byte one. */
+#define PUMP_CHUNK (2 * MUX_PACKET_DATA)
 #define PUMP_DEPTH 4
 #define PUMP_LINGER_MS 30000
 /* Every pump may hold PUMP_DEPTH buffers per direction, which multiplies

@@ -225,6 +225,15 @@ int mux_sftp_read(mux_sftp *s, const char *h, size_t hlen, uint64_t off, uint32_
 	return req_send(s, &b, cb, data);
 }
 
+size_t mux_sftp_write_fill(size_t hlen)
+{
+	/* uint32 length, byte type, uint32 id, string handle, uint64 offset,
+	 * string data */
+	size_t head = 4 + 1 + 4 + 4 + hlen + 8 + 4;
+	size_t n = 2 * MUX_PACKET_DATA - head;
+	return n < MUX_SFTP_CHUNK ? n : MUX_SFTP_CHUNK;
+}
+
 int mux_sftp_write(mux_sftp *s, const char *h, size_t hlen, uint64_t off, const void *buf,
 		   size_t len, mux_sftp_cb cb, void *data)
 {

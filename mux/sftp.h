@@ -57,6 +57,9 @@ int mux_sftp_handle(mux_sftp *s, int type, const char *h, size_t hlen, mux_sftp_
 		    void *data);
 int mux_sftp_read(mux_sftp *s, const char *h, size_t hlen, uint64_t off, uint32_t len,
 		  mux_sftp_cb cb, void *data);
+/* The largest data (at most MUX_SFTP_CHUNK) whose WRITE on a handle of hlen
+ * bytes fills two SSH packets exactly (MUX_PACKET_DATA). */
+size_t mux_sftp_write_fill(size_t hlen);
 /* The data is copied: buf may be reused at once. */
 int mux_sftp_write(mux_sftp *s, const char *h, size_t hlen, uint64_t off, const void *buf,
 		   size_t len, mux_sftp_cb cb, void *data);

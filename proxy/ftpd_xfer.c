@@ -455,7 +455,10 @@ static void stor_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	(void)suggested;
 	if (!fx->sbuf)
 		fx->sbuf = malloc(MUX_SFTP_CHUNK);
-	*buf = fx->sbuf ? uv_buf_init(fx->sbuf + fx->slen, (unsigned)(MUX_SFTP_CHUNK - fx->slen))
+	/* WRITEs of mux_sftp_write_fill() bytes: a 64 KiB one went as three
+	 * SSH packets, the last of ~170 bytes */
+	size_t chunk = mux_sftp_write_fill(fx->hlen);
+	*buf = fx->sbuf ? uv_buf_init(fx->sbuf + fx->slen, (unsigned)(chunk - fx->slen))
 			: uv_buf_init(NULL, 0);
 }
 
@@ -467,7 +470,7 @@ static void stor_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 		return;
 	if (n > 0) {
 		fx->slen += (size_t)n;
-		if (fx->slen == MUX_SFTP_CHUNK)
+		if (fx->slen == mux_sftp_write_fill(fx->hlen))
 			stor_flush(fx, false);
 		return;
 	}

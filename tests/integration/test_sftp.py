@@ -835,3 +835,29 @@ def test_close_right_after_a_failed_transfer(front, area):
     g = front.ftp()
     assert g.sendcmd("NOOP").startswith("200")
     g.quit()
+
+
+def test_stor_writes_fill_whole_ssh_packets(front, area):
+    """A STOR goes to the server as WRITEs of mux_sftp_write_fill() bytes,
+    each exactly two of libssh2's 32700-byte packets. WRITEs of 64 KiB went
+    as three, the last of ~170 bytes: 1.7 write syscalls per full packet's
+    worth, now 1.24-1.28 (the rest: short packets where the server's window
+    ends, and sends the socket took in part). ftpssh's write syscalls
+    during the upload count the packets: it writes nothing else but a
+    reply or two."""
+    data = os.urandom(32 << 20)
+    f = front.ftp()
+    try:
+        f.cwd(area)
+        f.voidcmd("TYPE I")
+        w0 = procs.io_count(front.fs.pid, "syscw")
+        f.storbinary("STOR big.bin", io.BytesIO(data), blocksize=1 << 20)
+        writes = procs.io_count(front.fs.pid, "syscw") - w0
+        f.quit()
+    finally:
+        f.close()
+    assert sha(get_file(front.disk(area + "/big.bin"))) == sha(data)
+    full = len(data) / 32700
+    print("%d write syscalls for %.0f full packets' worth" % (writes, full))
+    assert writes >= full * 0.99, "fewer writes than packets: the count is not the packets"
+    assert writes < full * 1.45, "%d writes for %.0f full packets" % (writes, full)
