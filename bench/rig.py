@@ -41,12 +41,7 @@ def cpu_seconds(pid):
 
 def io_counters(pid):
     """rchar, wchar of PID: every byte it read or wrote, sockets included."""
-    out = {}
-    with open("/proc/%d/io" % pid) as f:
-        for line in f:
-            k, v = line.split(":")
-            out[k] = int(v)
-    return out["rchar"], out["wchar"]
+    return procs.io_count(pid, "rchar"), procs.io_count(pid, "wchar")
 
 
 def tree_cpu_seconds(root_pid):

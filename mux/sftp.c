@@ -225,11 +225,14 @@ int mux_sftp_read(mux_sftp *s, const char *h, size_t hlen, uint64_t off, uint32_
 	return req_send(s, &b, cb, data);
 }
 
+/* A WRITE's fields after its id: string handle, uint64 offset and the
+ * data string's length. */
+#define WRITE_FIELDS(hlen) (4 + (hlen) + 8 + 4)
+
 size_t mux_sftp_write_fill(size_t hlen)
 {
-	/* uint32 length, byte type, uint32 id, string handle, uint64 offset,
-	 * string data */
-	size_t head = 4 + 1 + 4 + 4 + hlen + 8 + 4;
+	/* uint32 length, byte type, uint32 id, then the fields and the data */
+	size_t head = 4 + 1 + 4 + WRITE_FIELDS(hlen);
 	size_t n = 2 * MUX_PACKET_DATA - head;
 	return n < MUX_SFTP_CHUNK ? n : MUX_SFTP_CHUNK;
 }
@@ -240,7 +243,7 @@ int mux_sftp_write(mux_sftp *s, const char *h, size_t hlen, uint64_t off, const 
 	struct reqb b;
 	if (hlen > SFW_HANDLE_MAX || len > MUX_SFTP_CHUNK)
 		return UV_EINVAL;
-	int err = req_begin(s, SFW_WRITE, hlen + len + 16, &b);
+	int err = req_begin(s, SFW_WRITE, WRITE_FIELDS(hlen) + len, &b);
 	if (err)
 		return err;
 	sfw_put_str(&b.o, h, hlen);

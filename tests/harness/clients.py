@@ -441,3 +441,19 @@ class RawRetr:
                     s.close()
             except OSError:
                 pass
+
+
+# libssh2 puts at most this much channel data in one SSH packet
+# (_libssh2_channel_write in 1.10 and 1.11; mux.h's MUX_PACKET_DATA), and
+# OpenSSH's channels take packets that large.
+LIBSSH2_PACKET_DATA = 32700
+
+
+def assert_upload_packets(writes, size, bound):
+    """WRITES, the proxy's write syscalls during an upload of SIZE bytes,
+    count its SSH packets (it writes little else meanwhile): at least one
+    per full packet's worth, and fewer than BOUND per full packet's worth."""
+    full = size / LIBSSH2_PACKET_DATA
+    print("%d write syscalls for %.0f full packets' worth" % (writes, full))
+    assert writes >= full * 0.99, "fewer writes than packets: the count is not the packets"
+    assert writes < full * bound, "%d writes for %.0f full packets" % (writes, full)

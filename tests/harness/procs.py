@@ -176,25 +176,25 @@ def stop_all():
 atexit.register(stop_all)
 
 
-def status_kib(pid, key):
-    """A /proc/PID/status field in KiB (VmRSS, VmHWM); raises OSError when
-    the process is gone, RuntimeError when the field is missing."""
-    with open("/proc/%d/status" % pid) as f:
+def _proc_field(pid, name, key):
+    """The number after "KEY:" in /proc/PID/NAME; raises OSError when the
+    process is gone, RuntimeError when the field is missing."""
+    with open("/proc/%d/%s" % (pid, name)) as f:
         for line in f:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
-    raise RuntimeError("no %s for pid %d" % (key, pid))
+    raise RuntimeError("no %s in /proc/%d/%s" % (key, pid, name))
+
+
+def status_kib(pid, key):
+    """A /proc/PID/status field in KiB (VmRSS, VmHWM); raises as _proc_field."""
+    return _proc_field(pid, "status", key)
 
 
 def io_count(pid, key):
     """A /proc/PID/io counter (syscw: write-type syscalls, wchar: bytes
-    they wrote, ...); raises OSError when the process is gone,
-    RuntimeError when the field is missing."""
-    with open("/proc/%d/io" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError("no %s for pid %d" % (key, pid))
+    they wrote, ...); raises as _proc_field."""
+    return _proc_field(pid, "io", key)
 
 
 def socket_inodes(pid):

@@ -857,7 +857,4 @@ def test_stor_writes_fill_whole_ssh_packets(front, area):
     finally:
         f.close()
     assert sha(get_file(front.disk(area + "/big.bin"))) == sha(data)
-    full = len(data) / 32700
-    print("%d write syscalls for %.0f full packets' worth" % (writes, full))
-    assert writes >= full * 0.99, "fewer writes than packets: the count is not the packets"
-    assert writes < full * 1.45, "%d writes for %.0f full packets" % (writes, full)
+    clients.assert_upload_packets(writes, len(data), 1.45)
