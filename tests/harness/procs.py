@@ -11,6 +11,7 @@ pipe open would make `... | tail` wait forever.
 """
 
 import atexit
+import collections
 import ctypes
 import os
 import signal
@@ -43,13 +44,22 @@ def _child_setup():
         pass
 
 
+# Ports free_port() handed out lately. The kernel may give the same
+# ephemeral port to two bind(0) calls in a row once the first socket is
+# closed, so a test that takes one port for "must stay unused" and then
+# starts an ftpssh on another free port could get the same number twice.
+_RECENT_PORTS = collections.deque(maxlen=512)
+
+
 def free_port():
-    """A loopback TCP port nobody listens on right now (never 21)."""
-    for _ in range(50):
+    """A loopback TCP port nobody listens on right now (never 21), and not
+    one this process was handed lately."""
+    for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port >= 1024:
+        if port >= 1024 and port not in _RECENT_PORTS:
+            _RECENT_PORTS.append(port)
             return port
     raise RuntimeError("no free loopback port")
 
