@@ -39,7 +39,11 @@ ssize_t mux__recv_cb(libssh2_socket_t fd, void *buf, size_t len, int flags,
 	if (fd != c->fd) /* libssh2's ssh-agent client uses these callbacks too */
 		return plain_recv(fd, buf, len, flags);
 	if (c->in_len == 0) {
-		if (c->in_err)
+		/* Dead: nothing will be read any more. Saying "try again"
+		 * here left libssh2 waiting for a channel's CLOSE forever:
+		 * libssh2_channel_free() and libssh2_session_free() returned
+		 * EAGAIN and the session was leaked. */
+		if (c->in_err || c->state >= CS_DEAD)
 			return -ECONNRESET;
 		if (c->in_eof)
 			return 0;

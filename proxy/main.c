@@ -25,6 +25,9 @@
 #define DRAIN_TICK_MS 200
 #define DRAIN_QUIET_MS 1000  /* no transfer for this long: replies are in */
 #define DRAIN_MAX_MS 30000   /* then stop anyway */
+/* Stopping: sessions close their channels politely, which waits for the
+ * server's CLOSE of each; a server gone silent never sends it. */
+#define CLOSE_GRACE_MS 3000
 
 static struct {
 	uv_loop_t *loop;
@@ -230,6 +233,22 @@ static void conn_cb(mux_conn *c, enum mux_conn_event ev, int kind, const char *m
 	}
 }
 
+/* The sessions' channels have had CLOSE_GRACE_MS to close: drop the
+ * connection under them, which fails what is left at once. */
+static void close_grace_cb(uv_timer_t *t)
+{
+	(void)t;
+	if (!app.conn)
+		return;
+	px_log(1, "the SSH server has not closed the channels within %d s; dropping the "
+		  "connection", CLOSE_GRACE_MS / 1000);
+	mux_conn *c = app.conn;
+	app.conn = NULL;
+	if (app.srv)
+		px_server_set_conn(app.srv, NULL);
+	mux_conn_close(c);
+}
+
 static void app_stop(int code)
 {
 	if (app.stopping)
@@ -238,10 +257,13 @@ static void app_stop(int code)
 	app.exit_code = code;
 	uv_timer_stop(&app.retry);
 	uv_timer_stop(&app.drain);
-	if (app.srv)
+	if (app.srv) {
 		px_server_close(app.srv, server_closed_cb, NULL);
-	else
+		if (app.srv) /* app.drain is free now, and closed on exit */
+			uv_timer_start(&app.drain, close_grace_cb, CLOSE_GRACE_MS, 0);
+	} else {
 		server_closed_cb(NULL);
+	}
 }
 
 /* SIGTERM/SIGINT: stop accepting, let running transfers end (and their

@@ -49,6 +49,19 @@ def own_sshd(bed):
     ssh.stop()
 
 
+def signal_pids(pids, sig):
+    """Signal each of pids; the ones that still existed (sshd's short-lived
+    helpers come and go)."""
+    done = []
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            done.append(pid)
+        except ProcessLookupError:
+            pass
+    return done
+
+
 def start(bed, ssh=None, **kw):
     return ftpssh.Ftpssh(bed, [bed.ftp_server(SERVER)], ssh=ssh, **kw)
 
@@ -220,19 +233,17 @@ def test_silent_server_noticed_by_keepalive(bed, own_sshd):
     """sshd stopped (SIGSTOP): TCP stays up, SSH goes silent; keepalives
     that ask for a reply notice within interval x count."""
     run = start(bed, own_sshd, extra=["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"])
-    pids = own_sshd.connection_pids()
+    pids = []
     try:
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)  # alive to TCP, silent to SSH
+        # alive to TCP, silent to SSH
+        pids = signal_pids(own_sshd.connection_pids(), signal.SIGSTOP)
+        assert pids, "no sshd connection process to stop"
         tunnel.wait_for(lambda: "reconnecting in" in run.stderr(), 8,
                         "notice of the silent server", run)
     finally:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-        run.stop(check=False)
+        signal_pids(pids, signal.SIGCONT)
+        # the dropped connection's session and channels freed: ASan says
+        run.stop(check=True)
 
 
 # --- SIGTERM / SIGINT ------------------------------------------------------------
@@ -324,3 +335,37 @@ def test_exit_6_cannot_listen(bed):
                             wait=False)
         assert run.wait_exit() == 6, run.stderr()
     run.assert_clean()
+
+
+@pytest.mark.timeout(60)
+def test_channel_closing_on_a_silent_server_is_freed(bed, own_sshd):
+    """Stopping while the server is silent: sshd is stopped (SIGSTOP), so
+    the CLOSE of the departed client's channel is never answered. ftpssh
+    used to wait for it forever (SIGTERM did nothing); now it drops the
+    connection after 3 s. And the channel still closing then is freed
+    with the connection: libssh2 frees such a channel only once a read
+    fails for good, and a read that said "try again" on the dead
+    connection left libssh2_session_free() returning EAGAIN, the session
+    and its channels leaked (the ASan build reports it at exit)."""
+    run = start(bed, own_sshd)
+    pids = []
+    ftp = None
+    try:
+        ftp = clients.open_ftplib(run.target)
+        ftp.voidcmd("NOOP")
+        pids = signal_pids(own_sshd.connection_pids(), signal.SIGSTOP)
+        assert pids, "no sshd connection process to stop"
+        ftp.close()
+        ftp = None
+        # the session's channel is now closing and cannot finish
+        time.sleep(0.5)
+        assert run.alive(), run.describe()
+    finally:
+        if ftp:
+            ftp.close()
+        try:
+            run.stop(check=True)
+            assert "has not closed the channels within 3 s; dropping the connection" in \
+                run.stderr(), run.describe()
+        finally:
+            signal_pids(pids, signal.SIGCONT)
