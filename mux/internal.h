@@ -207,6 +207,9 @@ struct mux_conn {
 	uv_timer_t open_timer;     /* wakes the service for open deadlines */
 	uint64_t credit;           /* sum of the channels' credit */
 	uint64_t credit_budget;    /* most credit all channels may hold */
+	/* the SFTP front end's shared channels (sftp_chan.c) */
+	struct sftp_chan *sftp_chans;
+	unsigned sftp_limit;       /* 0, or how many the server allowed */
 };
 
 /* conn.c */

@@ -1,12 +1,19 @@
 /*
- * An asynchronous SFTP v3 client on one "sftp" subsystem channel.
+ * An asynchronous SFTP v3 client on an "sftp" subsystem channel.
  *
  * Not libssh2's sftp API: that one waits for each reply before the next
  * request, and a transfer needs many requests in flight (OpenSSH's sftp
  * keeps up to 64). Here every request is a packet queued on the channel
  * with a callback; replies are matched by id and may come in any order.
- * The number of requests in flight is bounded (MUX_SFTP_MAX_INFLIGHT);
+ * A client's requests in flight are bounded (MUX_SFTP_MAX_INFLIGHT);
  * callers bound their own share (a transfer keeps at most a few dozen).
+ *
+ * Clients of one connection share channels: sshd counts each subsystem
+ * channel against MaxSessions (10 by default), so a client takes a
+ * channel of its own only while the connection has fewer than 8 and the
+ * server has not refused one; after that it joins the channel with the
+ * fewest clients. A channel's failure fails every client on it. Closing
+ * a client CLOSEs the handles it still holds.
  *
  * Reply callbacks get the decoded packet (mux/sftp_wire.h), valid only
  * during the call, or err < 0 and no packet when the channel failed. After
@@ -33,15 +40,17 @@ enum mux_sftp_status {
 };
 
 typedef struct mux_sftp mux_sftp;
-/* status 0: the server answered INIT, requests may go. < 0: the channel
- * could not open or failed later (every pending request has been told);
- * the owner closes. Runs at most once with 0 and once with an error. */
+/* status 0: the server answered INIT, requests may go. < 0: no channel
+ * could be had, or the client's channel failed later (every pending
+ * request has been told); the owner closes. Runs at most once with 0 and
+ * once with an error, never from inside mux_sftp_start(). */
 typedef void (*mux_sftp_event_cb)(mux_sftp *s, int status, void *data);
 typedef void (*mux_sftp_cb)(mux_sftp *s, const sfw_reply *r, int err, void *data);
 
 mux_sftp *mux_sftp_start(mux_conn *c, mux_sftp_event_cb cb, void *data);
-/* Stop: pending requests are dropped, the channel closes; closed(data)
- * runs once it is gone (never from inside this call). Idempotent. */
+/* Stop: pending requests' callbacks are dropped, the handles the client
+ * holds are closed (or the channel, when no other client uses it);
+ * closed(data) runs later, never from inside this call. Idempotent. */
 void mux_sftp_close(mux_sftp *s, void (*closed)(void *data), void *data);
 unsigned mux_sftp_pending(const mux_sftp *s);
 

@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -27,6 +28,7 @@ import time
 import pytest
 
 from harness import clients, ftpssh, procs, testbed
+from harness.tunnel import wait_for
 
 pytestmark = pytest.mark.ftpssh_only
 
@@ -662,6 +664,206 @@ def test_parallel_sessions(front, area):
     for i in range(8):
         assert sha(get_file(front.disk(area + "/p%d" % i))) == sha(blobs[i])
     assert front.fs.ssh_connections() == 1
+
+
+# ---- shared SFTP channels (sshd's MaxSessions) ---------------------------
+
+SFTP_CHANNELS_MAX = 8  # mux/sftp_chan.h
+
+
+def sftp_channel_starts(ssh):
+    """Subsystem channels sshd started so far (its INFO line for each)."""
+    return ssh.log_text().count("Starting session: subsystem 'sftp'")
+
+
+def holders_of(ssh, path):
+    """The sshd processes (internal-sftp runs in sshd's session children)
+    that have path open."""
+    pids = []
+    for pid in ssh.connection_pids():
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == path:
+                    pids.append(pid)
+                    break
+            except OSError:
+                pass
+    return pids
+
+
+def sftp_servers(ssh):
+    """sshd's internal-sftp processes: the leaves of its process tree (one
+    per subsystem channel, below the connection's own processes)."""
+    pids = ssh.connection_pids()
+    parents = set()
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                parents.add(int(f.read().rsplit(")", 1)[1].split()[1]))
+        except OSError:
+            pass
+    return [p for p in pids if p not in parents]
+
+
+def logged_in_sessions(front, n):
+    """n sessions logged in at once (each answers PWD), or the failures."""
+    sessions, errors = [], []
+    for i in range(n):
+        try:
+            f = front.ftp()
+            f.pwd()
+            sessions.append(f)
+        except (OSError, ftplib.Error) as e:
+            errors.append("session %d: %r" % (i, e))
+    return sessions, errors
+
+
+def quit_all(sessions):
+    for f in sessions:
+        try:
+            f.quit()
+        except (OSError, ftplib.Error):
+            f.close()
+
+
+def test_sessions_beyond_the_channel_cap_share_channels(bed):
+    """Twelve sessions on an sshd with the default MaxSessions (10): an
+    FTP session per channel failed the 11th with 421. ftpssh opens at
+    most 8 channels and the sessions beyond share them."""
+    ssh = bed.extra_sshd("sftp-cap")
+    root = bed.path("sftp-cap-root")
+    os.makedirs(root, exist_ok=True)
+    fr = Front(bed, ssh, root)
+    sessions = []
+    try:
+        sessions, errors = logged_in_sessions(fr, 12)
+        assert not errors, errors
+        put_file(os.path.join(root, "f"), b"shared" * 1000)
+        for i, f in enumerate(sessions):
+            got = bytearray()
+            f.retrbinary("RETR f", got.extend)
+            assert bytes(got) == b"shared" * 1000, "session %d" % i
+        starts = sftp_channel_starts(ssh)
+        assert starts == SFTP_CHANNELS_MAX, (
+            "sshd started %d sftp channels for 12 sessions, want %d" % (starts, SFTP_CHANNELS_MAX))
+        assert fr.fs.ssh_connections() == 1
+    finally:
+        quit_all(sessions)
+        fr.stop()
+
+
+def test_hardened_server_maxsessions_2(bed):
+    """sshd with MaxSessions 2 refuses the third channel: ftpssh learns the
+    limit and seven sessions share two channels, each with transfers both
+    ways running at once, checked byte for byte. A session whose client
+    vanishes mid-RETR leaves no file open on the shared channel: its
+    handle is CLOSEd while the channel lives on (sshd's process lets go
+    of the file)."""
+    import threading
+    ssh = bed.extra_sshd("sftp-ms2", extra_config=["MaxSessions 2"])
+    root = bed.path("sftp-ms2-root")
+    os.makedirs(root, exist_ok=True)
+    fr = Front(bed, ssh, root, extra=["-v"])  # -v: when a session ends
+    sessions = []
+    try:
+        sessions, errors = logged_in_sessions(fr, 6)
+        assert not errors, errors
+        assert re.search(r"the server refused another sftp channel .*FTP sessions now share 2",
+                         fr.fs.stderr()), fr.fs.stderr()[-3000:]
+        blobs = [os.urandom((1 << 20) + 4099 * i) for i in range(6)]
+        for i in range(0, 6, 2):
+            put_file(os.path.join(root, "d%d" % i), blobs[i])
+        errors = []
+
+        def work(i, f):
+            try:
+                if i % 2 == 0:
+                    got = bytearray()
+                    f.retrbinary("RETR d%d" % i, got.extend)
+                    assert bytes(got) == blobs[i], "RETR d%d differs" % i
+                else:
+                    f.storbinary("STOR u%d" % i, io.BytesIO(blobs[i]))
+                    names = f.nlst()
+                    assert "u%d" % i in names, names
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append("session %d: %r" % (i, e))
+
+        threads = [threading.Thread(target=work, args=(i, f)) for i, f in enumerate(sessions)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60 * procs.time_scale())
+        assert not errors, errors
+        for i in range(1, 6, 2):
+            assert sha(get_file(os.path.join(root, "u%d" % i))) == sha(blobs[i]), i
+
+        # the seventh session goes where the others are; its client
+        # vanishes mid-RETR without a word
+        with open(os.path.join(root, "big"), "wb") as fh:
+            fh.truncate(256 << 20)
+        big = os.path.join(root, "big")
+        v = fr.ftp()
+        conn = v.transfercmd("RETR big")
+        got = 0
+        while got < (1 << 20):
+            b = conn.recv(65536)
+            assert b
+            got += len(b)
+        assert holders_of(ssh, big), "no sshd process has %s open mid-RETR" % big
+        conn.close()
+        v.sock.close()
+        v.close()
+        deadline = time.monotonic() + 10 * procs.time_scale()
+        while holders_of(ssh, big) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not holders_of(ssh, big), (
+            "sshd's sftp server %s still holds %s open after its session went"
+            % (holders_of(ssh, big), big))
+        # an OPEN whose session is gone before the reply comes: the sftp
+        # servers are stopped while it is sent, the client leaves, and the
+        # handle that comes back is CLOSEd by ftpssh alone
+        big2 = os.path.join(root, "big2")
+        shutil.copyfile(os.path.join(root, "d0"), big2)
+        w = fr.ftp()
+        w_id = int(re.findall(r"\[#(\d+)\] FTP client", fr.fs.stderr())[-1])
+        servers = sftp_servers(ssh)
+        assert len(servers) == 2, "want the 2 sftp server processes, found %s" % servers
+        stopped = []
+        try:
+            for pid in servers:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            host, port = ftplib.parse227(w.sendcmd("PASV"))
+            data = socket.create_connection((host, port), timeout=10)
+            w.putcmd("RETR big2")
+            time.sleep(0.3)
+            # a reset, not an EOF: a session waits for its reply before it
+            # takes a plain EOF, but ends at once on a reset
+            w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            w.sock.close()
+            w.close()
+            data.close()
+            wait_for(lambda: re.search(r"\[#%d\] sftp session from .* ends after" % w_id,
+                                       fr.fs.stderr()),
+                     10, "the session of the vanished client to end, its OPEN in flight")
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 10 * procs.time_scale()
+        while holders_of(ssh, big2) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not holders_of(ssh, big2), "an orphaned OPEN's handle stayed open"
+        # ... and the channels still serve the others
+        for i, f in enumerate(sessions):
+            assert f.sendcmd("SIZE d0").startswith("213"), i
+        assert sftp_channel_starts(ssh) == 2
+    finally:
+        quit_all(sessions)
+        fr.stop()
 
 
 def test_tunnel_lost_and_back(bed):

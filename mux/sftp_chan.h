@@ -1,0 +1,53 @@
+/*
+ * Internal to the SFTP client (sftp.c builds requests, sftp_chan.c
+ * carries them): the shared channels behind mux_sftp.
+ *
+ * A mux_sftp is one user's view of an "sftp" subsystem channel that
+ * several views may share. sshd counts subsystem channels against
+ * MaxSessions (10 by default, 1 or 2 on hardened servers), and an FTP
+ * session per channel hit that wall at the 11th session. So a
+ * connection keeps at most SFTP_CHANNELS_MAX channels, fewer once the
+ * server refuses one (the limit learned then holds for the connection),
+ * and a new view takes a channel of its own while there is room, else
+ * joins the ready channel with the fewest views.
+ *
+ * What sharing must not change for a view: its requests and their
+ * callbacks are its own (ids are per channel, each slot names its view);
+ * closing a view runs none of its callbacks again, and CLOSEs the file
+ * handles it still holds, which the channel's end used to do for it.
+ */
+#ifndef MUX_SFTP_CHAN_H
+#define MUX_SFTP_CHAN_H
+
+#include "mux/sftp.h"
+
+#define SFTP_CHANNELS_MAX 8
+
+/* A packet on its way to the channel. */
+struct sftp_pkt {
+	mux_write_req wr;
+	struct sftp_chan *ch;
+	size_t len;
+	unsigned char buf[];
+};
+
+/* A request being built: its packet, the encoder on it, its slot and id. */
+struct sftp_reqb {
+	sfw_out o;
+	struct sftp_pkt *p;
+	unsigned slot;
+	uint32_t id;
+	int type;
+};
+
+/* Checks the view, takes a slot and a packet for a request of type with
+ * up to extra bytes of fields, and writes its header. 0 or an error
+ * (nothing taken). */
+int sftp__begin(mux_sftp *v, int type, size_t extra, struct sftp_reqb *b);
+/* Sends it; cb gets the reply. 0, or an error (nothing sent, no cb). */
+int sftp__send(mux_sftp *v, struct sftp_reqb *b, mux_sftp_cb cb, void *data);
+/* The view no longer holds handle h (a CLOSE for it is being sent). */
+void sftp__forget_handle(mux_sftp *v, const char *h, size_t hlen);
+bool sftp__posix_rename(const mux_sftp *v);
+
+#endif
