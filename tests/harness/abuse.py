@@ -13,6 +13,7 @@ import ftplib
 import hashlib
 import os
 import socket
+import sys
 import threading
 import time
 
@@ -50,10 +51,22 @@ def vm_rss_kib(pid):
     return procs.status_kib(pid, "VmRSS")
 
 
-def listening_ports(pid):
-    """Local TCP ports that process PID has in LISTEN state."""
+def _proc_addr(hexaddr):
+    """'0100007F:1F90' from /proc/net/tcp{,6} as ('127.0.0.1', 8080): the
+    address is in 32-bit words of host byte order."""
+    addr, port = hexaddr.split(":")
+    raw = bytes.fromhex(addr)
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)) \
+        if sys.byteorder == "little" else raw
+    family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+    return socket.inet_ntop(family, raw), int(port, 16)
+
+
+def listening_sockets(pid):
+    """{inode: (address, port)} of the TCP sockets process PID has in
+    LISTEN state, IPv4 and IPv6: only its own, whoever else listens."""
     inodes = procs.socket_inodes(pid)
-    ports = set()
+    out = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -61,10 +74,15 @@ def listening_ports(pid):
                 for line in f:
                     fields = line.split()
                     if fields[3] == "0A" and fields[9] in inodes:
-                        ports.add(int(fields[1].split(":")[1], 16))
+                        out[fields[9]] = _proc_addr(fields[1])
         except OSError:
             pass
-    return ports
+    return out
+
+
+def listening_ports(pid):
+    """Local TCP ports that process PID has in LISTEN state."""
+    return {port for _, port in listening_sockets(pid).values()}
 
 
 def wait_until(pred, limit, step=0.05):

@@ -44,16 +44,19 @@ def _child_setup():
         pass
 
 
-# Ports free_port() handed out lately. The kernel may give the same
-# ephemeral port to two bind(0) calls in a row once the first socket is
-# closed, so a test that takes one port for "must stay unused" and then
-# starts an ftpssh on another free port could get the same number twice.
+# Ports free_port() handed out lately, so that this process's own
+# free_port() calls never return the same number twice in a row. It does
+# NOT stop any other bind(0) (ftpssh's, a server's) from drawing a port
+# free_port() returned and closed: the kernel may give one ephemeral port
+# to two bind(0) calls in a row. A port that must stay unused needs
+# reserve_port(), which holds it.
 _RECENT_PORTS = collections.deque(maxlen=512)
 
 
 def free_port():
     """A loopback TCP port nobody listens on right now (never 21), and not
-    one this process was handed lately."""
+    one this process's free_port() handed out lately. The port is closed
+    again: anyone's bind(0) may take it from now on (see reserve_port)."""
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
@@ -62,6 +65,43 @@ def free_port():
             _RECENT_PORTS.append(port)
             return port
     raise RuntimeError("no free loopback port")
+
+
+class PortHold:
+    """A TCP socket bound to 127.0.0.1:port and never listening: while it
+    is open, a connect to the port is refused (RST) and no other socket
+    can bind 127.0.0.1:port or 0.0.0.0:port, whatever its SO_REUSEADDR
+    (ours has none, and does not listen). listen() turns it into the
+    port's listener later, without a window where the port is free."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.sock.bind(("127.0.0.1", 0))
+        except OSError:
+            self.sock.close()
+            raise
+        self.port = self.sock.getsockname()[1]
+
+    def listen(self, backlog=8):
+        self.sock.listen(backlog)
+        return self.sock
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def reserve_port():
+    """A loopback port held, not just remembered: a PortHold (use it with
+    `with`, or close() it in a finally). For a port a test needs to stay
+    unused, or to come up later, while ftpssh or a server bind(0)s."""
+    return PortHold()
 
 
 def can_connect(port, host="127.0.0.1", timeout=0.5):

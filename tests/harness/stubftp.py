@@ -154,6 +154,7 @@ class _Session:
         self.user = None
         self.data = None
         self.ready = None  # strict: the data connection taken right after PASV
+        self.guard = None  # 127.0.0.1 at the data port, held (see listen)
 
     def send(self, text):
         self.sock.sendall(text.encode("latin-1"))
@@ -171,15 +172,41 @@ class _Session:
             except OSError:
                 pass
             self.data = None
+        if self.guard is not None:
+            self.guard.close()
+            self.guard = None
 
     def listen(self, host):
+        """A data listener on HOST; when HOST is not the control host
+        (127.0.0.1), also a socket bound, never listening, to the control
+        host at the same port, held until the next listen or the session's
+        end: [127.0.0.2]:P does not stop anyone from listening on
+        127.0.0.1:P, and a test that has ftpssh dial the control host's P
+        instead of the 227's address expects that dial refused, not met
+        by an unrelated service (sshd, an FTP server) that got P too."""
         self.close_data()
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        ls.bind((host, 0))
+        ctl = self.server.host
+        for _ in range(50):
+            ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            ls.bind((host, 0))
+            port = ls.getsockname()[1]
+            if host == ctl:
+                break
+            guard = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                guard.bind((ctl, port))
+            except OSError:
+                guard.close()
+                ls.close()
+                continue   # something holds the control host's P: another port
+            self.guard = guard
+            break
+        else:
+            raise RuntimeError("no data port on %s with %s free at it" % (host, ctl))
         ls.listen(2)
         ls.settimeout(self.server.accept_timeout)
         self.data = ls
-        return ls.getsockname()[1]
+        return port
 
     def wait_data(self):
         """strict: take the data connection before reading anything else;

@@ -230,23 +230,25 @@ def test_queue_bound_holds_memory(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_dead_target_closes_and_relay_goes_on(tmp_path):
-    tport = procs.free_port()
-    d = relay.start(str(tmp_path), tport, DELAY_MS)
-    try:
-        # wait_port's own probe already met the dead target; once more:
-        c = connect(d.port)
+    # The target port is held (bound, not listening) from the start and
+    # the same socket listens later: a port picked and closed could be
+    # drawn by the relay's own bind(0) for its listener, which would then
+    # dial itself; held, dials to it are refused until we listen.
+    with procs.reserve_port() as hold:
+        tport = hold.port
+        d = relay.start(str(tmp_path), tport, DELAY_MS)
         try:
-            assert c.recv(16) == b""
-        except ConnectionResetError:
-            pass   # closed with our byte unread: also an ending
-        c.close()
-        assert "cannot reach 127.0.0.1:%d" % tport in d.stderr_text()
-        # The target comes up: the same relay serves the next connection.
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", tport))
-        lsock.listen(8)
-        lsock.settimeout(20)
-        try:
+            # wait_port's own probe already met the dead target; once more:
+            c = connect(d.port)
+            try:
+                assert c.recv(16) == b""
+            except ConnectionResetError:
+                pass   # closed with our byte unread: also an ending
+            c.close()
+            assert "cannot reach 127.0.0.1:%d" % tport in d.stderr_text()
+            # The target comes up: the same relay serves the next connection.
+            lsock = hold.listen(8)
+            lsock.settimeout(20)
             c = connect(d.port)
             s, _ = lsock.accept()
             c.sendall(b"ping")
@@ -255,11 +257,9 @@ def test_dead_target_closes_and_relay_goes_on(tmp_path):
             assert c.recv(16) == b"pong"
             c.close()
             s.close()
+            stop_clean(d)
         finally:
-            lsock.close()
-        stop_clean(d)
-    finally:
-        d.stop()
+            d.stop()
 
 
 @pytest.mark.timeout(60)

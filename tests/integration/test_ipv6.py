@@ -24,7 +24,7 @@ import socket
 
 import pytest
 
-from harness import clients, ftpssh, testbed
+from harness import abuse, clients, ftpssh, testbed
 from harness.thief import Thief
 
 pytestmark = pytest.mark.ftpssh_only
@@ -124,8 +124,14 @@ def test_epsv_over_ipv6(bed, dp, kind, scratch):
         ftp.voidcmd("TYPE I")
         host, port = ftplib.parse229(ftp.sendcmd("EPSV"), ftp.sock.getpeername())
         assert host == "::1", host
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        # ftpssh's own listeners on that port: [::1] only, no IPv4 one and
+        # no [::] (which would take IPv4 too). Not "a connect to
+        # 127.0.0.1:port is refused": [::1]:port and 127.0.0.1:port do not
+        # conflict, so an unrelated 127.0.0.1 listener (sshd, a server, a
+        # gateway) may legitimately sit on the same number.
+        mine = sorted(a for a in abuse.listening_sockets(dp.proxy.pid).values() if a[1] == port)
+        assert mine == [("::1", port)], (
+            "ftpssh's listeners on the EPSV port %d: %s (expected [::1] only)" % (port, mine))
         with socket.create_connection(("::1", port), timeout=30) as conn:
             assert ftp.sendcmd("RETR " + src.name).startswith("150")
             h = hashlib.sha256()

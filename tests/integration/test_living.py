@@ -338,33 +338,39 @@ def test_config_only_setting_and_command_line_forward(bed, tmp_path):
     """The config's forward is replaced by the command line's -L; its
     data-timeout and verbose, which the command line does not give, take
     effect: an unused one-shot data port closes after 2 s."""
-    unused = procs.free_port()
-    cfg = write_config(tmp_path, "\n".join([
-        "# the command line's -L replaces this",
-        "forward 127.0.0.1:%d:127.0.0.1:9" % unused,
-        "window-max 65536   # small, and still works",
-        "data-timeout 2",
-        "verbose",
-        "",
-    ]))
-    run = start(bed, config=cfg)
-    try:
-        assert run.ports != [unused] and not procs.can_connect(unused), (
-            "the config's forward (port %d) is in use although the command line gave -L:\n%s"
-            % (unused, run.stderr()))
-        ftp = clients.open_ftplib(run.target)
-        assert testbed.BANNER[KIND] in ftp.getwelcome(), ftp.getwelcome()
-        h = []
-        ftp.retrbinary("RETR data-1M", h.append)
-        assert sum(map(len, h)) == 1 << 20
-        host, port = ftplib.parse227(ftp.sendcmd("PASV"))
-        wait_for(lambda: re.search(r"\] no data connection within 2 s; port closed", run.stderr()),
-                 6, "'no data connection within 2 s' (config data-timeout 2, verbose)")
-        with pytest.raises(OSError):
-            socket.create_connection((host, port), timeout=2).close()
-        ftp.quit()
-    finally:
-        run.stop(check=True)
+    # The config's port is held (bound, never listening) for the whole
+    # test, not picked and closed: ftpssh's own bind(0) for its -L could
+    # draw a closed port's number again (CI saw it once). Held, no one else
+    # can take it, connects to it are refused, and an ftpssh that wrongly
+    # opened the config's forward would fail to bind it: "cannot listen".
+    with procs.reserve_port() as hold:
+        unused = hold.port
+        cfg = write_config(tmp_path, "\n".join([
+            "# the command line's -L replaces this",
+            "forward 127.0.0.1:%d:127.0.0.1:9" % unused,
+            "window-max 65536   # small, and still works",
+            "data-timeout 2",
+            "verbose",
+            "",
+        ]))
+        run = start(bed, config=cfg)
+        try:
+            assert run.ports != [unused] and "cannot listen" not in run.stderr(), (
+                "ftpssh tried the config's forward (port %d) although the command line gave -L:\n%s"
+                % (unused, run.stderr()))
+            ftp = clients.open_ftplib(run.target)
+            assert testbed.BANNER[KIND] in ftp.getwelcome(), ftp.getwelcome()
+            h = []
+            ftp.retrbinary("RETR data-1M", h.append)
+            assert sum(map(len, h)) == 1 << 20
+            host, port = ftplib.parse227(ftp.sendcmd("PASV"))
+            wait_for(lambda: re.search(r"\] no data connection within 2 s; port closed", run.stderr()),
+                     6, "'no data connection within 2 s' (config data-timeout 2, verbose)")
+            with pytest.raises(OSError):
+                socket.create_connection((host, port), timeout=2).close()
+            ftp.quit()
+        finally:
+            run.stop(check=True)
 
 
 @pytest.mark.ftpssh_only
