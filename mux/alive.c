@@ -9,10 +9,6 @@
 
 #define RTT_PROBES 3      /* timed keepalives after UP */
 #define RTT_PROBE_MS 250  /* silence that a probe waits for */
-/* libssh2_keepalive_send() sends at most one keepalive per 2 s (it counts
- * in whole seconds and turns an interval of 1 into 2) and returns 0 either
- * way: only one sent this long after the last is known to have gone. */
-#define PING_GAP_NS (2100 * 1000000ull)
 #define PING_LOST_NS (10 * 1000000000ull)
 #define RTT_TICKS_MAX 240 /* probes wait for silence at most this many ticks (60 s) */
 
@@ -34,19 +30,23 @@ static bool conn_ping_out(mux_conn *c)
 }
 
 /* Send a want-reply keepalive; time its reply (conn_pong) when the reply
- * can be seen (patch 0002), it surely went out and none is out. Called on
- * a silent connection only, where the reply queues behind nothing. */
+ * can be seen (patch 0002), it went out and none is out. Called on a
+ * silent connection only, where the reply queues behind nothing.
+ *
+ * libssh2_keepalive_send() sends at most one keepalive per 2 s, counted
+ * in whole seconds (it turns an interval of 1 into 2), and returns 0
+ * whether it sent or not; what reached the transport tells. Guessing
+ * from our own clock was wrong whenever a second boundary fell between:
+ * libssh2 sent one we did not time, then did not send the one we timed,
+ * whose reply never came, and the next probe waited PING_LOST_NS (the
+ * three round-trip probes took 25 s instead of 4). */
 static int conn_ping(mux_conn *c)
 {
 	int next = 0;
-	uint64_t now = uv_hrtime();
-	bool sends = !c->ping_at || now - c->ping_at >= PING_GAP_NS;
+	uint64_t out = c->bytes_out;
 	int rc = libssh2_keepalive_send(c->ssh, &next);
-	if (rc == 0 && sends) {
-		c->ping_at = now;
-		if (!conn_ping_out(c) && REPLIES_SEEN)
-			c->ping_sent = now;
-	}
+	if (rc == 0 && c->bytes_out != out && !conn_ping_out(c) && REPLIES_SEEN)
+		c->ping_sent = uv_hrtime();
 	return rc;
 }
 

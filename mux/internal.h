@@ -189,13 +189,13 @@ struct mux_conn {
 	bool kicked;
 	bool close_wanted;
 	uint64_t bytes_in;         /* for keepalive: any byte proves the server alive */
+	uint64_t bytes_out;        /* SSH bytes libssh2 handed us: did a keepalive go? */
 	uint64_t alive_bytes_in;   /* bytes_in at the last keepalive tick */
 	unsigned alive_missed;     /* keepalive ticks with nothing received */
 	/* Round trip to the server, timed with a want-reply keepalive sent on
 	 * a silent connection (at UP and by the keepalive timer), so nothing
 	 * queued in the server delays the reply. 0: not known (a libssh2
 	 * without patch 0002 does not tell when the reply arrives). */
-	uint64_t ping_at;          /* uv_hrtime() of the last keepalive known sent */
 	uint64_t ping_sent;        /* uv_hrtime() of the timed keepalive, 0: none out */
 	uint64_t rtt_ns;           /* the round trip (conn_pong) */
 	uv_timer_t rtt_timer;      /* probes after UP (conn_rtt_cb) */

@@ -111,6 +111,7 @@ ssize_t mux__send_cb(libssh2_socket_t fd, const void *buf, size_t len, int flags
 
 	if (c->out_err)
 		return -EPIPE;
+	c->bytes_out += len;
 	if (c->out_len == 0 && !c->writing) {
 		uv_buf_t b = uv_buf_init((char *)p, (unsigned)left);
 		int n = uv_try_write(c->wr, &b, 1);

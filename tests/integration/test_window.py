@@ -52,6 +52,26 @@ def retr_sha256(proxy, name, sha):
     clients.assert_retr_intact(proxy.target, types.SimpleNamespace(name=name, sha256=sha))
 
 
+@pytest.mark.timeout(60)
+def test_round_trip_probes_all_in_within_seconds(bed):
+    """On an idle new connection the three round-trip probes (want-reply
+    keepalives, one per 2 s at most: libssh2's rule) are answered within a
+    few seconds; at -v the line comes once all three are in. ftpssh used
+    to guess from its own clock whether libssh2 had sent a keepalive:
+    wrong across a second boundary, it timed one that never went and
+    waited 10 s for its reply, twice (25 s for the three)."""
+    need_bundled()
+    proxy = ftpssh.Ftpssh(bed, [bed.ftp_server("vsftpd")], extra=["-v"])
+    try:
+        t0 = time.monotonic()
+        rtt = wait_rtt(proxy, timeout=9)
+        assert 0 < rtt < 20, rtt
+        took = time.monotonic() - t0
+        assert took < 9 * procs.time_scale(), took
+    finally:
+        proxy.stop()
+
+
 @pytest.mark.timeout(120)
 def test_loopback_windows_stay_at_start(bed, big64):
     need_bundled()
