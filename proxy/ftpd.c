@@ -132,6 +132,13 @@ static void client_closed_cb(uv_handle_t *h)
 	ftpd_free_if_done(s);
 }
 
+static void idle_closed_cb(uv_handle_t *h)
+{
+	px_ftpd *s = h->data;
+	s->pending_closes--;
+	ftpd_free_if_done(s);
+}
+
 static void sftp_closed_cb(void *data)
 {
 	px_ftpd *s = data;
@@ -157,6 +164,8 @@ void ftpd_close(px_ftpd *s, const char *why)
 	}
 	s->pending_closes++;
 	uv_close((uv_handle_t *)&s->client, client_closed_cb);
+	s->pending_closes++;
+	uv_close((uv_handle_t *)&s->idle, idle_closed_cb);
 	if (s->sftp) {
 		s->pending_closes++;
 		mux_sftp_close(s->sftp, sftp_closed_cb, s);
@@ -214,6 +223,32 @@ static bool verb_during_transfer(const fp_cmd *c)
 	       strcmp(c->name, "NOOP") == 0 || strcmp(c->name, "QUIT") == 0;
 }
 
+/* --idle-timeout, as for relayed sessions: no command and no transfer
+ * (nor a reply awaited) for that long ends the session with a 421. */
+static void idle_cb(uv_timer_t *t)
+{
+	px_ftpd *s = t->data;
+	unsigned secs = s->srv->cfg->idle_timeout_sec;
+	if (s->closing || s->quitting)
+		return;
+	if (s->busy || (s->fx && fx_running(s->fx))) {
+		uv_timer_start(&s->idle, idle_cb, secs * 1000ull, 0);
+		return;
+	}
+	px_log(1, "[#%u] idle for %u s; closing the session", s->id, secs);
+	ftpd_reply(s, 421, "ftpssh: idle for %u s (no command, no transfer); closing "
+			   "(--idle-timeout)", secs);
+	s->quitting = true;
+	ftpd_pump(s);
+}
+
+static void idle_restart(px_ftpd *s)
+{
+	unsigned secs = s->srv->cfg->idle_timeout_sec;
+	if (secs && !s->closing)
+		uv_timer_start(&s->idle, idle_cb, secs * 1000ull, 0);
+}
+
 static void process_client(px_ftpd *s)
 {
 	while (!s->closing && !s->busy && !s->quitting &&
@@ -242,6 +277,7 @@ static void process_client(px_ftpd *s)
 			s->cin.discarding = sv_disc;
 			break;
 		}
+		idle_restart(s);
 		s->dispatching = true;
 		ftpd_command(s, &cmd, &l);
 		s->dispatching = false;
@@ -343,6 +379,20 @@ static bool uid_allowed(const px_config *cfg, long uid)
 	return false;
 }
 
+void px_ftpd_count(const px_server *srv, long uid, const struct px_ftpd *fself, unsigned *all,
+		   unsigned *mine)
+{
+	/* closing ones too, until freed: a closed session's SFTP requests
+	 * still run on the shared channel until answered (mux/sftp.h) */
+	for (const px_ftpd *o = srv->ftpds; o; o = o->next) {
+		if (o == fself || !o->admitted)
+			continue;
+		(*all)++;
+		if (uid >= 0 && o->client_uid == uid)
+			(*mine)++;
+	}
+}
+
 int px_ftpd_accept(px_server *srv, int fd, const px_forward *fwd)
 {
 	px_ftpd *s = calloc(1, sizeof(*s));
@@ -357,6 +407,9 @@ int px_ftpd_accept(px_server *srv, int fd, const px_forward *fwd)
 	s->client_uid = -1;
 	uv_tcp_init(srv->loop, &s->client);
 	s->client.data = s;
+	uv_timer_init(srv->loop, &s->idle);
+	s->idle.data = s;
+	idle_restart(s);
 	fp_framer_init(&s->cin);
 	px_outq_init(&s->out, out_cb, s);
 	s->out.stream = (uv_stream_t *)&s->client;
@@ -402,6 +455,17 @@ int px_ftpd_accept(px_server *srv, int fd, const px_forward *fwd)
 	else
 		px_log(1, "[#%u] FTP client %s (uid %ld) -> SFTP", s->id, s->peer, s->client_uid);
 
+	/* the caps of every session (--max-sessions, per user, descriptors);
+	 * one that will not be let in holds a descriptor too */
+	char full[200];
+	if (px_limits_full(srv, s->client_uid, NULL, s, full, sizeof(full))) {
+		px_limits_log_refusal(srv, s->id, s->peer, full);
+		ftpd_reply(s, 421, "%s", full);
+		s->quitting = true;
+		ftpd_pump(s);
+		return 0;
+	}
+	s->admitted = true;
 	if (!s->allowed) {
 		ftpd_reply(s, 220, "ftpssh SFTP front end (login will be refused)");
 	} else if (!srv->conn || !mux_conn_is_up(srv->conn)) {

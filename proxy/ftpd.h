@@ -30,6 +30,7 @@ struct px_ftpd {
 	struct sockaddr_storage local; /* our side of the control connection */
 	long client_uid;               /* owner of the client's socket, -1 unknown */
 	bool allowed;                  /* that uid may log in */
+	bool admitted;                 /* ... and there was room: it counts */
 	char peer[INET6_ADDRSTRLEN + 10];
 	char user[64];
 	char last_cmd[96];
@@ -37,7 +38,8 @@ struct px_ftpd {
 	fp_framer cin;
 	px_outq out;
 	bool reading, client_eof, quitting, closing;
-	int pending_closes;            /* client handle, SFTP client */
+	int pending_closes;            /* client handle, idle timer, SFTP client */
+	uv_timer_t idle;               /* --idle-timeout */
 	mux_sftp *sftp;
 	int sftp_state;                /* 0 opening, 1 ready, -1 failed */
 	bool wait_sftp;                /* PASS waits for the SFTP client */

@@ -27,24 +27,27 @@
 
 #define REFUSAL_LOG_MS 1000
 
-/* Turn a new connection away with a 421 (no channel is opened). Log lines
- * for refusals are limited to one a second: a flood must not flood the log. */
-static void session_refuse(px_session *s, const char *msg)
+void px_limits_log_refusal(px_server *srv, unsigned id, const char *peer, const char *msg)
 {
-	px_server *srv = s->srv;
 	uint64_t now = uv_now(srv->loop);
-	s->refused = true;
 	if (now - srv->refusal_log_ms >= REFUSAL_LOG_MS || srv->refusal_log_ms == 0) {
 		if (srv->refusals_quiet)
 			px_log(1, "[#%u] %s refused: %s (and %u more refused in the last second)",
-			       s->id, s->peer, msg + 8, srv->refusals_quiet);
+			       id, peer, msg + 8, srv->refusals_quiet);
 		else
-			px_log(1, "[#%u] %s refused: %s", s->id, s->peer, msg + 8);
+			px_log(1, "[#%u] %s refused: %s", id, peer, msg + 8);
 		srv->refusal_log_ms = now;
 		srv->refusals_quiet = 0;
 	} else {
 		srv->refusals_quiet++;
 	}
+}
+
+/* Turn a new connection away with a 421 (no channel is opened). */
+static void session_refuse(px_session *s, const char *msg)
+{
+	s->refused = true;
+	px_limits_log_refusal(s->srv, s->id, s->peer, msg);
 	px_session_reply_now(s, 421, msg);
 	s->server_eof = true;
 	px_session_check_end(s);
@@ -120,7 +123,6 @@ bool px_session_admit(px_session *s, int urc)
 {
 	px_server *srv = s->srv;
 	const px_config *cfg = srv->cfg;
-	unsigned all = 0, mine = 0;
 	char msg[200];
 	if (!cfg->no_uid_check && s->client_uid < 0) {
 		/* fail closed: its data ports could not tell it from a thief */
@@ -138,39 +140,48 @@ bool px_session_admit(px_session *s, int urc)
 		session_refuse(s, msg);
 		return false;
 	}
-	for (px_session *o = srv->sessions; o; o = o->next) {
-		if (o == s || o->refused || o->closing)
-			continue;
-		all++;
-		if (s->client_uid >= 0 && o->client_uid == s->client_uid)
-			mine++;
-	}
-	/* descriptors: a session may hold two (control, data port), a
-	 * transfer one, and transfers may outlive their sessions */
-	if (2ull * (all + 1) + srv->nxfers > srv->fd_budget) {
-		snprintf(msg, sizeof(msg),
-			 "421 ftpssh: too many sessions (%u sessions and %u transfers use the file "
-			 "descriptors there are); try again later",
-			 all, srv->nxfers);
-		session_refuse(s, msg + 4);
-		return false;
-	}
-	if (all >= srv->max_sessions) {
-		snprintf(msg, sizeof(msg),
-			 "421 ftpssh: too many sessions (%u in all, the limit); try again later",
-			 all);
-		session_refuse(s, msg + 4);
-		return false;
-	}
-	if (s->client_uid >= 0 && mine >= cfg->max_sessions_per_user) {
-		snprintf(msg, sizeof(msg),
-			 "421 ftpssh: too many sessions for uid %ld (%u, the per-user limit); try "
-			 "again later",
-			 s->client_uid, mine);
-		session_refuse(s, msg + 4);
+	if (px_limits_full(srv, s->client_uid, s, NULL, msg, sizeof(msg))) {
+		session_refuse(s, msg);
 		return false;
 	}
 	return true;
+}
+
+bool px_limits_full(px_server *srv, long uid, const px_session *self, const struct px_ftpd *fself,
+		    char *msg, size_t cap)
+{
+	unsigned all = 0, mine = 0;
+	for (px_session *o = srv->sessions; o; o = o->next) {
+		if (o == self || o->refused || o->closing)
+			continue;
+		all++;
+		if (uid >= 0 && o->client_uid == uid)
+			mine++;
+	}
+	/* the SFTP front end's sessions count the same */
+	px_ftpd_count(srv, uid, fself, &all, &mine);
+	/* descriptors: a session may hold two (control, data port), a
+	 * transfer one, and transfers may outlive their sessions */
+	if (2ull * (all + 1) + srv->nxfers + srv->nftpd_xfers > srv->fd_budget) {
+		snprintf(msg, cap,
+			 "ftpssh: too many sessions (%u sessions and %u transfers use the file "
+			 "descriptors there are); try again later",
+			 all, srv->nxfers + srv->nftpd_xfers);
+		return true;
+	}
+	if (all >= srv->max_sessions) {
+		snprintf(msg, cap, "ftpssh: too many sessions (%u in all, the limit); try again later",
+			 all);
+		return true;
+	}
+	if (uid >= 0 && mine >= srv->cfg->max_sessions_per_user) {
+		snprintf(msg, cap,
+			 "ftpssh: too many sessions for uid %ld (%u, the per-user limit); try again "
+			 "later",
+			 uid, mine);
+		return true;
+	}
+	return false;
 }
 
 /* --idle-timeout: no command and no transfer for that long. */
