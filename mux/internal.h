@@ -210,6 +210,7 @@ struct mux_conn {
 	/* the SFTP front end's shared channels (sftp_chan.c) */
 	struct sftp_chan *sftp_chans;
 	unsigned sftp_limit;       /* 0, or how many the server allowed */
+	unsigned sftp_closing;     /* closing, not yet closed */
 };
 
 /* conn.c */

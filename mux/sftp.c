@@ -51,6 +51,8 @@ int mux_sftp_handle(mux_sftp *s, int type, const char *h, size_t hlen, mux_sftp_
 	struct sftp_reqb b;
 	if (hlen > SFW_HANDLE_MAX)
 		return UV_EINVAL;
+	if (!sftp__holds(s, h, hlen))
+		return UV_EBADF;
 	int err = sftp__begin(s, type, hlen + 8, &b);
 	if (err)
 		return err;
@@ -67,6 +69,8 @@ int mux_sftp_read(mux_sftp *s, const char *h, size_t hlen, uint64_t off, uint32_
 	struct sftp_reqb b;
 	if (hlen > SFW_HANDLE_MAX || len > MUX_SFTP_CHUNK)
 		return UV_EINVAL;
+	if (!sftp__holds(s, h, hlen))
+		return UV_EBADF;
 	int err = sftp__begin(s, SFW_READ, hlen + 16, &b);
 	if (err)
 		return err;
@@ -94,6 +98,8 @@ int mux_sftp_write(mux_sftp *s, const char *h, size_t hlen, uint64_t off, const 
 	struct sftp_reqb b;
 	if (hlen > SFW_HANDLE_MAX || len > MUX_SFTP_CHUNK)
 		return UV_EINVAL;
+	if (!sftp__holds(s, h, hlen))
+		return UV_EBADF;
 	int err = sftp__begin(s, SFW_WRITE, WRITE_FIELDS(hlen) + len, &b);
 	if (err)
 		return err;

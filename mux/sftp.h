@@ -50,13 +50,15 @@ typedef void (*mux_sftp_cb)(mux_sftp *s, const sfw_reply *r, int err, void *data
 mux_sftp *mux_sftp_start(mux_conn *c, mux_sftp_event_cb cb, void *data);
 /* Stop: pending requests' callbacks are dropped, the handles the client
  * holds are closed (or the channel, when no other client uses it);
- * closed(data) runs later, never from inside this call. Idempotent. */
+ * closed(data) runs once the client's requests are answered (or the
+ * channel is gone), never from inside this call. Idempotent. */
 void mux_sftp_close(mux_sftp *s, void (*closed)(void *data), void *data);
 unsigned mux_sftp_pending(const mux_sftp *s);
 
 /* Requests. Each returns 0 (cb will run once) or a negative error
  * (UV_ENOBUFS when MUX_SFTP_MAX_INFLIGHT are pending, UV_EINVAL for an
- * oversized argument, the channel's error after a failure). */
+ * oversized argument, UV_EBADF for a handle this client did not open or
+ * has closed, the channel's error after a failure). */
 /* REALPATH, STAT, LSTAT, OPENDIR, REMOVE, MKDIR, RMDIR, READLINK */
 int mux_sftp_path(mux_sftp *s, int type, const char *path, mux_sftp_cb cb, void *data);
 int mux_sftp_open(mux_sftp *s, const char *path, uint32_t pflags, const sfw_attrs *a,

@@ -36,11 +36,13 @@
 #define SLOT_BITS 15
 #define SLOTS_MAX (1u << SLOT_BITS)
 #define SLOTS_START 128
+#define STUCK_MS 5000
 
 struct slot {
 	mux_sftp *v;    /* NULL: nobody waits (its view closed, or ours) */
 	mux_sftp_cb cb;
 	void *data;
+	uint64_t sent_ms;
 	uint32_t id;
 	int type;
 	bool used;
@@ -75,7 +77,7 @@ struct mux_sftp {
 	mux_sftp *vnext;
 	mux_sftp_event_cb cb;
 	void *data;
-	bool told_ready, failed, closing;
+	bool told_ready, failed, closing, finishing;
 	int error;
 	unsigned npending;
 	struct held *held;
@@ -135,6 +137,39 @@ static void view_unlink(mux_sftp *v)
 		ch->nactive--;
 }
 
+static void view_closed_cb(uv_handle_t *h)
+{
+	mux_sftp *v = h->data;
+	struct sftp_chan *ch = v->ch;
+	void (*cb)(void *) = v->closed_cb;
+	void *data = v->closed_data;
+	view_unlink(v);
+	free(v);
+	chan_maybe_free(ch);
+	if (cb)
+		cb(data);
+}
+
+/* A closing view is freed once its last request is answered (or dropped
+ * with its channel): its session ends then, so the session caps bound
+ * what closed sessions leave running on a shared channel. */
+static void view_finish(mux_sftp *v)
+{
+	if (v->finishing)
+		return;
+	v->finishing = true;
+	uv_timer_stop(&v->timer);
+	uv_close((uv_handle_t *)&v->timer, view_closed_cb);
+}
+
+/* One request of v is answered or dropped. */
+static void view_request_done(mux_sftp *v)
+{
+	v->npending--;
+	if (v->closing && v->npending == 0)
+		view_finish(v);
+}
+
 static void held_add(mux_sftp *v, const char *h, size_t len)
 {
 	struct held *e = malloc(sizeof(*e) + len);
@@ -144,6 +179,14 @@ static void held_add(mux_sftp *v, const char *h, size_t len)
 	memcpy(e->h, h, len);
 	e->next = v->held;
 	v->held = e;
+}
+
+bool sftp__holds(const mux_sftp *v, const char *h, size_t hlen)
+{
+	for (const struct held *e = v->held; e; e = e->next)
+		if (e->len == hlen && memcmp(e->h, h, hlen) == 0)
+			return true;
+	return false;
 }
 
 void sftp__forget_handle(mux_sftp *v, const char *h, size_t hlen)
@@ -207,6 +250,7 @@ static void slot_fill(struct sftp_chan *ch, unsigned k, uint32_t id, int type, m
 {
 	struct slot *s = &ch->slots[k];
 	s->used = true;
+	s->sent_ms = uv_now(ch->conn->loop);
 	s->id = id;
 	s->type = type;
 	s->v = v;
@@ -295,35 +339,62 @@ static void chan_close_handle(struct sftp_chan *ch, const char *h, size_t len)
 
 /* The channel with the fewest active views, ready ones first; nlive
  * counts the live ones. except is not considered. */
+/* Has a request waited STUCK_MS for its reply? The server answers a
+ * channel's requests in order, so one that blocks (a FIFO, a hung mount)
+ * stalls every client of the channel: a new client goes elsewhere. */
+static bool chan_stuck(const struct sftp_chan *ch, uint64_t now)
+{
+	for (unsigned k = 0; ch->used && k < ch->cap; k++)
+		if (ch->slots[k].used && now - ch->slots[k].sent_ms >= STUCK_MS)
+			return true;
+	return false;
+}
+
+/* Lower is better: not stuck, then ready, then fewest active clients. */
+static uint64_t chan_rank(const struct sftp_chan *ch, uint64_t now)
+{
+	return ((uint64_t)chan_stuck(ch, now) << 40) | ((uint64_t)!ch->ready << 32) | ch->nactive;
+}
+
+/* The best live channel but except (chan_rank); nlive counts the live
+ * ones. */
 static struct sftp_chan *pool_pick(mux_conn *c, const struct sftp_chan *except, unsigned *nlive)
 {
 	struct sftp_chan *best = NULL;
+	uint64_t now = uv_now(c->loop), best_rank = 0;
 	unsigned n = 0;
 	for (struct sftp_chan *ch = c->sftp_chans; ch; ch = ch->next) {
 		if (ch == except || !chan_live(ch))
 			continue;
 		n++;
-		if (!best || (ch->ready && !best->ready) ||
-		    (ch->ready == best->ready && ch->nactive < best->nactive))
+		uint64_t r = chan_rank(ch, now);
+		if (!best || r < best_rank) {
 			best = ch;
+			best_rank = r;
+		}
 	}
 	if (nlive)
 		*nlive = n;
 	return best;
 }
 
-/* A channel failed before it was ready while others live: most likely
- * sshd refused it (MaxSessions). Its views go to the others. */
+/* A channel failed before it was ready, on a connection that is up,
+ * while others live: its views go to the others. If the server refused
+ * it, it most likely counted our channels against its MaxSessions: the
+ * limit becomes what it holds now, the channels still closing included
+ * (sshd counts them until they are gone), and never goes up again. */
 static bool chan_rehome(struct sftp_chan *ch)
 {
 	mux_conn *c = ch->conn;
 	unsigned others;
-	if (ch->ready || !pool_pick(c, ch, &others))
+	if (ch->ready || c->state != CS_UP || !pool_pick(c, ch, &others))
 		return false;
-	if (!c->sftp_limit || others < c->sftp_limit) {
-		c->sftp_limit = others;
+	unsigned held = others + c->sftp_closing;
+	if (ch->error == MUX_ESSH(LIBSSH2_ERROR_CHANNEL_FAILURE) &&
+	    (!c->sftp_limit || held < c->sftp_limit)) {
+		c->sftp_limit = held;
 		mux__log(c, 1, "the server refused another sftp channel (%s; sshd's MaxSessions?): "
-			       "FTP sessions now share %u", mux_strerror(ch->error), others);
+			       "FTP sessions now share %u", mux_strerror(ch->error), held);
 	}
 	mux_sftp *list = ch->views;
 	ch->views = NULL;
@@ -360,7 +431,7 @@ static void chan_fail(struct sftp_chan *ch, int err)
 		ch->used--;
 		if (!v)
 			continue;
-		v->npending--;
+		view_request_done(v);
 		if (!v->closing && s->cb)
 			s->cb(v, NULL, ch->error, s->data);
 	}
@@ -379,6 +450,7 @@ static void chan_fail(struct sftp_chan *ch, int err)
 static void chan_closed_cb(mux_chan *mch)
 {
 	struct sftp_chan *ch = mux_chan_data(mch);
+	ch->conn->sftp_closing--; /* the conn waits for its channels: still here */
 	ch->closed = true;
 	ch->mch = NULL;
 	chan_maybe_free(ch);
@@ -391,6 +463,7 @@ static void chan_close(struct sftp_chan *ch)
 		return;
 	ch->closing = true;
 	mux_conn *c = ch->conn;
+	c->sftp_closing++;
 	for (struct sftp_chan **pp = &c->sftp_chans; *pp; pp = &(*pp)->next) {
 		if (*pp == ch) {
 			*pp = ch->next;
@@ -399,25 +472,13 @@ static void chan_close(struct sftp_chan *ch)
 	}
 	for (unsigned k = 0; k < ch->cap; k++) {
 		struct slot *s = &ch->slots[k];
-		if (s->used && s->v)
-			s->v->npending--;
+		bool had = s->used;
 		s->used = false;
+		if (had && s->v)
+			view_request_done(s->v);
 	}
 	ch->used = 0;
 	mux_chan_close(ch->mch, chan_closed_cb);
-}
-
-static void view_closed_cb(uv_handle_t *h)
-{
-	mux_sftp *v = h->data;
-	struct sftp_chan *ch = v->ch;
-	void (*cb)(void *) = v->closed_cb;
-	void *data = v->closed_data;
-	view_unlink(v);
-	free(v);
-	chan_maybe_free(ch);
-	if (cb)
-		cb(data);
 }
 
 void mux_sftp_close(mux_sftp *v, void (*closed)(void *data), void *data)
@@ -429,17 +490,10 @@ void mux_sftp_close(mux_sftp *v, void (*closed)(void *data), void *data)
 	v->closed_cb = closed;
 	v->closed_data = data;
 	ch->nactive--;
-	for (unsigned k = 0; v->npending && k < ch->cap; k++) {
-		struct slot *s = &ch->slots[k];
-		if (s->used && s->v == v) {
-			s->v = NULL;
-			s->cb = NULL;
-			s->data = NULL;
-			v->npending--;
-		}
-	}
-	/* The handles it still holds: the channel's end closes them if no
-	 * one else uses it, else a CLOSE each. */
+	/* Its requests' replies are read and dropped (cb is not called for a
+	 * closing view); a handle one of them brings is CLOSEd. The handles
+	 * it still holds: the channel's end closes them if no one else uses
+	 * it, else a CLOSE each. */
 	if (chan_live(ch) && ch->nactive == 0)
 		chan_close(ch);
 	while (v->held) {
@@ -448,8 +502,8 @@ void mux_sftp_close(mux_sftp *v, void (*closed)(void *data), void *data)
 		chan_close_handle(ch, e->h, e->len);
 		free(e);
 	}
-	uv_timer_stop(&v->timer);
-	uv_close((uv_handle_t *)&v->timer, view_closed_cb);
+	if (v->npending == 0)
+		view_finish(v);
 }
 
 /* ---- input ------------------------------------------------------------ */
@@ -488,9 +542,11 @@ static void chan_packet(struct sftp_chan *ch, const unsigned char *pkt, size_t l
 	bool opened = (s->type == SFW_OPEN || s->type == SFW_OPENDIR) && rep.type == SFW_HANDLE;
 	s->used = false;
 	ch->used--;
-	if (!v) {
-		if (opened) /* its view is gone: nobody will close it */
+	if (!v || v->closing) {
+		if (opened) /* its view is closing: nobody will close it */
 			chan_close_handle(ch, rep.data, rep.data_len);
+		if (v)
+			view_request_done(v);
 		return;
 	}
 	v->npending--;

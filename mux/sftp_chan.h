@@ -46,6 +46,11 @@ struct sftp_reqb {
 int sftp__begin(mux_sftp *v, int type, size_t extra, struct sftp_reqb *b);
 /* Sends it; cb gets the reply. 0, or an error (nothing sent, no cb). */
 int sftp__send(mux_sftp *v, struct sftp_reqb *b, mux_sftp_cb cb, void *data);
+/* Does the view hold handle h? Sessions on one channel share the
+ * server's handle numbers (sftp-server reuses them): a request on a
+ * handle the view did not open, or has closed, could reach another
+ * session's file, so the handle calls refuse it. */
+bool sftp__holds(const mux_sftp *v, const char *h, size_t hlen);
 /* The view no longer holds handle h (a CLOSE for it is being sent). */
 void sftp__forget_handle(mux_sftp *v, const char *h, size_t hlen);
 bool sftp__posix_rename(const mux_sftp *v);

@@ -206,10 +206,18 @@ void fx_complete(px_fx *fx)
 	fx->close_done = fx->shut_done = true;
 	if (fx->have_handle) {
 		fx->have_handle = false;
-		if (mux_sftp_handle(ftpd_sftp(fx->s), SFW_CLOSE, fx->handle, fx->hlen,
-				    fx_final_close_cb, fx) == 0) {
+		int rc = mux_sftp_handle(ftpd_sftp(fx->s), SFW_CLOSE, fx->handle, fx->hlen,
+					 fx_final_close_cb, fx);
+		if (rc == 0) {
 			fx->inflight++;
 			fx->close_done = false;
+		} else if (fx->kind == FX_STOR || fx->kind == FX_APPE) {
+			/* an upload is done when its CLOSE says so; the
+			 * session's end closes the handle */
+			fx->code = 451;
+			snprintf(fx->final_msg, sizeof(fx->final_msg),
+				 "%s: closing failed: cannot send the SFTP close (%s)", fx->path,
+				 mux_strerror(rc));
 		}
 	}
 	if (fx->conn && fx->connected && fx->kind != FX_STOR && fx->kind != FX_APPE) {

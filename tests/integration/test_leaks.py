@@ -139,10 +139,15 @@ class Mix:
         ftp = abuse.login(self.vs)
         try:
             _, port = abuse.pasv(ftp)
-            time.sleep(DATA_TIMEOUT)
             # Watched in /proc, not probed: a probing connect would be taken
-            # as the data connection if it came a little early.
-            gone = abuse.wait_until(lambda: port not in abuse.listening_ports(self.pid),
+            # as the data connection if it came a little early. By its
+            # socket, not its number: another session may be given the
+            # same port number once this one is closed.
+            mine = {ino for ino, (_, p) in abuse.listening_sockets(self.pid).items()
+                    if p == port}
+            assert mine, "no listener of ftpssh's on the PASV port %d" % port
+            time.sleep(DATA_TIMEOUT)
+            gone = abuse.wait_until(lambda: not mine & set(abuse.listening_sockets(self.pid)),
                                     3.0 * procs.time_scale(), step=0.1)
             assert gone, "data port %d still listening %.0fs after --data-timeout=%d" % (
                 port, 3.0 * procs.time_scale(), DATA_TIMEOUT)

@@ -767,7 +767,9 @@ def test_hardened_server_maxsessions_2(bed):
     ssh = bed.extra_sshd("sftp-ms2", extra_config=["MaxSessions 2"])
     root = bed.path("sftp-ms2-root")
     os.makedirs(root, exist_ok=True)
-    fr = Front(bed, ssh, root, extra=["-v"])  # -v: when a session ends
+    # -v: when a session ends; 7 per user: room for the sessions below,
+    # and none while the reset one still waits for its OPEN's reply
+    fr = Front(bed, ssh, root, extra=["-v", "--max-sessions-per-user=7"])
     sessions = []
     try:
         sessions, errors = logged_in_sessions(fr, 6)
@@ -850,6 +852,11 @@ def test_hardened_server_maxsessions_2(bed):
             wait_for(lambda: re.search(r"\[#%d\] sftp session from .* ends after" % w_id,
                                        fr.fs.stderr()),
                      10, "the session of the vanished client to end, its OPEN in flight")
+            # it still counts: its request runs on the shared channel
+            g = ftplib.FTP()
+            with pytest.raises(ftplib.error_temp, match="too many sessions for uid"):
+                g.connect("127.0.0.1", fr.port, timeout=30 * procs.time_scale())
+            g.close()
         finally:
             for pid in stopped:
                 os.kill(pid, signal.SIGCONT)
@@ -857,12 +864,133 @@ def test_hardened_server_maxsessions_2(bed):
         while holders_of(ssh, big2) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not holders_of(ssh, big2), "an orphaned OPEN's handle stayed open"
+        # answered: it no longer counts
+        g = fr.ftp()
+        assert g.pwd() == root
+        g.quit()
         # ... and the channels still serve the others
         for i, f in enumerate(sessions):
             assert f.sendcmd("SIZE d0").startswith("213"), i
         assert sftp_channel_starts(ssh) == 2
     finally:
         quit_all(sessions)
+        fr.stop()
+
+
+def responds(f, secs=1.0):
+    """Does session f answer SIZE within secs? (A session that did not is
+    left with its request pending, and is not used again.)"""
+    f.sock.settimeout(secs)
+    try:
+        f.sendcmd("SIZE /")
+    except ftplib.Error:
+        pass  # any reply will do
+    except OSError:
+        return False
+    f.sock.settimeout(30 * procs.time_scale())
+    return True
+
+
+def test_new_session_avoids_a_stuck_channel(bed):
+    """A channel whose server sits on a request (a FIFO, a hung mount: here
+    its sftp server is stopped) is not given new sessions while another
+    channel answers, though it has fewer sessions on it."""
+    ssh = bed.extra_sshd("sftp-stuck", extra_config=["MaxSessions 2"])
+    root = bed.path("sftp-stuck-root")
+    os.makedirs(root, exist_ok=True)
+    fr = Front(bed, ssh, root)
+    sessions, stopped = [], []
+    try:
+        sessions, errors = logged_in_sessions(fr, 4)  # two on each channel
+        assert not errors, errors
+        servers = sftp_servers(ssh)
+        assert len(servers) == 2, servers
+        os.kill(servers[0], signal.SIGSTOP)
+        stopped = servers[:1]
+        hung = [f for f in sessions if not responds(f)]
+        assert len(hung) == 2, "%d sessions on the stopped server's channel, want 2" % len(hung)
+        # a reset (a session waits for its reply before it takes an EOF):
+        # now 1 session there, 2 on the other channel
+        hung[0].sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        hung[0].close()
+        sessions.remove(hung[0])
+        time.sleep(5.5)  # the hung requests are older than STUCK_MS (mux/sftp_chan.c)
+        f = ftplib.FTP()
+        f.connect("127.0.0.1", fr.port, timeout=3 * procs.time_scale())
+        f.login("anyone", "anything")
+        sessions.append(f)
+        assert f.pwd() == root
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        quit_all(sessions)
+        fr.stop()
+
+
+# ---- the caps and the idle timeout of every session -----------------------
+
+def test_session_caps_count_both_front_ends(bed, sshd):
+    """--max-sessions-per-user counts the SFTP front end's sessions with
+    the relayed ones (they had no cap at all): one of each, then the third
+    of the same uid gets 421 from either; one leaving makes room."""
+    root = bed.path("caps-root")
+    os.makedirs(root, exist_ok=True)
+    fs = ftpssh.Ftpssh(bed, [bed.ftp_server("pyftpdlib")], ssh=sshd, wait=False,
+                       extra=["-L", "127.0.0.1:0:sftp:" + root, "--max-sessions-per-user=2"])
+    fs.servers = fs.servers + [_Srv()]
+    fs.wait_ready()
+    relay_port, sftp_port = fs.ports
+    opened = []
+    try:
+        r = clients.open_ftplib(fs.targets[0])
+        opened.append(r)
+        f = ftplib.FTP()
+        f.connect("127.0.0.1", sftp_port, timeout=30 * procs.time_scale())
+        f.login("anyone", "anything")
+        opened.append(f)
+        for port in (sftp_port, relay_port):
+            g = ftplib.FTP()
+            with pytest.raises(ftplib.error_temp, match="too many sessions for uid"):
+                g.connect("127.0.0.1", port, timeout=30 * procs.time_scale())
+            g.close()
+        f.quit()
+        opened.remove(f)
+        deadline = time.monotonic() + 5 * procs.time_scale()
+        while True:  # its end is noticed a moment after QUIT's reply
+            g = ftplib.FTP()
+            try:
+                g.connect("127.0.0.1", sftp_port, timeout=30 * procs.time_scale())
+                break
+            except ftplib.error_temp:
+                g.close()
+                assert time.monotonic() < deadline, "no room after a session left"
+                time.sleep(0.1)
+        g.login("anyone", "anything")
+        opened.append(g)
+        assert g.pwd() == root
+        assert "too many sessions for uid %d (2, the per-user limit)" % os.getuid() in fs.stderr()
+    finally:
+        quit_all(opened)
+        fs.stop()
+
+
+def test_idle_timeout(bed, sshd):
+    """--idle-timeout ends an SFTP front-end session too (it had none)."""
+    root = bed.path("idle-root")
+    os.makedirs(root, exist_ok=True)
+    fr = Front(bed, sshd, root, extra=["--idle-timeout=1"])
+    try:
+        f = fr.ftp()
+        t0 = time.monotonic()
+        f.sock.settimeout(15 * procs.time_scale())
+        try:
+            text = f.getline()
+        finally:
+            f.close()
+        assert text.startswith("421 ftpssh: idle for 1 s"), text
+        assert 0.9 < time.monotonic() - t0 < 10 * procs.time_scale()
+        assert "idle for 1 s; closing the session" in fr.fs.stderr()
+    finally:
         fr.stop()
 
 
