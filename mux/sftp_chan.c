@@ -1,22 +1,21 @@
 /*
- * Shared SFTP channels (see sftp_chan.h and sftp.h): the connection's pool
- * of "sftp" subsystem channels, the views on them, request slots, and
- * reply dispatch.
+ * Shared SFTP channels (see sftp_chan.h and sftp.h): one "sftp" subsystem
+ * channel, the views on it, request slots, and reply dispatch. Which
+ * channel a view gets: sftp_pool.c.
  *
  * A channel: opens -> INIT sent -> VERSION read -> ready. A protocol
  * error, a channel error or EOF fails it: every pending request is told
  * (err < 0), then every view gets the event; the channel closes itself.
- * A channel that fails before it was ready while others live was most
- * likely refused by sshd's MaxSessions: the limit becomes the number of
- * the others and its views move to them instead of failing.
+ * One that fails before it was ready may instead hand its views to the
+ * others (sftp__rehome).
  *
  * Ownership: the pool (conn->sftp_chans) owns each channel until it
  * starts closing; a closing channel owns itself and is freed once its
  * mux_chan has closed and no view names it. A view is its user's; it
  * names its channel until it is freed (in its timer's close callback,
- * never inside mux_sftp_close). A slot names its view until the reply
- * comes or the view closes; after that the reply is read and dropped
- * (and a handle it carries is closed).
+ * never inside mux_sftp_close, and not before its last request is
+ * answered or dropped). A closing view's replies are read and dropped
+ * (and a handle one carries is closed).
  *
  * Memory: each request is one malloc'd packet until its write completes;
  * the slot table grows by doubling up to SLOTS_MAX (each view still has
@@ -32,66 +31,9 @@
 
 #define IN_MAX_PKT (256 * 1024 + 1024) /* OpenSSH's sftp-server bound, with room */
 #define IN_CAP (2 * IN_MAX_PKT)
-/* An id is (generation << SLOT_BITS) | slot. */
-#define SLOT_BITS 15
-#define SLOTS_MAX (1u << SLOT_BITS)
 #define SLOTS_START 128
-#define STUCK_MS 5000
-
-struct slot {
-	mux_sftp *v;    /* NULL: nobody waits (its view closed, or ours) */
-	mux_sftp_cb cb;
-	void *data;
-	uint64_t sent_ms;
-	uint32_t id;
-	int type;
-	bool used;
-};
-
-/* A file or directory handle a view holds open. */
-struct held {
-	struct held *next;
-	size_t len;
-	char h[];
-};
-
-struct sftp_chan {
-	struct sftp_chan *next; /* conn->sftp_chans, until closing */
-	mux_conn *conn;
-	mux_chan *mch;
-	bool ready, failed, closing, closed;
-	int error;
-	bool posix_rename;
-	mux_sftp *views;        /* every view naming this channel */
-	unsigned nviews;        /* ... of which nactive are not closing */
-	unsigned nactive;
-	uint32_t gen;
-	struct slot *slots;
-	unsigned cap, used;
-	unsigned char *in;
-	size_t in_len;
-};
-
-struct mux_sftp {
-	struct sftp_chan *ch;
-	mux_sftp *vnext;
-	mux_sftp_event_cb cb;
-	void *data;
-	bool told_ready, failed, closing, finishing;
-	int error;
-	unsigned npending;
-	struct held *held;
-	uv_timer_t timer;       /* the deferred ready event; its close frees us */
-	void (*closed_cb)(void *);
-	void *closed_data;
-};
 
 static void chan_close(struct sftp_chan *ch);
-
-static bool chan_live(const struct sftp_chan *ch)
-{
-	return !ch->failed && !ch->closing;
-}
 
 static void chan_maybe_free(struct sftp_chan *ch)
 {
@@ -103,26 +45,6 @@ static void chan_maybe_free(struct sftp_chan *ch)
 }
 
 /* ---- views -------------------------------------------------------------- */
-
-static void view_ready_cb(uv_timer_t *t)
-{
-	mux_sftp *v = t->data;
-	if (v->closing || v->failed || v->told_ready)
-		return;
-	v->told_ready = true;
-	v->cb(v, 0, v->data);
-}
-
-static void view_link(mux_sftp *v, struct sftp_chan *ch)
-{
-	v->ch = ch;
-	v->vnext = ch->views;
-	ch->views = v;
-	ch->nviews++;
-	ch->nactive++;
-	if (ch->ready) /* never from inside mux_sftp_start */
-		uv_timer_start(&v->timer, view_ready_cb, 0, 0);
-}
 
 static void view_unlink(mux_sftp *v)
 {
@@ -265,7 +187,7 @@ static void chan_fail(struct sftp_chan *ch, int err);
 
 static void pkt_written_cb(mux_write_req *wr, int status)
 {
-	struct sftp_pkt *p = (struct sftp_pkt *)(void *)((char *)wr - offsetof(struct sftp_pkt, wr));
+	struct sftp_pkt *p = container_of(wr, struct sftp_pkt, wr);
 	struct sftp_chan *ch = p->ch;
 	free(p);
 	if (status < 0)
@@ -301,7 +223,7 @@ int sftp__begin(mux_sftp *v, int type, size_t extra, struct sftp_reqb *b)
 	struct sftp_chan *ch = v->ch;
 	if (v->failed)
 		return v->error;
-	if (v->closing || !v->told_ready || !chan_live(ch))
+	if (v->closing || !v->told_ready || !sftp__chan_live(ch))
 		return ch->failed ? ch->error : UV_ENOTCONN;
 	if (v->npending >= MUX_SFTP_MAX_INFLIGHT || !slot_find(ch, &b->slot, &b->id))
 		return UV_ENOBUFS;
@@ -314,6 +236,11 @@ int sftp__begin(mux_sftp *v, int type, size_t extra, struct sftp_reqb *b)
 
 int sftp__send(mux_sftp *v, struct sftp_reqb *b, mux_sftp_cb cb, void *data)
 {
+	/* every reply is somebody's: a request without a callback is a bug */
+	if (!cb) {
+		free(b->p);
+		return UV_EINVAL;
+	}
 	int rc = pkt_send(v->ch, b->p, &b->o);
 	if (rc == 0)
 		slot_fill(v->ch, b->slot, b->id, b->type, v, cb, data);
@@ -327,7 +254,7 @@ static void chan_close_handle(struct sftp_chan *ch, const char *h, size_t len)
 	uint32_t id;
 	sfw_out o;
 	struct sftp_pkt *p;
-	if (!chan_live(ch) || !ch->ready || !slot_find(ch, &k, &id) || !(p = pkt_new(ch, len + 8, &o)))
+	if (!sftp__chan_live(ch) || !ch->ready || !slot_find(ch, &k, &id) || !(p = pkt_new(ch, len + 8, &o)))
 		return;
 	sfw_begin(&o, SFW_CLOSE, id);
 	sfw_put_str(&o, h, len);
@@ -339,86 +266,13 @@ static void chan_close_handle(struct sftp_chan *ch, const char *h, size_t len)
 
 /* The channel with the fewest active views, ready ones first; nlive
  * counts the live ones. except is not considered. */
-/* Has a request waited STUCK_MS for its reply? The server answers a
- * channel's requests in order, so one that blocks (a FIFO, a hung mount)
- * stalls every client of the channel: a new client goes elsewhere. */
-static bool chan_stuck(const struct sftp_chan *ch, uint64_t now)
-{
-	for (unsigned k = 0; ch->used && k < ch->cap; k++)
-		if (ch->slots[k].used && now - ch->slots[k].sent_ms >= STUCK_MS)
-			return true;
-	return false;
-}
-
-/* Lower is better: not stuck, then ready, then fewest active clients. */
-static uint64_t chan_rank(const struct sftp_chan *ch, uint64_t now)
-{
-	return ((uint64_t)chan_stuck(ch, now) << 40) | ((uint64_t)!ch->ready << 32) | ch->nactive;
-}
-
-/* The best live channel but except (chan_rank); nlive counts the live
- * ones. */
-static struct sftp_chan *pool_pick(mux_conn *c, const struct sftp_chan *except, unsigned *nlive)
-{
-	struct sftp_chan *best = NULL;
-	uint64_t now = uv_now(c->loop), best_rank = 0;
-	unsigned n = 0;
-	for (struct sftp_chan *ch = c->sftp_chans; ch; ch = ch->next) {
-		if (ch == except || !chan_live(ch))
-			continue;
-		n++;
-		uint64_t r = chan_rank(ch, now);
-		if (!best || r < best_rank) {
-			best = ch;
-			best_rank = r;
-		}
-	}
-	if (nlive)
-		*nlive = n;
-	return best;
-}
-
-/* A channel failed before it was ready, on a connection that is up,
- * while others live: its views go to the others. If the server refused
- * it, it most likely counted our channels against its MaxSessions: the
- * limit becomes what it holds now, the channels still closing included
- * (sshd counts them until they are gone), and never goes up again. */
-static bool chan_rehome(struct sftp_chan *ch)
-{
-	mux_conn *c = ch->conn;
-	unsigned others;
-	if (ch->ready || c->state != CS_UP || !pool_pick(c, ch, &others))
-		return false;
-	unsigned held = others + c->sftp_closing;
-	if (ch->error == MUX_ESSH(LIBSSH2_ERROR_CHANNEL_FAILURE) &&
-	    (!c->sftp_limit || held < c->sftp_limit)) {
-		c->sftp_limit = held;
-		mux__log(c, 1, "the server refused another sftp channel (%s; sshd's MaxSessions?): "
-			       "FTP sessions now share %u", mux_strerror(ch->error), held);
-	}
-	mux_sftp *list = ch->views;
-	ch->views = NULL;
-	ch->nviews = ch->nactive = 0;
-	for (mux_sftp *v = list, *next; v; v = next) {
-		next = v->vnext;
-		if (v->closing) { /* stays until freed */
-			v->vnext = ch->views;
-			ch->views = v;
-			ch->nviews++;
-			continue;
-		}
-		view_link(v, pool_pick(c, ch, NULL));
-	}
-	return true;
-}
-
 static void chan_fail(struct sftp_chan *ch, int err)
 {
 	if (ch->failed || ch->closing)
 		return;
 	ch->failed = true;
 	ch->error = err ? err : UV_EPROTO;
-	if (chan_rehome(ch)) {
+	if (sftp__rehome(ch)) {
 		chan_close(ch);
 		return;
 	}
@@ -494,7 +348,7 @@ void mux_sftp_close(mux_sftp *v, void (*closed)(void *data), void *data)
 	 * closing view); a handle one of them brings is CLOSEd. The handles
 	 * it still holds: the channel's end closes them if no one else uses
 	 * it, else a CLOSE each. */
-	if (chan_live(ch) && ch->nactive == 0)
+	if (sftp__chan_live(ch) && ch->nactive == 0)
 		chan_close(ch);
 	while (v->held) {
 		struct held *e = v->held;
@@ -522,7 +376,7 @@ static void chan_packet(struct sftp_chan *ch, const unsigned char *pkt, size_t l
 		}
 		ch->posix_rename = sfw_version_has(&rep, "posix-rename@openssh.com");
 		ch->ready = true;
-		for (mux_sftp *v = ch->views; v && chan_live(ch); v = v->vnext) {
+		for (mux_sftp *v = ch->views; v && sftp__chan_live(ch); v = v->vnext) {
 			if (v->closing || v->failed || v->told_ready)
 				continue;
 			v->told_ready = true;
@@ -559,7 +413,7 @@ static void chan_alloc_cb(mux_chan *mch, size_t suggested, uv_buf_t *buf)
 {
 	struct sftp_chan *ch = mux_chan_data(mch);
 	(void)suggested;
-	if (!chan_live(ch)) {
+	if (!sftp__chan_live(ch)) {
 		*buf = uv_buf_init(NULL, 0);
 		return;
 	}
@@ -570,7 +424,7 @@ static void chan_read_cb(mux_chan *mch, ssize_t n, const uv_buf_t *buf)
 {
 	struct sftp_chan *ch = mux_chan_data(mch);
 	(void)buf;
-	if (!chan_live(ch))
+	if (!sftp__chan_live(ch))
 		return;
 	if (n < 0) {
 		chan_fail(ch, n == UV_EOF ? UV_ECONNRESET : (int)n);
@@ -578,7 +432,7 @@ static void chan_read_cb(mux_chan *mch, ssize_t n, const uv_buf_t *buf)
 	}
 	ch->in_len += (size_t)n;
 	size_t off = 0;
-	while (chan_live(ch)) {
+	while (sftp__chan_live(ch)) {
 		long l = sfw_frame(ch->in + off, ch->in_len - off, IN_MAX_PKT);
 		if (l == SFW_E_AGAIN)
 			break;
@@ -589,7 +443,7 @@ static void chan_read_cb(mux_chan *mch, ssize_t n, const uv_buf_t *buf)
 		chan_packet(ch, ch->in + off, (size_t)l);
 		off += (size_t)l;
 	}
-	if (!chan_live(ch))
+	if (!sftp__chan_live(ch))
 		return;
 	if (off) {
 		memmove(ch->in, ch->in + off, ch->in_len - off);
@@ -601,7 +455,7 @@ static void chan_open_cb(mux_chan *mch, int status, void *data)
 {
 	struct sftp_chan *ch = data;
 	(void)mch;
-	if (!chan_live(ch))
+	if (!sftp__chan_live(ch))
 		return;
 	if (status < 0) {
 		chan_fail(ch, status);
@@ -622,7 +476,7 @@ static void chan_open_cb(mux_chan *mch, int status, void *data)
 		chan_fail(ch, rc);
 }
 
-static struct sftp_chan *chan_new(mux_conn *c)
+struct sftp_chan *sftp__chan_new(mux_conn *c)
 {
 	struct sftp_chan *ch = calloc(1, sizeof(*ch));
 	if (!ch)
@@ -640,31 +494,4 @@ static struct sftp_chan *chan_new(mux_conn *c)
 	ch->next = c->sftp_chans;
 	c->sftp_chans = ch;
 	return ch;
-}
-
-mux_sftp *mux_sftp_start(mux_conn *c, mux_sftp_event_cb cb, void *data)
-{
-	if (!c || c->state != CS_UP)
-		return NULL;
-	mux_sftp *v = calloc(1, sizeof(*v));
-	if (!v)
-		return NULL;
-	unsigned nlive;
-	unsigned limit = c->sftp_limit ? c->sftp_limit : SFTP_CHANNELS_MAX;
-	struct sftp_chan *ch = pool_pick(c, NULL, &nlive);
-	if (!ch || nlive < limit) {
-		struct sftp_chan *fresh = chan_new(c);
-		if (fresh)
-			ch = fresh;
-	}
-	if (!ch) {
-		free(v);
-		return NULL;
-	}
-	v->cb = cb;
-	v->data = data;
-	uv_timer_init(c->loop, &v->timer);
-	v->timer.data = v;
-	view_link(v, ch);
-	return v;
 }

@@ -1,6 +1,7 @@
 /*
  * Internal to the SFTP client (sftp.c builds requests, sftp_chan.c
- * carries them): the shared channels behind mux_sftp.
+ * carries them, sftp_pool.c picks the channel): the shared channels
+ * behind mux_sftp.
  *
  * A mux_sftp is one user's view of an "sftp" subsystem channel that
  * several views may share. sshd counts subsystem channels against
@@ -19,9 +20,77 @@
 #ifndef MUX_SFTP_CHAN_H
 #define MUX_SFTP_CHAN_H
 
+#include "mux/internal.h"
 #include "mux/sftp.h"
 
 #define SFTP_CHANNELS_MAX 8
+
+/* An id is (generation << SLOT_BITS) | slot. */
+#define SLOT_BITS 15
+#define SLOTS_MAX (1u << SLOT_BITS)
+
+struct slot {
+	mux_sftp *v;    /* NULL: nobody waits (its view closed, or ours) */
+	mux_sftp_cb cb;
+	void *data;
+	uint64_t sent_ms;
+	uint32_t id;
+	int type;
+	bool used;
+};
+
+/* A file or directory handle a view holds open. */
+struct held {
+	struct held *next;
+	size_t len;
+	char h[];
+};
+
+struct sftp_chan {
+	struct sftp_chan *next; /* conn->sftp_chans, until closing */
+	mux_conn *conn;
+	mux_chan *mch;
+	bool ready, failed, closing, closed;
+	int error;
+	bool posix_rename;
+	mux_sftp *views;        /* every view naming this channel */
+	unsigned nviews;        /* ... of which nactive are not closing */
+	unsigned nactive;
+	uint32_t gen;
+	struct slot *slots;
+	unsigned cap, used;
+	unsigned char *in;
+	size_t in_len;
+};
+
+struct mux_sftp {
+	struct sftp_chan *ch;
+	mux_sftp *vnext;
+	mux_sftp_event_cb cb;
+	void *data;
+	bool told_ready, failed, closing, finishing;
+	int error;
+	unsigned npending;
+	struct held *held;
+	uv_timer_t timer;       /* the deferred ready event; its close frees us */
+	void (*closed_cb)(void *);
+	void *closed_data;
+};
+
+static inline bool sftp__chan_live(const struct sftp_chan *ch)
+{
+	return !ch->failed && !ch->closing;
+}
+
+/* sftp_chan.c: a channel opening, in the pool (conn->sftp_chans); NULL
+ * when it cannot be had. */
+struct sftp_chan *sftp__chan_new(mux_conn *c);
+/* sftp_pool.c: v becomes a client of ch (its ready event comes later,
+ * by its timer, if ch is ready already). */
+void sftp__view_link(mux_sftp *v, struct sftp_chan *ch);
+/* sftp_pool.c: ch failed before it was ready: true when its clients
+ * were moved to other channels (the caller then closes it quietly). */
+bool sftp__rehome(struct sftp_chan *ch);
 
 /* A packet on its way to the channel. */
 struct sftp_pkt {

@@ -1,7 +1,8 @@
 /*
  * ftpssh's own FTP server: one control session per client of a
  * "-L port:sftp" forward, its file system the SFTP subsystem on the one
- * SSH connection (a channel per session, opened when the client connects).
+ * SSH connection (a client of the connection's shared sftp channels,
+ * mux/sftp.h, taken when the client connects).
  *
  * Who may log in: the local uid that runs ftpssh and the uids given with
  * --sftp-allow-uid, told apart by the owner of the client's socket

@@ -1,0 +1,132 @@
+/*
+ * Which shared SFTP channel a client gets (see sftp_chan.h): a new one
+ * while the connection has fewer than its limit, else the best live one
+ * (not stuck, ready, fewest clients); and where a refused channel's
+ * clients go. The channels themselves: sftp_chan.c.
+ */
+#include <stdlib.h>
+
+#include "mux/sftp_chan.h"
+
+/* A request unanswered this long marks its channel stuck. */
+#define STUCK_MS 5000
+
+static void view_ready_cb(uv_timer_t *t)
+{
+	mux_sftp *v = t->data;
+	if (v->closing || v->failed || v->told_ready)
+		return;
+	v->told_ready = true;
+	v->cb(v, 0, v->data);
+}
+
+void sftp__view_link(mux_sftp *v, struct sftp_chan *ch)
+{
+	v->ch = ch;
+	v->vnext = ch->views;
+	ch->views = v;
+	ch->nviews++;
+	ch->nactive++;
+	if (ch->ready) /* never from inside mux_sftp_start */
+		uv_timer_start(&v->timer, view_ready_cb, 0, 0);
+}
+
+/* Has a request waited STUCK_MS for its reply? The server answers a
+ * channel's requests in order, so one that blocks (a FIFO, a hung mount)
+ * stalls every client of the channel: a new client goes elsewhere. */
+static bool chan_stuck(const struct sftp_chan *ch, uint64_t now)
+{
+	for (unsigned k = 0; ch->used && k < ch->cap; k++)
+		if (ch->slots[k].used && now - ch->slots[k].sent_ms >= STUCK_MS)
+			return true;
+	return false;
+}
+
+/* Lower is better: not stuck, then ready, then fewest active clients. */
+static uint64_t chan_rank(const struct sftp_chan *ch, uint64_t now)
+{
+	return ((uint64_t)chan_stuck(ch, now) << 40) | ((uint64_t)!ch->ready << 32) | ch->nactive;
+}
+
+/* The best live channel but except (chan_rank); nlive counts the live
+ * ones. */
+static struct sftp_chan *pool_pick(mux_conn *c, const struct sftp_chan *except, unsigned *nlive)
+{
+	struct sftp_chan *best = NULL;
+	uint64_t now = uv_now(c->loop), best_rank = 0;
+	unsigned n = 0;
+	for (struct sftp_chan *ch = c->sftp_chans; ch; ch = ch->next) {
+		if (ch == except || !sftp__chan_live(ch))
+			continue;
+		n++;
+		uint64_t r = chan_rank(ch, now);
+		if (!best || r < best_rank) {
+			best = ch;
+			best_rank = r;
+		}
+	}
+	if (nlive)
+		*nlive = n;
+	return best;
+}
+
+/* A channel failed before it was ready, on a connection that is up,
+ * while others live: its views go to the others. If the server refused
+ * it, it most likely counted our channels against its MaxSessions: the
+ * limit becomes what it holds now, the channels still closing included
+ * (sshd counts them until they are gone), and never goes up again. */
+bool sftp__rehome(struct sftp_chan *ch)
+{
+	mux_conn *c = ch->conn;
+	unsigned others;
+	if (ch->ready || c->state != CS_UP || !pool_pick(c, ch, &others))
+		return false;
+	unsigned held = others + c->sftp_closing;
+	if (ch->error == MUX_ESSH(LIBSSH2_ERROR_CHANNEL_FAILURE) &&
+	    (!c->sftp_limit || held < c->sftp_limit)) {
+		c->sftp_limit = held;
+		mux__log(c, 1, "the server refused another sftp channel (%s; sshd's MaxSessions?): "
+			       "FTP sessions now share %u", mux_strerror(ch->error), held);
+	}
+	mux_sftp *list = ch->views;
+	ch->views = NULL;
+	ch->nviews = ch->nactive = 0;
+	for (mux_sftp *v = list, *next; v; v = next) {
+		next = v->vnext;
+		if (v->closing) { /* stays until freed */
+			v->vnext = ch->views;
+			ch->views = v;
+			ch->nviews++;
+			continue;
+		}
+		sftp__view_link(v, pool_pick(c, ch, NULL));
+	}
+	return true;
+}
+
+mux_sftp *mux_sftp_start(mux_conn *c, mux_sftp_event_cb cb, void *data)
+{
+	if (!c || c->state != CS_UP)
+		return NULL;
+	mux_sftp *v = calloc(1, sizeof(*v));
+	if (!v)
+		return NULL;
+	unsigned nlive;
+	unsigned limit = c->sftp_limit ? c->sftp_limit : SFTP_CHANNELS_MAX;
+	struct sftp_chan *ch = pool_pick(c, NULL, &nlive);
+	if (!ch || nlive < limit) {
+		struct sftp_chan *fresh = sftp__chan_new(c);
+		if (fresh)
+			ch = fresh;
+	}
+	if (!ch) {
+		free(v);
+		return NULL;
+	}
+	v->cb = cb;
+	v->data = data;
+	uv_timer_init(c->loop, &v->timer);
+	v->timer.data = v;
+	sftp__view_link(v, ch);
+	return v;
+}
