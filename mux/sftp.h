@@ -54,6 +54,9 @@ mux_sftp *mux_sftp_start(mux_conn *c, mux_sftp_event_cb cb, void *data);
  * channel is gone), never from inside this call. Idempotent. */
 void mux_sftp_close(mux_sftp *s, void (*closed)(void *data), void *data);
 unsigned mux_sftp_pending(const mux_sftp *s);
+/* How long the client's oldest pending request has waited for its reply
+ * (ms); 0 with none pending. */
+uint64_t mux_sftp_waited_ms(const mux_sftp *s);
 
 /* Requests. Each returns 0 (cb will run once) or a negative error
  * (UV_ENOBUFS when MUX_SFTP_MAX_INFLIGHT are pending, UV_EINVAL for an

@@ -133,6 +133,18 @@ unsigned mux_sftp_pending(const mux_sftp *v)
 	return v->npending;
 }
 
+uint64_t mux_sftp_waited_ms(const mux_sftp *v)
+{
+	const struct sftp_chan *ch = v->ch;
+	if (v->npending == 0) /* then ch may be closed, and its conn gone */
+		return 0;
+	uint64_t now = uv_now(ch->conn->loop), oldest = now;
+	for (unsigned k = 0; k < ch->cap; k++)
+		if (ch->slots[k].used && ch->slots[k].v == v && ch->slots[k].sent_ms < oldest)
+			oldest = ch->slots[k].sent_ms;
+	return now - oldest;
+}
+
 /* ---- slots and packets ---------------------------------------------------- */
 
 static bool slots_grow(struct sftp_chan *ch)

@@ -30,6 +30,14 @@
 #include "proxy/ftpd.h"
 
 static void ftpd_pump(px_ftpd *s);
+static void idle_cb(uv_timer_t *t);
+
+/* A session that will be refused at login is closed this long after it
+ * came, whatever it sends. */
+#define REFUSED_LINGER_S 30
+/* A closed session counts against the caps while its SFTP requests are
+ * still out, this long at most. */
+#define CLOSING_COUNT_MS 30000
 
 /* ---- accessors for ftpd_xfer.c ------------------------------------------ */
 
@@ -153,6 +161,7 @@ void ftpd_close(px_ftpd *s, const char *why)
 	if (s->closing)
 		return;
 	s->closing = true;
+	s->closed_ms = uv_now(s->srv->loop);
 	px_log(2, "[#%u] sftp session from %s ends after %.1f s: %s", s->id, s->peer,
 	       (uv_now(s->srv->loop) - s->started_ms) / 1000.0, why);
 	s->fx = NULL;
@@ -225,15 +234,36 @@ static bool verb_during_transfer(const fp_cmd *c)
 }
 
 /* --idle-timeout, as for relayed sessions: no command and no transfer
- * (nor a reply awaited) for that long ends the session with a 421. */
+ * (nor a reply awaited) for that long ends the session with a 421. An
+ * SFTP reply awaited that long does not count as busy: the server sits
+ * on the request (a FIFO, a hung mount), and the session would otherwise
+ * stay, counted, whether its client is there or not. A session that
+ * will be refused at login gets REFUSED_LINGER_S, commands or not. */
 static void idle_cb(uv_timer_t *t)
 {
 	px_ftpd *s = t->data;
 	unsigned secs = s->srv->cfg->idle_timeout_sec;
-	if (s->closing || s->quitting)
+	if (s->closing)
 		return;
-	if (s->busy || (s->fx && fx_running(s->fx))) {
+	if (!s->allowed) {
+		ftpd_close(s, "not allowed, and still here");
+		return;
+	}
+	if (s->quitting)
+		return;
+	uint64_t waited = s->sftp ? mux_sftp_waited_ms(s->sftp) : 0;
+	bool stalled = waited >= secs * 1000ull;
+	if ((s->busy || (s->fx && fx_running(s->fx))) && !stalled) {
 		uv_timer_start(&s->idle, idle_cb, secs * 1000ull, 0);
+		return;
+	}
+	if (stalled) {
+		px_log(1, "[#%u] the SFTP server has not answered for %.0f s; closing the session",
+		       s->id, waited / 1000.0);
+		ftpd_reply(s, 421, "ftpssh: the SFTP server has not answered for %.0f s; closing "
+				   "(--idle-timeout)", waited / 1000.0);
+		/* its reply may never come: do not wait for it */
+		ftpd_close(s, "SFTP server not answering");
 		return;
 	}
 	px_log(1, "[#%u] idle for %u s; closing the session", s->id, secs);
@@ -246,7 +276,7 @@ static void idle_cb(uv_timer_t *t)
 static void idle_restart(px_ftpd *s)
 {
 	unsigned secs = s->srv->cfg->idle_timeout_sec;
-	if (secs && !s->closing)
+	if (secs && !s->closing && s->allowed)
 		uv_timer_start(&s->idle, idle_cb, secs * 1000ull, 0);
 }
 
@@ -384,9 +414,13 @@ void px_ftpd_count(const px_server *srv, long uid, const struct px_ftpd *fself, 
 		   unsigned *mine)
 {
 	/* closing ones too, until freed: a closed session's SFTP requests
-	 * still run on the shared channel until answered (mux/sftp.h) */
+	 * still run on the shared channel until answered (mux/sftp.h); but
+	 * for CLOSING_COUNT_MS at most, so a server that never answers does
+	 * not keep the slots taken */
+	uint64_t now = uv_now(srv->loop);
 	for (const px_ftpd *o = srv->ftpds; o; o = o->next) {
-		if (o == fself || !o->admitted)
+		if (o == fself || !o->admitted ||
+		    (o->closing && now - o->closed_ms >= CLOSING_COUNT_MS))
 			continue;
 		(*all)++;
 		if (uid >= 0 && o->client_uid == uid)
@@ -410,7 +444,6 @@ int px_ftpd_accept(px_server *srv, int fd, const px_forward *fwd)
 	s->client.data = s;
 	uv_timer_init(srv->loop, &s->idle);
 	s->idle.data = s;
-	idle_restart(s);
 	fp_framer_init(&s->cin);
 	px_outq_init(&s->out, out_cb, s);
 	s->out.stream = (uv_stream_t *)&s->client;
@@ -459,6 +492,14 @@ int px_ftpd_accept(px_server *srv, int fd, const px_forward *fwd)
 	/* the caps of every session (--max-sessions, per user, descriptors);
 	 * one that will not be let in holds a descriptor too */
 	char full[200];
+	if (urc != 0) {
+		/* fail closed, as relayed sessions do, and count for nobody */
+		ftpd_reply(s, 421, "ftpssh: cannot tell which local user this connection belongs "
+				   "to (%s); refused", uv_strerror(urc));
+		s->quitting = true;
+		ftpd_pump(s);
+		return 0;
+	}
 	if (px_limits_full(srv, s->client_uid, NULL, s, full, sizeof(full))) {
 		px_limits_log_refusal(srv, s->id, s->peer, full);
 		ftpd_reply(s, 421, "%s", full);
@@ -468,7 +509,10 @@ int px_ftpd_accept(px_server *srv, int fd, const px_forward *fwd)
 	}
 	s->admitted = true;
 	if (!s->allowed) {
+		/* it is told at login (530), which FTP clients show plainly;
+		 * meanwhile it counts, for REFUSED_LINGER_S at most */
 		ftpd_reply(s, 220, "ftpssh SFTP front end (login will be refused)");
+		uv_timer_start(&s->idle, idle_cb, REFUSED_LINGER_S * 1000ull, 0);
 	} else if (!srv->conn || !mux_conn_is_up(srv->conn)) {
 		ftpd_reply(s, 421, "ftpssh: SSH tunnel down, retrying; try again shortly");
 		s->quitting = true;
@@ -477,6 +521,7 @@ int px_ftpd_accept(px_server *srv, int fd, const px_forward *fwd)
 		s->quitting = true;
 	} else {
 		ftpd_reply(s, 220, "ftpssh SFTP front end ready");
+		idle_restart(s);
 	}
 	ftpd_pump(s);
 	return 0;

@@ -31,6 +31,7 @@ struct px_ftpd {
 	long client_uid;               /* owner of the client's socket, -1 unknown */
 	bool allowed;                  /* that uid may log in */
 	bool admitted;                 /* ... and there was room: it counts */
+	uint64_t closed_ms;            /* when closing began */
 	char peer[INET6_ADDRSTRLEN + 10];
 	char user[64];
 	char last_cmd[96];

@@ -226,6 +226,7 @@ static void cmd_pass(px_ftpd *s, const char *arg)
 		ftpd_reply(s, 530, "ftpssh: local uid %ld may not use this SFTP front end "
 				   "(see --sftp-allow-uid)",
 			   s->client_uid);
+		s->quitting = true; /* told; it holds a descriptor for nothing */
 		return;
 	}
 	if (s->sftp_state < 0) {

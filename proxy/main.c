@@ -240,8 +240,8 @@ static void close_grace_cb(uv_timer_t *t)
 	(void)t;
 	if (!app.conn)
 		return;
-	px_log(1, "the SSH server has not closed the channels within %d s; dropping the "
-		  "connection", CLOSE_GRACE_MS / 1000);
+	px_log(1, "the channels have not closed within %d s (the SSH server does not answer, "
+		  "or the link is slow); dropping the connection", CLOSE_GRACE_MS / 1000);
 	mux_conn *c = app.conn;
 	app.conn = NULL;
 	if (app.srv)
@@ -344,6 +344,12 @@ static void signal_cb(uv_signal_t *h, int signum)
 		/* second signal: the user means it */
 		fprintf(stderr, "ftpssh: %s again, exiting now\n", strsignal(signum));
 		_exit(PX_EXIT_ERROR);
+	}
+	if (app.stopping) {
+		/* stopping already (a fatal error): app.drain is the close
+		 * grace now, not to be replaced by a drain */
+		px_log(1, "%s: stopping already", strsignal(signum));
+		return;
 	}
 	if (!app.srv || px_server_transfers(app.srv) == 0) {
 		px_log(1, "%s: stopping", strsignal(signum));

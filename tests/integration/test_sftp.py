@@ -433,6 +433,11 @@ try:
     print(len(f.nlst()))
 except ftplib.all_errors as e:
     print("ERR", e)
+    try:
+        f.voidcmd("NOOP")
+        print("STILL OPEN")
+    except ftplib.all_errors as e2:
+        print("CLOSED", type(e2).__name__)
 """
 
 
@@ -448,6 +453,8 @@ def test_other_uid_refused_by_default(front):
     out = as_nobody(front.port)
     assert "ERR 530" in out and "may not use" in out, out
     assert "230" not in out
+    # told, then closed: it would hold a descriptor (and a session slot)
+    assert "CLOSED" in out, out
     nobody = __import__("pwd").getpwnam("nobody").pw_uid
     assert "client 127.0.0.1" in front.fs.stderr()
     assert "uid %d, not allowed" % nobody in front.fs.stderr()
@@ -972,6 +979,35 @@ def test_session_caps_count_both_front_ends(bed, sshd):
     finally:
         quit_all(opened)
         fs.stop()
+
+
+def test_idle_timeout_when_the_sftp_server_never_answers(bed):
+    """A reply awaited longer than --idle-timeout does not keep a session
+    busy for ever: the server sits on the request (its sftp server is
+    stopped here; a FIFO or a hung mount in the field), so the session
+    ends, and its client is let go."""
+    ssh = bed.extra_sshd("sftp-stall")
+    root = bed.path("sftp-stall-root")
+    os.makedirs(root, exist_ok=True)
+    fr = Front(bed, ssh, root, extra=["--idle-timeout=2"])
+    stopped = []
+    try:
+        f = fr.ftp()
+        servers = sftp_servers(ssh)
+        assert len(servers) == 1, servers
+        os.kill(servers[0], signal.SIGSTOP)
+        stopped = servers
+        t0 = time.monotonic()
+        f.sock.settimeout(20 * procs.time_scale())
+        with pytest.raises((EOFError, OSError, ftplib.Error)):
+            f.sendcmd("SIZE /")  # no reply, then the session ends
+        assert 1.9 < time.monotonic() - t0 < 15 * procs.time_scale()
+        assert re.search(r"the SFTP server has not answered for \d+ s; closing the session",
+                         fr.fs.stderr()), fr.fs.stderr()[-2000:]
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        fr.stop()
 
 
 def test_idle_timeout(bed, sshd):
