@@ -37,7 +37,7 @@ static void chan_close(struct sftp_chan *ch);
 
 static void chan_maybe_free(struct sftp_chan *ch)
 {
-	if (!ch->closed || ch->nviews > 0)
+	if (!ch->closed || !ch->linger_closed || ch->nviews > 0)
 		return;
 	free(ch->slots);
 	free(ch->in);
@@ -322,12 +322,37 @@ static void chan_closed_cb(mux_chan *mch)
 	chan_maybe_free(ch);
 }
 
+static void linger_closed_cb(uv_handle_t *h)
+{
+	struct sftp_chan *ch = h->data;
+	ch->linger_closed = true;
+	chan_maybe_free(ch);
+}
+
+static void linger_cb(uv_timer_t *t)
+{
+	struct sftp_chan *ch = t->data;
+	if (sftp__chan_live(ch) && ch->nactive == 0)
+		chan_close(ch);
+}
+
+/* Is there an idle live channel in the pool but ch? */
+static bool pool_has_idle(const struct sftp_chan *ch)
+{
+	for (const struct sftp_chan *o = ch->conn->sftp_chans; o; o = o->next)
+		if (o != ch && sftp__chan_live(o) && o->nactive == 0)
+			return true;
+	return false;
+}
+
 /* Out of the pool, pending requests dropped, the channel closing. */
 static void chan_close(struct sftp_chan *ch)
 {
 	if (ch->closing)
 		return;
 	ch->closing = true;
+	uv_timer_stop(&ch->linger);
+	uv_close((uv_handle_t *)&ch->linger, linger_closed_cb);
 	mux_conn *c = ch->conn;
 	c->sftp_closing++;
 	for (struct sftp_chan **pp = &c->sftp_chans; *pp; pp = &(*pp)->next) {
@@ -358,10 +383,15 @@ void mux_sftp_close(mux_sftp *v, void (*closed)(void *data), void *data)
 	ch->nactive--;
 	/* Its requests' replies are read and dropped (cb is not called for a
 	 * closing view); a handle one of them brings is CLOSEd. The handles
-	 * it still holds: the channel's end closes them if no one else uses
-	 * it, else a CLOSE each. */
-	if (sftp__chan_live(ch) && ch->nactive == 0)
-		chan_close(ch);
+	 * it still holds: the channel's end closes them if it ends, else a
+	 * CLOSE each. The last client leaves a ready channel idle for the
+	 * next, unless another idle one is there already. */
+	if (sftp__chan_live(ch) && ch->nactive == 0) {
+		if (ch->ready && !pool_has_idle(ch))
+			uv_timer_start(&ch->linger, linger_cb, SFTP_LINGER_MS, 0);
+		else
+			chan_close(ch);
+	}
 	while (v->held) {
 		struct held *e = v->held;
 		v->held = e->next;
@@ -503,6 +533,8 @@ struct sftp_chan *sftp__chan_new(mux_conn *c)
 		free(ch);
 		return NULL;
 	}
+	uv_timer_init(c->loop, &ch->linger);
+	ch->linger.data = ch;
 	ch->next = c->sftp_chans;
 	c->sftp_chans = ch;
 	return ch;

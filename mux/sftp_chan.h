@@ -24,6 +24,11 @@
 #include "mux/sftp.h"
 
 #define SFTP_CHANNELS_MAX 8
+/* A channel outlives its last client this long, for the next one: a
+ * script's one session per file would otherwise open a channel per file,
+ * and on a server with MaxSessions 1 the new one was refused while the
+ * old one was still closing. */
+#define SFTP_LINGER_MS 15000
 
 /* An id is (generation << SLOT_BITS) | slot. */
 #define SLOT_BITS 15
@@ -61,6 +66,8 @@ struct sftp_chan {
 	unsigned cap, used;
 	unsigned char *in;
 	size_t in_len;
+	uv_timer_t linger;      /* idle: closes it SFTP_LINGER_MS after its last client */
+	bool linger_closed;
 };
 
 struct mux_sftp {

@@ -22,6 +22,7 @@ static void view_ready_cb(uv_timer_t *t)
 
 void sftp__view_link(mux_sftp *v, struct sftp_chan *ch)
 {
+	uv_timer_stop(&ch->linger);
 	v->ch = ch;
 	v->vnext = ch->views;
 	ch->views = v;
@@ -114,7 +115,10 @@ mux_sftp *mux_sftp_start(mux_conn *c, mux_sftp_event_cb cb, void *data)
 	unsigned nlive;
 	unsigned limit = c->sftp_limit ? c->sftp_limit : SFTP_CHANNELS_MAX;
 	struct sftp_chan *ch = pool_pick(c, NULL, &nlive);
-	if (!ch || nlive < limit) {
+	/* a channel of its own while there is room, unless an idle one
+	 * (ready, answering, nobody on it: rank 0) is there for the taking */
+	bool idle = ch && chan_rank(ch, uv_now(c->loop)) == 0;
+	if (!ch || (nlive < limit && !idle)) {
 		struct sftp_chan *fresh = sftp__chan_new(c);
 		if (fresh)
 			ch = fresh;

@@ -884,6 +884,29 @@ def test_hardened_server_maxsessions_2(bed):
         fr.stop()
 
 
+def test_sessions_one_after_another_reuse_the_channel(bed):
+    """A script's session per file on a server with MaxSessions 1: each
+    new session's channel was refused while the last one's was still
+    closing (6 of 20 failed with 421). The channel now waits 15 s for the
+    next client: twelve sessions in a row, one channel, none refused; and
+    ftpssh still stops at once."""
+    ssh = bed.extra_sshd("sftp-ms1", extra_config=["MaxSessions 1"])
+    root = bed.path("sftp-ms1-root")
+    os.makedirs(root, exist_ok=True)
+    put_file(os.path.join(root, "f"), b"one" * 100)
+    fr = Front(bed, ssh, root)
+    try:
+        for i in range(12):
+            f = fr.ftp()
+            assert f.sendcmd("SIZE f") == "213 300", i
+            f.quit()
+        assert sftp_channel_starts(ssh) == 1
+    finally:
+        t0 = time.monotonic()
+        fr.stop()
+    assert time.monotonic() - t0 < 5 * procs.time_scale(), "the idle channel held up the stop"
+
+
 def responds(f, secs=1.0):
     """Does session f answer SIZE within secs? (A session that did not is
     left with its request pending, and is not used again.)"""
