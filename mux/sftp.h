@@ -11,9 +11,11 @@
  * Clients of one connection share channels: sshd counts each subsystem
  * channel against MaxSessions (10 by default), so a client takes a
  * channel of its own only while the connection has fewer than 8 and the
- * server has not refused one; after that it joins the channel with the
- * fewest clients. A channel's failure fails every client on it. Closing
- * a client CLOSEs the handles it still holds.
+ * server has not refused one, and none is idle; after that it joins the
+ * answering channel with the fewest clients (none answering: refused).
+ * A channel whose last client left waits 15 s for the next. A channel's
+ * failure fails every client on it. Closing a client CLOSEs the handles
+ * it still holds.
  *
  * Reply callbacks get the decoded packet (mux/sftp_wire.h), valid only
  * during the call, or err < 0 and no packet when the channel failed. After

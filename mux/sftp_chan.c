@@ -10,8 +10,9 @@
  * others (sftp__rehome).
  *
  * Ownership: the pool (conn->sftp_chans) owns each channel until it
- * starts closing; a closing channel owns itself and is freed once its
- * mux_chan has closed and no view names it. A view is its user's; it
+ * starts closing (failed, or idle past its linger timer); a closing
+ * channel owns itself and is freed once its mux_chan and its timer have
+ * closed and no view names it. A view is its user's; it
  * names its channel until it is freed (in its timer's close callback,
  * never inside mux_sftp_close, and not before its last request is
  * answered or dropped). A closing view's replies are read and dropped
@@ -133,16 +134,23 @@ unsigned mux_sftp_pending(const mux_sftp *v)
 	return v->npending;
 }
 
-uint64_t mux_sftp_waited_ms(const mux_sftp *v)
+uint64_t sftp__quiet_ms(const struct sftp_chan *ch, const mux_sftp *v)
 {
-	const struct sftp_chan *ch = v->ch;
-	if (v->npending == 0) /* then ch may be closed, and its conn gone */
+	if (v ? v->npending == 0 : ch->used == 0) /* then ch may be closed, its conn gone */
 		return 0;
 	uint64_t now = uv_now(ch->conn->loop), oldest = now;
-	for (unsigned k = 0; k < ch->cap; k++)
-		if (ch->slots[k].used && ch->slots[k].v == v && ch->slots[k].sent_ms < oldest)
-			oldest = ch->slots[k].sent_ms;
-	return now - oldest;
+	for (unsigned k = 0; k < ch->cap; k++) {
+		const struct slot *s = &ch->slots[k];
+		if (s->used && (!v || s->v == v) && s->sent_ms < oldest)
+			oldest = s->sent_ms;
+	}
+	uint64_t since = oldest > ch->last_reply_ms ? oldest : ch->last_reply_ms;
+	return now > since ? now - since : 0;
+}
+
+uint64_t mux_sftp_waited_ms(const mux_sftp *v)
+{
+	return sftp__quiet_ms(v->ch, v);
 }
 
 /* ---- slots and packets ---------------------------------------------------- */
@@ -336,15 +344,6 @@ static void linger_cb(uv_timer_t *t)
 		chan_close(ch);
 }
 
-/* Is there an idle live channel in the pool but ch? */
-static bool pool_has_idle(const struct sftp_chan *ch)
-{
-	for (const struct sftp_chan *o = ch->conn->sftp_chans; o; o = o->next)
-		if (o != ch && sftp__chan_live(o) && o->nactive == 0)
-			return true;
-	return false;
-}
-
 /* Out of the pool, pending requests dropped, the channel closing. */
 static void chan_close(struct sftp_chan *ch)
 {
@@ -387,7 +386,7 @@ void mux_sftp_close(mux_sftp *v, void (*closed)(void *data), void *data)
 	 * CLOSE each. The last client leaves a ready channel idle for the
 	 * next, unless another idle one is there already. */
 	if (sftp__chan_live(ch) && ch->nactive == 0) {
-		if (ch->ready && !pool_has_idle(ch))
+		if (sftp__pool_keep_idle(ch))
 			uv_timer_start(&ch->linger, linger_cb, SFTP_LINGER_MS, 0);
 		else
 			chan_close(ch);
@@ -426,6 +425,7 @@ static void chan_packet(struct sftp_chan *ch, const unsigned char *pkt, size_t l
 		}
 		return;
 	}
+	ch->last_reply_ms = uv_now(ch->conn->loop);
 	unsigned k = rep.id & (SLOTS_MAX - 1);
 	struct slot *s = k < ch->cap ? &ch->slots[k] : NULL;
 	if (rep.type == SFW_VERSION || !s || !s->used || s->id != rep.id) {

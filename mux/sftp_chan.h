@@ -68,6 +68,7 @@ struct sftp_chan {
 	size_t in_len;
 	uv_timer_t linger;      /* idle: closes it SFTP_LINGER_MS after its last client */
 	bool linger_closed;
+	uint64_t last_reply_ms; /* uv_now() of the last reply: the server is moving */
 };
 
 struct mux_sftp {
@@ -92,6 +93,17 @@ static inline bool sftp__chan_live(const struct sftp_chan *ch)
 /* sftp_chan.c: a channel opening, in the pool (conn->sftp_chans); NULL
  * when it cannot be had. */
 struct sftp_chan *sftp__chan_new(mux_conn *c);
+/* sftp_chan.c: how long the server has been sitting on requests of v
+ * (NULL: of anyone) on ch: since the later of the oldest one's sending
+ * and the channel's last reply (a server answering in order that still
+ * replies is moving, however long a queue of uploads waits); 0 with
+ * none pending. Pending requests imply a live channel: closing or
+ * failing one drops them all. */
+uint64_t sftp__quiet_ms(const struct sftp_chan *ch, const mux_sftp *v);
+/* sftp_pool.c: ch's last client has left: keep it for the next
+ * (SFTP_LINGER_MS) rather than close it? Only a ready channel that is
+ * not stuck, and only if no other such idle one is there. */
+bool sftp__pool_keep_idle(const struct sftp_chan *ch);
 /* sftp_pool.c: v becomes a client of ch (its ready event comes later,
  * by its timer, if ch is ready already). */
 void sftp__view_link(mux_sftp *v, struct sftp_chan *ch);

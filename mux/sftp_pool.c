@@ -32,35 +32,47 @@ void sftp__view_link(mux_sftp *v, struct sftp_chan *ch)
 		uv_timer_start(&v->timer, view_ready_cb, 0, 0);
 }
 
-/* Has a request waited STUCK_MS for its reply? The server answers a
- * channel's requests in order, so one that blocks (a FIFO, a hung mount)
- * stalls every client of the channel: a new client goes elsewhere. */
-static bool chan_stuck(const struct sftp_chan *ch, uint64_t now)
+/* Has the server sat on a request for STUCK_MS? It answers a channel's
+ * requests in order, so one that blocks (a FIFO, a hung mount) stalls
+ * every client of the channel: a new client goes elsewhere, and an idle
+ * stuck channel is not kept. */
+static bool chan_stuck(const struct sftp_chan *ch)
 {
-	for (unsigned k = 0; ch->used && k < ch->cap; k++)
-		if (ch->slots[k].used && now - ch->slots[k].sent_ms >= STUCK_MS)
-			return true;
-	return false;
+	return sftp__quiet_ms(ch, NULL) >= STUCK_MS;
 }
 
-/* Lower is better: not stuck, then ready, then fewest active clients. */
-static uint64_t chan_rank(const struct sftp_chan *ch, uint64_t now)
+#define RANK_STUCK (1ull << 40)
+
+/* Lower is better: not stuck, then ready, then fewest active clients; 0
+ * is an idle channel to take. */
+static uint64_t chan_rank(const struct sftp_chan *ch)
 {
-	return ((uint64_t)chan_stuck(ch, now) << 40) | ((uint64_t)!ch->ready << 32) | ch->nactive;
+	return (chan_stuck(ch) ? RANK_STUCK : 0) | ((uint64_t)!ch->ready << 32) | ch->nactive;
 }
 
-/* The best live channel but except (chan_rank); nlive counts the live
- * ones. */
-static struct sftp_chan *pool_pick(mux_conn *c, const struct sftp_chan *except, unsigned *nlive)
+bool sftp__pool_keep_idle(const struct sftp_chan *ch)
+{
+	if (chan_rank(ch) != 0)
+		return false;
+	for (const struct sftp_chan *o = ch->conn->sftp_chans; o; o = o->next)
+		if (o != ch && sftp__chan_live(o) && chan_rank(o) == 0)
+			return false;
+	return true;
+}
+
+/* The best live channel but except (chan_rank, *rank); nlive counts the
+ * live ones. */
+static struct sftp_chan *pool_pick(mux_conn *c, const struct sftp_chan *except, unsigned *nlive,
+				   uint64_t *rank)
 {
 	struct sftp_chan *best = NULL;
-	uint64_t now = uv_now(c->loop), best_rank = 0;
+	uint64_t best_rank = 0;
 	unsigned n = 0;
 	for (struct sftp_chan *ch = c->sftp_chans; ch; ch = ch->next) {
 		if (ch == except || !sftp__chan_live(ch))
 			continue;
 		n++;
-		uint64_t r = chan_rank(ch, now);
+		uint64_t r = chan_rank(ch);
 		if (!best || r < best_rank) {
 			best = ch;
 			best_rank = r;
@@ -68,6 +80,8 @@ static struct sftp_chan *pool_pick(mux_conn *c, const struct sftp_chan *except, 
 	}
 	if (nlive)
 		*nlive = n;
+	if (rank)
+		*rank = best_rank;
 	return best;
 }
 
@@ -80,7 +94,8 @@ bool sftp__rehome(struct sftp_chan *ch)
 {
 	mux_conn *c = ch->conn;
 	unsigned others;
-	if (ch->ready || c->state != CS_UP || !pool_pick(c, ch, &others))
+	uint64_t rank;
+	if (ch->ready || c->state != CS_UP || !pool_pick(c, ch, &others, &rank))
 		return false;
 	unsigned held = others + c->sftp_closing;
 	if (ch->error == MUX_ESSH(LIBSSH2_ERROR_CHANNEL_FAILURE) &&
@@ -89,6 +104,8 @@ bool sftp__rehome(struct sftp_chan *ch)
 		mux__log(c, 1, "the server refused another sftp channel (%s; sshd's MaxSessions?): "
 			       "FTP sessions now share %u", mux_strerror(ch->error), held);
 	}
+	if (rank & RANK_STUCK)
+		return false; /* a quick failure beats joining a stalled queue */
 	mux_sftp *list = ch->views;
 	ch->views = NULL;
 	ch->nviews = ch->nactive = 0;
@@ -100,7 +117,7 @@ bool sftp__rehome(struct sftp_chan *ch)
 			ch->nviews++;
 			continue;
 		}
-		sftp__view_link(v, pool_pick(c, ch, NULL));
+		sftp__view_link(v, pool_pick(c, ch, NULL, NULL));
 	}
 	return true;
 }
@@ -113,17 +130,23 @@ mux_sftp *mux_sftp_start(mux_conn *c, mux_sftp_event_cb cb, void *data)
 	if (!v)
 		return NULL;
 	unsigned nlive;
+	uint64_t rank = 0;
 	unsigned limit = c->sftp_limit ? c->sftp_limit : SFTP_CHANNELS_MAX;
-	struct sftp_chan *ch = pool_pick(c, NULL, &nlive);
+	struct sftp_chan *ch = pool_pick(c, NULL, &nlive, &rank);
 	/* a channel of its own while there is room, unless an idle one
 	 * (ready, answering, nobody on it: rank 0) is there for the taking */
-	bool idle = ch && chan_rank(ch, uv_now(c->loop)) == 0;
-	if (!ch || (nlive < limit && !idle)) {
+	if (!ch || (nlive < limit && rank != 0)) {
 		struct sftp_chan *fresh = sftp__chan_new(c);
-		if (fresh)
+		if (fresh) {
 			ch = fresh;
+			rank = 0;
+		}
 	}
-	if (!ch) {
+	/* none, or only stalled ones: a quick failure beats a hung login */
+	if (!ch || (rank & RANK_STUCK)) {
+		if (ch)
+			mux__log(c, 1, "every sftp channel waits on a request the server sits on; "
+				       "refusing a new FTP session");
 		free(v);
 		return NULL;
 	}

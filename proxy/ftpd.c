@@ -235,29 +235,40 @@ static bool verb_during_transfer(const fp_cmd *c)
 
 /* --idle-timeout, as for relayed sessions: no command and no transfer
  * (nor a reply awaited) for that long ends the session with a 421. An
- * SFTP reply awaited that long does not count as busy: the server sits
- * on the request (a FIFO, a hung mount), and the session would otherwise
- * stay, counted, whether its client is there or not. A session that
- * will be refused at login gets REFUSED_LINGER_S, commands or not. */
+ * SFTP reply awaited that long, with the server answering nothing on
+ * the channel meanwhile (mux_sftp_waited_ms), does not count as busy:
+ * the server sits on the request (a FIFO, a hung mount), and the session
+ * would otherwise stay, counted, whether its client is there or not. A
+ * session quitting that long (its client does not read the last reply)
+ * ends too. A session that will be refused at login gets
+ * REFUSED_LINGER_S, commands or not. */
+static void idle_arm(px_ftpd *s)
+{
+	uint64_t full = s->srv->cfg->idle_timeout_sec * 1000ull;
+	if (!full || s->closing || !s->allowed)
+		return;
+	uint64_t now = uv_now(s->srv->loop);
+	uint64_t idle_at = s->last_cmd_ms + full;
+	uint64_t waited = s->sftp ? mux_sftp_waited_ms(s->sftp) : 0;
+	uint64_t due = idle_at > now ? idle_at - now : 1;
+	if (waited && full - (waited < full ? waited : full) < due)
+		due = waited < full ? full - waited : 1;
+	uv_timer_start(&s->idle, idle_cb, due, 0);
+}
+
 static void idle_cb(uv_timer_t *t)
 {
 	px_ftpd *s = t->data;
-	unsigned secs = s->srv->cfg->idle_timeout_sec;
+	uint64_t full = s->srv->cfg->idle_timeout_sec * 1000ull;
 	if (s->closing)
 		return;
 	if (!s->allowed) {
 		ftpd_close(s, "not allowed, and still here");
 		return;
 	}
-	if (s->quitting)
-		return;
+	uint64_t now = uv_now(s->srv->loop);
 	uint64_t waited = s->sftp ? mux_sftp_waited_ms(s->sftp) : 0;
-	bool stalled = waited >= secs * 1000ull;
-	if ((s->busy || (s->fx && fx_running(s->fx))) && !stalled) {
-		uv_timer_start(&s->idle, idle_cb, secs * 1000ull, 0);
-		return;
-	}
-	if (stalled) {
+	if (waited >= full) {
 		px_log(1, "[#%u] the SFTP server has not answered for %.0f s; closing the session",
 		       s->id, waited / 1000.0);
 		ftpd_reply(s, 421, "ftpssh: the SFTP server has not answered for %.0f s; closing "
@@ -266,18 +277,28 @@ static void idle_cb(uv_timer_t *t)
 		ftpd_close(s, "SFTP server not answering");
 		return;
 	}
-	px_log(1, "[#%u] idle for %u s; closing the session", s->id, secs);
+	bool busy = s->busy || (s->fx && fx_running(s->fx));
+	if (busy || now - s->last_cmd_ms < full) {
+		idle_arm(s);
+		return;
+	}
+	if (s->quitting) {
+		ftpd_close(s, "quitting, and the client does not take the last reply");
+		return;
+	}
+	px_log(1, "[#%u] idle for %u s; closing the session", s->id, (unsigned)(full / 1000));
 	ftpd_reply(s, 421, "ftpssh: idle for %u s (no command, no transfer); closing "
-			   "(--idle-timeout)", secs);
+			   "(--idle-timeout)", (unsigned)(full / 1000));
 	s->quitting = true;
+	s->last_cmd_ms = now; /* the 421 has this long to go out */
+	idle_arm(s);
 	ftpd_pump(s);
 }
 
 static void idle_restart(px_ftpd *s)
 {
-	unsigned secs = s->srv->cfg->idle_timeout_sec;
-	if (secs && !s->closing && s->allowed)
-		uv_timer_start(&s->idle, idle_cb, secs * 1000ull, 0);
+	s->last_cmd_ms = uv_now(s->srv->loop);
+	idle_arm(s);
 }
 
 static void process_client(px_ftpd *s)
@@ -411,17 +432,22 @@ static bool uid_allowed(const px_config *cfg, long uid)
 }
 
 void px_ftpd_count(const px_server *srv, long uid, const struct px_ftpd *fself, unsigned *all,
-		   unsigned *mine)
+		   unsigned *mine, unsigned *refused)
 {
 	/* closing ones too, until freed: a closed session's SFTP requests
 	 * still run on the shared channel until answered (mux/sftp.h); but
 	 * for CLOSING_COUNT_MS at most, so a server that never answers does
-	 * not keep the slots taken */
+	 * not keep the slots taken. Those that will be refused at login take
+	 * descriptors, not sessions: they count apart. */
 	uint64_t now = uv_now(srv->loop);
 	for (const px_ftpd *o = srv->ftpds; o; o = o->next) {
 		if (o == fself || !o->admitted ||
 		    (o->closing && now - o->closed_ms >= CLOSING_COUNT_MS))
 			continue;
+		if (!o->allowed) {
+			(*refused)++;
+			continue;
+		}
 		(*all)++;
 		if (uid >= 0 && o->client_uid == uid)
 			(*mine)++;
@@ -500,7 +526,7 @@ int px_ftpd_accept(px_server *srv, int fd, const px_forward *fwd)
 		ftpd_pump(s);
 		return 0;
 	}
-	if (px_limits_full(srv, s->client_uid, NULL, s, full, sizeof(full))) {
+	if (px_limits_full(srv, s->client_uid, s->allowed, NULL, s, full, sizeof(full))) {
 		px_limits_log_refusal(srv, s->id, s->peer, full);
 		ftpd_reply(s, 421, "%s", full);
 		s->quitting = true;
@@ -521,8 +547,8 @@ int px_ftpd_accept(px_server *srv, int fd, const px_forward *fwd)
 		s->quitting = true;
 	} else {
 		ftpd_reply(s, 220, "ftpssh SFTP front end ready");
-		idle_restart(s);
 	}
+	idle_restart(s);
 	ftpd_pump(s);
 	return 0;
 }

@@ -32,6 +32,7 @@ struct px_ftpd {
 	bool allowed;                  /* that uid may log in */
 	bool admitted;                 /* ... and there was room: it counts */
 	uint64_t closed_ms;            /* when closing began */
+	uint64_t last_cmd_ms;          /* when the last command came (--idle-timeout) */
 	char peer[INET6_ADDRSTRLEN + 10];
 	char user[64];
 	char last_cmd[96];

@@ -91,16 +91,20 @@ typedef struct px_dataport px_dataport;
 struct px_ftpd;
 /* limits.c: is there no room for another session of uid (true: msg, from
  * "ftpssh: ", says why)? Both kinds of session count, self (the one
- * asking, if already listed) not. */
-bool px_limits_full(px_server *srv, long uid, const px_session *self,
+ * asking, if already listed) not. A client that will be refused at login
+ * (!allowed) needs only a descriptor, and there are at most
+ * PX_REFUSED_MAX of those at a time. */
+#define PX_REFUSED_MAX 8
+bool px_limits_full(px_server *srv, long uid, bool allowed, const px_session *self,
 		    const struct px_ftpd *fself, char *msg, size_t cap);
 /* The refusal's log line, at most one a second (a flood must not flood
  * the log); msg starts with "ftpssh: ". */
 void px_limits_log_refusal(px_server *srv, unsigned id, const char *peer, const char *msg);
 /* ftpd.c: adds the SFTP front end's admitted sessions not yet freed (but
- * fself) to *all, and those of uid to *mine. */
+ * fself) to *all, and those of uid to *mine; those waiting to be refused
+ * at login to *refused only. */
 void px_ftpd_count(const px_server *srv, long uid, const struct px_ftpd *fself, unsigned *all,
-		   unsigned *mine);
+		   unsigned *mine, unsigned *refused);
 
 struct px_server {
 	uv_loop_t *loop;

@@ -140,17 +140,17 @@ bool px_session_admit(px_session *s, int urc)
 		session_refuse(s, msg);
 		return false;
 	}
-	if (px_limits_full(srv, s->client_uid, s, NULL, msg, sizeof(msg))) {
+	if (px_limits_full(srv, s->client_uid, true, s, NULL, msg, sizeof(msg))) {
 		session_refuse(s, msg);
 		return false;
 	}
 	return true;
 }
 
-bool px_limits_full(px_server *srv, long uid, const px_session *self, const struct px_ftpd *fself,
-		    char *msg, size_t cap)
+bool px_limits_full(px_server *srv, long uid, bool allowed, const px_session *self,
+		    const struct px_ftpd *fself, char *msg, size_t cap)
 {
-	unsigned all = 0, mine = 0;
+	unsigned all = 0, mine = 0, refused = 0;
 	for (px_session *o = srv->sessions; o; o = o->next) {
 		if (o == self || o->refused || o->closing)
 			continue;
@@ -159,10 +159,20 @@ bool px_limits_full(px_server *srv, long uid, const px_session *self, const stru
 			mine++;
 	}
 	/* the SFTP front end's sessions count the same */
-	px_ftpd_count(srv, uid, fself, &all, &mine);
+	px_ftpd_count(srv, uid, fself, &all, &mine, &refused);
+	if (!allowed) {
+		/* told at login; meanwhile one descriptor, and few of them */
+		if (refused >= PX_REFUSED_MAX || 2ull * all + refused + 1 + srv->nxfers +
+							 srv->nftpd_xfers > srv->fd_budget) {
+			snprintf(msg, cap, "ftpssh: uid %ld may not use this SFTP front end "
+					   "(see --sftp-allow-uid)", uid);
+			return true;
+		}
+		return false;
+	}
 	/* descriptors: a session may hold two (control, data port), a
 	 * transfer one, and transfers may outlive their sessions */
-	if (2ull * (all + 1) + srv->nxfers + srv->nftpd_xfers > srv->fd_budget) {
+	if (2ull * (all + 1) + refused + srv->nxfers + srv->nftpd_xfers > srv->fd_budget) {
 		snprintf(msg, cap,
 			 "ftpssh: too many sessions (%u sessions and %u transfers use the file "
 			 "descriptors there are); try again later",

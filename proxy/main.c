@@ -348,7 +348,7 @@ static void signal_cb(uv_signal_t *h, int signum)
 	if (app.stopping) {
 		/* stopping already (a fatal error): app.drain is the close
 		 * grace now, not to be replaced by a drain */
-		px_log(1, "%s: stopping already", strsignal(signum));
+		px_log(1, "%s: stopping already (once more to stop at once)", strsignal(signum));
 		return;
 	}
 	if (!app.srv || px_server_transfers(app.srv) == 0) {

@@ -460,6 +460,46 @@ def test_other_uid_refused_by_default(front):
     assert "uid %d, not allowed" % nobody in front.fs.stderr()
 
 
+NOBODY_HOLD = r"""
+import socket, sys, time
+held = []
+for i in range(int(sys.argv[2])):
+    c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+    print(c.recv(200).decode().strip())
+    held.append(c)
+sys.stdout.flush()
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def test_refused_uid_takes_few_descriptors_and_no_sessions(bed, sshd):
+    """Connections of a uid that will be refused at login (nobody) take a
+    descriptor each until told, at most 8 at a time, and no session slot:
+    with --max-sessions=2, the allowed user still gets in while nobody
+    holds 10 connections (the last 2 refused at once)."""
+    root = bed.path("refused-root")
+    os.makedirs(root, exist_ok=True)
+    fr = Front(bed, sshd, root, extra=["--max-sessions=2"])
+    try:
+        p = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                              "/usr/bin/python3", "-c", NOBODY_HOLD, str(fr.port), "10", "4"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, cwd="/", env={"PATH": "/usr/bin:/bin"})
+        lines = []
+        for _ in range(10):  # its greetings, as they come
+            lines.append(p.stdout.readline().decode().strip())
+        # nobody holds its connections now: two allowed sessions fit
+        sessions, errors = logged_in_sessions(fr, 2)
+        assert not errors, errors
+        quit_all(sessions)
+        p.wait(timeout=30 * procs.time_scale())
+        told = [l for l in lines if l.startswith("220 ftpssh SFTP front end (login will be refused)")]
+        refused = [l for l in lines if l.startswith("421 ftpssh: uid")]
+        assert len(told) == 8 and len(refused) == 2, lines
+    finally:
+        fr.stop()
+
+
 def test_other_uid_admitted_with_option(bed, sshd, front):
     # nobody must reach the files through the SFTP side only: the root
     # directory is the test's own, the data port checks nobody's uid
@@ -905,6 +945,38 @@ def test_sessions_one_after_another_reuse_the_channel(bed):
         t0 = time.monotonic()
         fr.stop()
     assert time.monotonic() - t0 < 5 * procs.time_scale(), "the idle channel held up the stop"
+
+
+def test_stuck_channel_is_neither_kept_nor_joined(bed):
+    """MaxSessions 1, and the one channel's server sits on a request (its
+    sftp server stopped) whose session has gone: the next session gets a
+    quick 421 instead of a login that hangs on the stalled channel."""
+    ssh = bed.extra_sshd("sftp-ms1-stuck", extra_config=["MaxSessions 1"])
+    root = bed.path("sftp-ms1-stuck-root")
+    os.makedirs(root, exist_ok=True)
+    fr = Front(bed, ssh, root)
+    stopped = []
+    try:
+        f = fr.ftp()
+        servers = sftp_servers(ssh)
+        assert len(servers) == 1, servers
+        os.kill(servers[0], signal.SIGSTOP)
+        stopped = servers
+        assert not responds(f)
+        f.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        f.close()
+        time.sleep(5.5)  # the request is older than STUCK_MS
+        t0 = time.monotonic()
+        g = ftplib.FTP()
+        with pytest.raises(ftplib.error_temp, match="^421"):
+            g.connect("127.0.0.1", fr.port, timeout=10 * procs.time_scale())
+            g.login("anyone", "anything")
+        g.close()
+        assert time.monotonic() - t0 < 5 * procs.time_scale()
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        fr.stop()
 
 
 def responds(f, secs=1.0):
