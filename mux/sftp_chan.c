@@ -33,6 +33,8 @@
 #define IN_MAX_PKT (256 * 1024 + 1024) /* OpenSSH's sftp-server bound, with room */
 #define IN_CAP (2 * IN_MAX_PKT)
 #define SLOTS_START 128
+/* A channel refused while ours were closing waits this long for one. */
+#define RETRY_WAIT_MS 2000
 
 static void chan_close(struct sftp_chan *ch);
 
@@ -321,13 +323,94 @@ static void chan_fail(struct sftp_chan *ch, int err)
 	chan_close(ch);
 }
 
+static void chan_open_cb(mux_chan *mch, int status, void *data);
+
+static void refused_closed_cb(mux_chan *mch)
+{
+	(void)mch; /* the refused try of a channel that opened again */
+}
+
+/* Open a refused channel again. Its refused mux_chan is kept until
+ * then: the connection, which waits for every channel, is still here. */
+static void retry_cb(uv_timer_t *t)
+{
+	struct sftp_chan *ch = t->data;
+	if (!sftp__chan_live(ch) || !ch->retry_wait)
+		return;
+	ch->retry_wait = false;
+	mux_chan *fresh = mux_chan_open_subsystem(ch->conn, "sftp", chan_open_cb, ch);
+	if (!fresh) {
+		chan_fail(ch, UV_ENOTCONN);
+		return;
+	}
+	mux_chan_close(ch->mch, refused_closed_cb);
+	ch->mch = fresh;
+}
+
 static void chan_closed_cb(mux_chan *mch)
 {
 	struct sftp_chan *ch = mux_chan_data(mch);
-	ch->conn->sftp_closing--; /* the conn waits for its channels: still here */
+	mux_conn *c = ch->conn; /* the conn waits for its channels: still here */
+	c->sftp_closing--;
 	ch->closed = true;
 	ch->mch = NULL;
+	/* One gone: a channel refused while it was closing may open now
+	 * (from the loop, not inside the mux's channel service), or fails
+	 * now if the connection went. */
+	if (c->state == CS_UP) {
+		for (struct sftp_chan *w = c->sftp_chans; w; w = w->next)
+			if (w->retry_wait && sftp__chan_live(w))
+				uv_timer_start(&w->linger, retry_cb, 0, 0); /* the deadline's place */
+	} else {
+		for (;;) {
+			struct sftp_chan *w = c->sftp_chans;
+			while (w && !(w->retry_wait && sftp__chan_live(w)))
+				w = w->next;
+			if (!w)
+				break;
+			chan_fail(w, UV_ENOTCONN); /* out of the pool: not found again */
+		}
+	}
 	chan_maybe_free(ch);
+}
+
+/* None of ours closed in RETRY_WAIT_MS (the server may be sitting on
+ * them): fail rather than keep a login waiting. */
+static void retry_deadline_cb(uv_timer_t *t)
+{
+	struct sftp_chan *ch = t->data;
+	if (sftp__chan_live(ch) && ch->retry_wait)
+		chan_fail(ch, MUX_ESSH(LIBSSH2_ERROR_CHANNEL_FAILURE));
+}
+
+/* The server refused the channel while no other of ours lives but some
+ * are still closing: sshd counts those until they are gone (MaxSessions
+ * 1, and a script's session per file: the next session's channel came
+ * while the last one's was closing). Open again once one has closed,
+ * twice at most, instead of failing the clients. The limit is learned. */
+static bool chan_retry(struct sftp_chan *ch, int status)
+{
+	mux_conn *c = ch->conn;
+	if (status != MUX_ESSH(LIBSSH2_ERROR_CHANNEL_FAILURE) || c->state != CS_UP ||
+	    ch->retries >= 2)
+		return false;
+	for (const struct sftp_chan *o = c->sftp_chans; o; o = o->next)
+		if (o != ch && sftp__chan_live(o))
+			return false; /* sftp__rehome moves the clients there */
+	if (c->sftp_closing == 0 && ch->retries > 0)
+		return false;
+	ch->retries++;
+	if (c->sftp_closing && (!c->sftp_limit || c->sftp_closing < c->sftp_limit)) {
+		c->sftp_limit = c->sftp_closing;
+		mux__log(c, 1, "the server refused another sftp channel (%s; sshd's MaxSessions?): "
+			       "FTP sessions now share %u", mux_strerror(status), c->sftp_limit);
+	}
+	ch->retry_wait = true;
+	if (c->sftp_closing == 0) /* the one in the way is gone already */
+		uv_timer_start(&ch->linger, retry_cb, 0, 0);
+	else
+		uv_timer_start(&ch->linger, retry_deadline_cb, RETRY_WAIT_MS, 0);
+	return true;
 }
 
 static void linger_closed_cb(uv_handle_t *h)
@@ -353,7 +436,6 @@ static void chan_close(struct sftp_chan *ch)
 	uv_timer_stop(&ch->linger);
 	uv_close((uv_handle_t *)&ch->linger, linger_closed_cb);
 	mux_conn *c = ch->conn;
-	c->sftp_closing++;
 	for (struct sftp_chan **pp = &c->sftp_chans; *pp; pp = &(*pp)->next) {
 		if (*pp == ch) {
 			*pp = ch->next;
@@ -368,6 +450,7 @@ static void chan_close(struct sftp_chan *ch)
 			view_request_done(s->v);
 	}
 	ch->used = 0;
+	c->sftp_closing++;
 	mux_chan_close(ch->mch, chan_closed_cb);
 }
 
@@ -500,7 +583,8 @@ static void chan_open_cb(mux_chan *mch, int status, void *data)
 	if (!sftp__chan_live(ch))
 		return;
 	if (status < 0) {
-		chan_fail(ch, status);
+		if (!chan_retry(ch, status))
+			chan_fail(ch, status);
 		return;
 	}
 	struct sftp_pkt *p;

@@ -24,10 +24,10 @@
 #include "mux/sftp.h"
 
 #define SFTP_CHANNELS_MAX 8
-/* A channel outlives its last client this long, for the next one: a
- * script's one session per file would otherwise open a channel per file,
- * and on a server with MaxSessions 1 the new one was refused while the
- * old one was still closing. */
+/* On a server that has refused a channel, a channel outlives its last
+ * client this long, for the next one: with MaxSessions 1, a script's
+ * session per file had its new channel refused while the last one was
+ * still closing. */
 #define SFTP_LINGER_MS 15000
 
 /* An id is (generation << SLOT_BITS) | slot. */
@@ -66,9 +66,12 @@ struct sftp_chan {
 	unsigned cap, used;
 	unsigned char *in;
 	size_t in_len;
-	uv_timer_t linger;      /* idle: closes it SFTP_LINGER_MS after its last client */
+	uv_timer_t linger;      /* idle: closes it SFTP_LINGER_MS after its last client;
+				 * refused: opens it again (retry_cb) */
 	bool linger_closed;
 	uint64_t last_reply_ms; /* uv_now() of the last reply: the server is moving */
+	bool retry_wait;        /* refused; opens again when one of ours has closed */
+	unsigned retries;
 };
 
 struct mux_sftp {
@@ -101,8 +104,9 @@ struct sftp_chan *sftp__chan_new(mux_conn *c);
  * failing one drops them all. */
 uint64_t sftp__quiet_ms(const struct sftp_chan *ch, const mux_sftp *v);
 /* sftp_pool.c: ch's last client has left: keep it for the next
- * (SFTP_LINGER_MS) rather than close it? Only a ready channel that is
- * not stuck, and only if no other such idle one is there. */
+ * (SFTP_LINGER_MS) rather than close it? Only on a server that refused
+ * a channel, only a ready channel that is not stuck, and only if no
+ * other such idle one is there. */
 bool sftp__pool_keep_idle(const struct sftp_chan *ch);
 /* sftp_pool.c: v becomes a client of ch (its ready event comes later,
  * by its timer, if ch is ready already). */
