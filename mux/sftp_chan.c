@@ -340,7 +340,7 @@ static void retry_cb(uv_timer_t *t)
 	ch->retry_wait = false;
 	mux_chan *fresh = mux_chan_open_subsystem(ch->conn, "sftp", chan_open_cb, ch);
 	if (!fresh) {
-		chan_fail(ch, UV_ENOTCONN);
+		chan_fail(ch, ch->conn->state == CS_UP ? UV_ENOMEM : UV_ENOTCONN);
 		return;
 	}
 	mux_chan_close(ch->mch, refused_closed_cb);
@@ -351,9 +351,16 @@ static void chan_closed_cb(mux_chan *mch)
 {
 	struct sftp_chan *ch = mux_chan_data(mch);
 	mux_conn *c = ch->conn; /* the conn waits for its channels: still here */
-	c->sftp_closing--;
 	ch->closed = true;
 	ch->mch = NULL;
+	if (!ch->opened) { /* never held by the server: in nobody's way */
+		if (c->state == CS_UP) {
+			chan_maybe_free(ch);
+			return;
+		}
+	} else {
+		c->sftp_closing--;
+	}
 	/* One gone: a channel refused while it was closing may open now
 	 * (from the loop, not inside the mux's channel service), or fails
 	 * now if the connection went. */
@@ -386,8 +393,10 @@ static void retry_deadline_cb(uv_timer_t *t)
 /* The server refused the channel while no other of ours lives but some
  * are still closing: sshd counts those until they are gone (MaxSessions
  * 1, and a script's session per file: the next session's channel came
- * while the last one's was closing). Open again once one has closed,
- * twice at most, instead of failing the clients. The limit is learned. */
+ * while the last one's was closing). Open again once one has closed
+ * (RETRY_WAIT_MS at most), or at once if none is closing (it may have
+ * closed while the open was on its way), twice at most, instead of
+ * failing the clients. The limit is learned. */
 static bool chan_retry(struct sftp_chan *ch, int status)
 {
 	mux_conn *c = ch->conn;
@@ -450,7 +459,8 @@ static void chan_close(struct sftp_chan *ch)
 			view_request_done(s->v);
 	}
 	ch->used = 0;
-	c->sftp_closing++;
+	if (ch->opened)
+		c->sftp_closing++; /* sshd counts it until it is gone */
 	mux_chan_close(ch->mch, chan_closed_cb);
 }
 
@@ -587,6 +597,7 @@ static void chan_open_cb(mux_chan *mch, int status, void *data)
 			chan_fail(ch, status);
 		return;
 	}
+	ch->opened = true;
 	struct sftp_pkt *p;
 	sfw_out o;
 	if (!(p = pkt_new(ch, 8, &o))) {

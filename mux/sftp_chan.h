@@ -67,11 +67,12 @@ struct sftp_chan {
 	unsigned char *in;
 	size_t in_len;
 	uv_timer_t linger;      /* idle: closes it SFTP_LINGER_MS after its last client;
-				 * refused: opens it again (retry_cb) */
+				 * refused: its reopen (retry_cb) or deadline */
 	bool linger_closed;
 	uint64_t last_reply_ms; /* uv_now() of the last reply: the server is moving */
 	bool retry_wait;        /* refused; opens again when one of ours has closed */
 	unsigned retries;
+	bool opened;            /* the server opened it: it counts against MaxSessions */
 };
 
 struct mux_sftp {

@@ -22,7 +22,8 @@ static void view_ready_cb(uv_timer_t *t)
 
 void sftp__view_link(mux_sftp *v, struct sftp_chan *ch)
 {
-	uv_timer_stop(&ch->linger);
+	if (!ch->retry_wait) /* else the timer is its reopen or deadline */
+		uv_timer_stop(&ch->linger);
 	v->ch = ch;
 	v->vnext = ch->views;
 	ch->views = v;
