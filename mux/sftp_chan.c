@@ -57,9 +57,7 @@ static void view_unlink(mux_sftp *v)
 		pp = &(*pp)->vnext;
 	if (*pp)
 		*pp = v->vnext;
-	ch->nviews--;
-	if (!v->closing)
-		ch->nactive--;
+	ch->nviews--; /* only closing views are unlinked: not in nactive */
 }
 
 static void view_closed_cb(uv_handle_t *h)
@@ -409,11 +407,7 @@ static bool chan_retry(struct sftp_chan *ch, int status)
 	if (c->sftp_closing == 0 && ch->retries > 0)
 		return false;
 	ch->retries++;
-	if (c->sftp_closing && (!c->sftp_limit || c->sftp_closing < c->sftp_limit)) {
-		c->sftp_limit = c->sftp_closing;
-		mux__log(c, 1, "the server refused another sftp channel (%s; sshd's MaxSessions?): "
-			       "FTP sessions now share %u", mux_strerror(status), c->sftp_limit);
-	}
+	sftp__learn_limit(c, status, 0);
 	ch->retry_wait = true;
 	if (c->sftp_closing == 0) /* the one in the way is gone already */
 		uv_timer_start(&ch->linger, retry_cb, 0, 0);

@@ -112,6 +112,10 @@ bool sftp__pool_keep_idle(const struct sftp_chan *ch);
 /* sftp_pool.c: v becomes a client of ch (its ready event comes later,
  * by its timer, if ch is ready already). */
 void sftp__view_link(mux_sftp *v, struct sftp_chan *ch);
+/* sftp_pool.c: a channel open failed with err while others (live
+ * channels of ours) and c->sftp_closing were held: a refusal then sets
+ * the limit to what the server holds, if lower, and says so. */
+void sftp__learn_limit(mux_conn *c, int err, unsigned others);
 /* sftp_pool.c: ch failed before it was ready: true when its clients
  * were moved to other channels (the caller then closes it quietly). */
 bool sftp__rehome(struct sftp_chan *ch);

@@ -95,6 +95,17 @@ static struct sftp_chan *pool_pick(mux_conn *c, const struct sftp_chan *except, 
  * it, it most likely counted our channels against its MaxSessions: the
  * limit becomes what it holds now, the channels still closing included
  * (sshd counts them until they are gone), and never goes up again. */
+void sftp__learn_limit(mux_conn *c, int err, unsigned others)
+{
+	unsigned held = others + c->sftp_closing;
+	if (err != MUX_ESSH(LIBSSH2_ERROR_CHANNEL_FAILURE) || !held ||
+	    (c->sftp_limit && held >= c->sftp_limit))
+		return;
+	c->sftp_limit = held;
+	mux__log(c, 1, "the server refused another sftp channel (%s; sshd's MaxSessions?): "
+		       "FTP sessions now share %u", mux_strerror(err), held);
+}
+
 bool sftp__rehome(struct sftp_chan *ch)
 {
 	mux_conn *c = ch->conn;
@@ -103,13 +114,7 @@ bool sftp__rehome(struct sftp_chan *ch)
 	if (ch->ready || c->state != CS_UP)
 		return false;
 	struct sftp_chan *best = pool_pick(c, ch, &others, &rank);
-	unsigned held = others + c->sftp_closing;
-	if (ch->error == MUX_ESSH(LIBSSH2_ERROR_CHANNEL_FAILURE) && held &&
-	    (!c->sftp_limit || held < c->sftp_limit)) {
-		c->sftp_limit = held;
-		mux__log(c, 1, "the server refused another sftp channel (%s; sshd's MaxSessions?): "
-			       "FTP sessions now share %u", mux_strerror(ch->error), held);
-	}
+	sftp__learn_limit(c, ch->error, others);
 	if (!best || (rank & RANK_STUCK))
 		return false; /* a quick failure beats joining a stalled queue */
 	mux_sftp *list = ch->views;

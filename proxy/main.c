@@ -157,7 +157,9 @@ static void retry_cb(uv_timer_t *t)
 
 /* The connection died after having been up: tell the server, drop it, and
  * try again later, each wait twice the last, up to a minute. */
-static void conn_retry_later(void)
+/* Close the connection, which fails what is left on it, and tell the
+ * server it has none. */
+static void conn_drop(void)
 {
 	mux_conn *old = app.conn;
 	app.conn = NULL;
@@ -165,6 +167,11 @@ static void conn_retry_later(void)
 		px_server_set_conn(app.srv, NULL);
 	if (old)
 		mux_conn_close(old);
+}
+
+static void conn_retry_later(void)
+{
+	conn_drop();
 	if (app.stopping)
 		return;
 	px_log(1, "reconnecting in %.0f s", app.backoff_ms / 1000.0);
@@ -178,11 +185,7 @@ static void server_closed_cb(void *data)
 {
 	(void)data;
 	app.srv = NULL;
-	if (app.conn) {
-		mux_conn *c = app.conn;
-		app.conn = NULL;
-		mux_conn_close(c);
-	}
+	conn_drop();
 	app_maybe_exit();
 }
 
@@ -242,11 +245,7 @@ static void close_grace_cb(uv_timer_t *t)
 		return;
 	px_log(1, "the channels have not closed within %d s (the SSH server does not answer, "
 		  "or the link is slow); dropping the connection", CLOSE_GRACE_MS / 1000);
-	mux_conn *c = app.conn;
-	app.conn = NULL;
-	if (app.srv)
-		px_server_set_conn(app.srv, NULL);
-	mux_conn_close(c);
+	conn_drop();
 }
 
 static void app_stop(int code)
