@@ -355,6 +355,16 @@ class FtpLib(_Client):
 _KINDS = {"curl": Curl, "lftp": Lftp, "wget": Wget, "ftplib": FtpLib}
 
 
+def unsolicited_line(ftp, seconds):
+    """The next line the server sends of its own accord (a 421 on idle),
+    waiting seconds at most (scaled); ftp is closed afterwards."""
+    ftp.sock.settimeout(seconds * procs.time_scale())
+    try:
+        return ftp.getline()
+    finally:
+        ftp.close()
+
+
 def client(name, bed, target, **kw):
     return _KINDS[name](bed, target, **kw)
 

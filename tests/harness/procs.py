@@ -12,6 +12,7 @@ pipe open would make `... | tail` wait forever.
 
 import atexit
 import collections
+import contextlib
 import ctypes
 import os
 import signal
@@ -102,6 +103,30 @@ def reserve_port():
     `with`, or close() it in a finally). For a port a test needs to stay
     unused, or to come up later, while ftpssh or a server bind(0)s."""
     return PortHold()
+
+
+def signal_pids(pids, sig):
+    """Signal each of pids; the ones that still existed (sshd's short-lived
+    helpers come and go)."""
+    done = []
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            done.append(pid)
+        except ProcessLookupError:
+            pass
+    return done
+
+
+@contextlib.contextmanager
+def stopped(pids):
+    """SIGSTOP each of pids (alive to TCP, silent to their peers), SIGCONT
+    them on the way out; yields the ones that existed."""
+    done = signal_pids(pids, signal.SIGSTOP)
+    try:
+        yield done
+    finally:
+        signal_pids(done, signal.SIGCONT)
 
 
 def can_connect(port, host="127.0.0.1", timeout=0.5):

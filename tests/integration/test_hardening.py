@@ -361,11 +361,7 @@ def test_idle_timeout(bed):
     try:
         t0 = time.monotonic()
         ftp = clients.open_ftplib(run.target)
-        ftp.sock.settimeout(15 * procs.time_scale())
-        try:
-            text = ftp.getline()
-        finally:
-            ftp.close()
+        text = clients.unsolicited_line(ftp, 15)
         assert text.startswith("421 ftpssh: idle for 2 s"), text
         assert 1.9 < time.monotonic() - t0 < 12 * procs.time_scale()
 

@@ -49,19 +49,6 @@ def own_sshd(bed):
     ssh.stop()
 
 
-def signal_pids(pids, sig):
-    """Signal each of pids; the ones that still existed (sshd's short-lived
-    helpers come and go)."""
-    done = []
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-            done.append(pid)
-        except ProcessLookupError:
-            pass
-    return done
-
-
 def start(bed, ssh=None, **kw):
     return ftpssh.Ftpssh(bed, [bed.ftp_server(SERVER)], ssh=ssh, **kw)
 
@@ -233,15 +220,12 @@ def test_silent_server_noticed_by_keepalive(bed, own_sshd):
     """sshd stopped (SIGSTOP): TCP stays up, SSH goes silent; keepalives
     that ask for a reply notice within interval x count."""
     run = start(bed, own_sshd, extra=["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"])
-    pids = []
     try:
-        # alive to TCP, silent to SSH
-        pids = signal_pids(own_sshd.connection_pids(), signal.SIGSTOP)
-        assert pids, "no sshd connection process to stop"
-        tunnel.wait_for(lambda: "reconnecting in" in run.stderr(), 8,
-                        "notice of the silent server", run)
+        with procs.stopped(own_sshd.connection_pids()) as pids:
+            assert pids, "no sshd connection process to stop"
+            tunnel.wait_for(lambda: "reconnecting in" in run.stderr(), 8,
+                            "notice of the silent server", run)
     finally:
-        signal_pids(pids, signal.SIGCONT)
         # the dropped connection's session and channels freed: ASan says
         run.stop(check=True)
 
@@ -348,25 +332,22 @@ def test_channel_closing_on_a_silent_server_is_freed(bed, own_sshd):
     connection left libssh2_session_free() returning EAGAIN, the session
     and its channels leaked (the ASan build reports it at exit)."""
     run = start(bed, own_sshd)
-    pids = []
     ftp = None
     try:
         ftp = clients.open_ftplib(run.target)
         ftp.voidcmd("NOOP")
-        pids = signal_pids(own_sshd.connection_pids(), signal.SIGSTOP)
-        assert pids, "no sshd connection process to stop"
-        ftp.close()
-        ftp = None
-        # the session's channel is now closing and cannot finish
-        time.sleep(0.5)
-        assert run.alive(), run.describe()
-    finally:
-        if ftp:
+        with procs.stopped(own_sshd.connection_pids()) as pids:
+            assert pids, "no sshd connection process to stop"
             ftp.close()
-        try:
-            run.stop(check=True)
+            ftp = None
+            # the session's channel is now closing and cannot finish
+            time.sleep(0.5)
+            assert run.alive(), run.describe()
+            run.stop(check=True)  # with the server still silent
             assert ("the channels have not closed within 3 s (the SSH server does not "
                     "answer, or the link is slow); dropping the connection") in run.stderr(), \
                 run.describe()
-        finally:
-            signal_pids(pids, signal.SIGCONT)
+    finally:
+        if ftp:
+            ftp.close()
+        run.stop(check=False)

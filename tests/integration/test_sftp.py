@@ -718,6 +718,23 @@ def test_parallel_sessions(front, area):
 SFTP_CHANNELS_MAX = 8  # mux/sftp_chan.h
 
 
+def own_front(bed, name, sshd_config=(), extra=()):
+    """An sshd of the test's own (sshd_config lines added) and an SFTP
+    front end on it, serving a fresh directory: (sshd, root, front)."""
+    ssh = bed.extra_sshd(name, extra_config=list(sshd_config))
+    root = bed.path(name + "-root")
+    os.makedirs(root, exist_ok=True)
+    return ssh, root, Front(bed, ssh, root, extra=extra)
+
+
+def reset(f):
+    """Close f's control connection with a reset, not an EOF: a session
+    waits for its reply before it takes a plain EOF, but ends at once on
+    a reset."""
+    f.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    f.close()
+
+
 def sftp_channel_starts(ssh):
     """Subsystem channels sshd started so far (its INFO line for each)."""
     return ssh.log_text().count("Starting session: subsystem 'sftp'")
@@ -781,10 +798,7 @@ def test_sessions_beyond_the_channel_cap_share_channels(bed):
     """Twelve sessions on an sshd with the default MaxSessions (10): an
     FTP session per channel failed the 11th with 421. ftpssh opens at
     most 8 channels and the sessions beyond share them."""
-    ssh = bed.extra_sshd("sftp-cap")
-    root = bed.path("sftp-cap-root")
-    os.makedirs(root, exist_ok=True)
-    fr = Front(bed, ssh, root)
+    ssh, root, fr = own_front(bed, "sftp-cap")
     sessions = []
     try:
         sessions, errors = logged_in_sessions(fr, 12)
@@ -811,12 +825,10 @@ def test_hardened_server_maxsessions_2(bed):
     handle is CLOSEd while the channel lives on (sshd's process lets go
     of the file)."""
     import threading
-    ssh = bed.extra_sshd("sftp-ms2", extra_config=["MaxSessions 2"])
-    root = bed.path("sftp-ms2-root")
-    os.makedirs(root, exist_ok=True)
     # -v: when a session ends; 7 per user: room for the sessions below,
     # and none while the reset one still waits for its OPEN's reply
-    fr = Front(bed, ssh, root, extra=["-v", "--max-sessions-per-user=7"])
+    ssh, root, fr = own_front(bed, "sftp-ms2", ["MaxSessions 2"],
+                              ["-v", "--max-sessions-per-user=7"])
     sessions = []
     try:
         sessions, errors = logged_in_sessions(fr, 6)
@@ -881,20 +893,12 @@ def test_hardened_server_maxsessions_2(bed):
         w_id = int(re.findall(r"\[#(\d+)\] FTP client", fr.fs.stderr())[-1])
         servers = sftp_servers(ssh)
         assert len(servers) == 2, "want the 2 sftp server processes, found %s" % servers
-        stopped = []
-        try:
-            for pid in servers:
-                os.kill(pid, signal.SIGSTOP)
-                stopped.append(pid)
+        with procs.stopped(servers):
             host, port = ftplib.parse227(w.sendcmd("PASV"))
             data = socket.create_connection((host, port), timeout=10)
             w.putcmd("RETR big2")
             time.sleep(0.3)
-            # a reset, not an EOF: a session waits for its reply before it
-            # takes a plain EOF, but ends at once on a reset
-            w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            w.sock.close()
-            w.close()
+            reset(w)
             data.close()
             wait_for(lambda: re.search(r"\[#%d\] sftp session from .* ends after" % w_id,
                                        fr.fs.stderr()),
@@ -904,9 +908,6 @@ def test_hardened_server_maxsessions_2(bed):
             with pytest.raises(ftplib.error_temp, match="too many sessions for uid"):
                 g.connect("127.0.0.1", fr.port, timeout=30 * procs.time_scale())
             g.close()
-        finally:
-            for pid in stopped:
-                os.kill(pid, signal.SIGCONT)
         deadline = time.monotonic() + 10 * procs.time_scale()
         while holders_of(ssh, big2) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -931,11 +932,8 @@ def test_sessions_one_after_another_on_maxsessions_1(bed):
     ours is closing opens again once it has closed, and, the server being
     tight, a channel waits 15 s for the next client: twenty sessions in a
     row, none refused; and ftpssh still stops at once."""
-    ssh = bed.extra_sshd("sftp-ms1", extra_config=["MaxSessions 1"])
-    root = bed.path("sftp-ms1-root")
-    os.makedirs(root, exist_ok=True)
+    ssh, root, fr = own_front(bed, "sftp-ms1", ["MaxSessions 1"])
     put_file(os.path.join(root, "f"), b"one" * 100)
-    fr = Front(bed, ssh, root)
     try:
         for i in range(20):
             f = fr.ftp()
@@ -953,38 +951,31 @@ def test_stuck_channel_is_neither_kept_nor_joined(bed):
     """MaxSessions 1, and the one channel's server sits on a request (its
     sftp server stopped) whose session has gone: the next session gets a
     quick 421 instead of a login that hangs on the stalled channel."""
-    ssh = bed.extra_sshd("sftp-ms1-stuck", extra_config=["MaxSessions 1"])
-    root = bed.path("sftp-ms1-stuck-root")
-    os.makedirs(root, exist_ok=True)
-    fr = Front(bed, ssh, root)
-    stopped = []
+    ssh, root, fr = own_front(bed, "sftp-ms1-stuck", ["MaxSessions 1"])
     try:
         f = fr.ftp()
         servers = sftp_servers(ssh)
         assert len(servers) == 1, servers
-        os.kill(servers[0], signal.SIGSTOP)
-        stopped = servers
-        assert not responds(f)
-        f.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        f.close()
-        time.sleep(5.5)  # the request is older than STUCK_MS
-        # g's channel is refused (the stuck one is still counted) and waits
-        # 2 s for it to close; h joins g's waiting channel meanwhile, which
-        # must not stop that wait: both get their 421 (a hang before)
-        t0 = time.monotonic()
-        g = ftplib.FTP()
-        g.connect("127.0.0.1", fr.port, timeout=10 * procs.time_scale())
-        time.sleep(0.5)
-        h = ftplib.FTP()
-        h.connect("127.0.0.1", fr.port, timeout=10 * procs.time_scale())
-        for x in (g, h):
-            with pytest.raises(ftplib.error_temp, match="^421"):
-                x.login("anyone", "anything")
-            x.close()
-        assert time.monotonic() - t0 < 5 * procs.time_scale()
+        with procs.stopped(servers):
+            assert not responds(f)
+            reset(f)
+            time.sleep(5.5)  # the request is older than STUCK_MS
+            # g's channel is refused (the stuck one is still counted) and
+            # waits 2 s for it to close; h joins g's waiting channel
+            # meanwhile, which must not stop that wait: both get their 421
+            # (a hang before)
+            t0 = time.monotonic()
+            g = ftplib.FTP()
+            g.connect("127.0.0.1", fr.port, timeout=10 * procs.time_scale())
+            time.sleep(0.5)
+            h = ftplib.FTP()
+            h.connect("127.0.0.1", fr.port, timeout=10 * procs.time_scale())
+            for x in (g, h):
+                with pytest.raises(ftplib.error_temp, match="^421"):
+                    x.login("anyone", "anything")
+                x.close()
+            assert time.monotonic() - t0 < 5 * procs.time_scale()
     finally:
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
         fr.stop()
 
 
@@ -1006,34 +997,26 @@ def test_new_session_avoids_a_stuck_channel(bed):
     """A channel whose server sits on a request (a FIFO, a hung mount: here
     its sftp server is stopped) is not given new sessions while another
     channel answers, though it has fewer sessions on it."""
-    ssh = bed.extra_sshd("sftp-stuck", extra_config=["MaxSessions 2"])
-    root = bed.path("sftp-stuck-root")
-    os.makedirs(root, exist_ok=True)
-    fr = Front(bed, ssh, root)
-    sessions, stopped = [], []
+    ssh, root, fr = own_front(bed, "sftp-stuck", ["MaxSessions 2"])
+    sessions = []
     try:
         sessions, errors = logged_in_sessions(fr, 4)  # two on each channel
         assert not errors, errors
         servers = sftp_servers(ssh)
         assert len(servers) == 2, servers
-        os.kill(servers[0], signal.SIGSTOP)
-        stopped = servers[:1]
-        hung = [f for f in sessions if not responds(f)]
-        assert len(hung) == 2, "%d sessions on the stopped server's channel, want 2" % len(hung)
-        # a reset (a session waits for its reply before it takes an EOF):
-        # now 1 session there, 2 on the other channel
-        hung[0].sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        hung[0].close()
-        sessions.remove(hung[0])
-        time.sleep(5.5)  # the hung requests are older than STUCK_MS (mux/sftp_chan.c)
-        f = ftplib.FTP()
-        f.connect("127.0.0.1", fr.port, timeout=3 * procs.time_scale())
-        f.login("anyone", "anything")
-        sessions.append(f)
-        assert f.pwd() == root
+        with procs.stopped(servers[:1]):
+            hung = [f for f in sessions if not responds(f)]
+            assert len(hung) == 2, ("%d sessions on the stopped server's channel, want 2"
+                                    % len(hung))
+            reset(hung[0])  # now 1 session there, 2 on the other channel
+            sessions.remove(hung[0])
+            time.sleep(5.5)  # the hung requests are older than STUCK_MS (mux/sftp_chan.c)
+            f = ftplib.FTP()
+            f.connect("127.0.0.1", fr.port, timeout=3 * procs.time_scale())
+            f.login("anyone", "anything")
+            sessions.append(f)
+            assert f.pwd() == root
     finally:
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
         quit_all(sessions)
         fr.stop()
 
@@ -1090,27 +1073,20 @@ def test_idle_timeout_when_the_sftp_server_never_answers(bed):
     busy for ever: the server sits on the request (its sftp server is
     stopped here; a FIFO or a hung mount in the field), so the session
     ends, and its client is let go."""
-    ssh = bed.extra_sshd("sftp-stall")
-    root = bed.path("sftp-stall-root")
-    os.makedirs(root, exist_ok=True)
-    fr = Front(bed, ssh, root, extra=["--idle-timeout=2"])
-    stopped = []
+    ssh, root, fr = own_front(bed, "sftp-stall", extra=["--idle-timeout=2"])
     try:
         f = fr.ftp()
         servers = sftp_servers(ssh)
         assert len(servers) == 1, servers
-        os.kill(servers[0], signal.SIGSTOP)
-        stopped = servers
-        t0 = time.monotonic()
-        f.sock.settimeout(20 * procs.time_scale())
-        with pytest.raises((EOFError, OSError, ftplib.Error)):
-            f.sendcmd("SIZE /")  # no reply, then the session ends
-        assert 1.9 < time.monotonic() - t0 < 15 * procs.time_scale()
-        assert re.search(r"the SFTP server has not answered for \d+ s; closing the session",
-                         fr.fs.stderr()), fr.fs.stderr()[-2000:]
+        with procs.stopped(servers):
+            t0 = time.monotonic()
+            f.sock.settimeout(20 * procs.time_scale())
+            with pytest.raises((EOFError, OSError, ftplib.Error)):
+                f.sendcmd("SIZE /")  # no reply, then the session ends
+            assert 1.9 < time.monotonic() - t0 < 15 * procs.time_scale()
+            assert re.search(r"the SFTP server has not answered for \d+ s; closing the session",
+                             fr.fs.stderr()), fr.fs.stderr()[-2000:]
     finally:
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
         fr.stop()
 
 
@@ -1122,11 +1098,7 @@ def test_idle_timeout(bed, sshd):
     try:
         f = fr.ftp()
         t0 = time.monotonic()
-        f.sock.settimeout(15 * procs.time_scale())
-        try:
-            text = f.getline()
-        finally:
-            f.close()
+        text = clients.unsolicited_line(f, 15)
         assert text.startswith("421 ftpssh: idle for 1 s"), text
         assert 0.9 < time.monotonic() - t0 < 10 * procs.time_scale()
         assert "idle for 1 s; closing the session" in fr.fs.stderr()
